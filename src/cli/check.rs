@@ -1,0 +1,84 @@
+//! `harbormaster check`: validate only, print one line per app or every error.
+
+use std::path::Path;
+use std::process::ExitCode;
+
+use crate::config::{self, AppConfig, AppKind, Command, LoadError, ProbeKind};
+
+pub fn run(path: &Path) -> ExitCode {
+    match config::load(path) {
+        Ok(config) => {
+            for app in config.apps.values() {
+                println!("{}", summary(app));
+            }
+            let listen: Vec<String> = config.gateway.listen.iter().map(|a| a.to_string()).collect();
+            println!(
+                "{}: valid, {} app{}, gateway on {}",
+                path.display(),
+                config.apps.len(),
+                if config.apps.len() == 1 { "" } else { "s" },
+                listen.join(", ")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(LoadError::Invalid(errors)) => {
+            eprintln!("{errors}");
+            let n = errors.len();
+            eprintln!("{}: {n} error{}", path.display(), if n == 1 { "" } else { "s" });
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line: what the app is, where its traffic comes from, how it is checked.
+pub fn summary(app: &AppConfig) -> String {
+    let what = match &app.kind {
+        AppKind::Managed(m) => {
+            let program = match &m.command {
+                Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
+                Command::Shell(line) => format!("sh -c {line:?}"),
+            };
+            let port = if m.port == 0 { "auto".to_string() } else { m.port.to_string() };
+            format!(
+                "managed `{program}`, {} instance{}, port {port}",
+                m.instances,
+                if m.instances.get() == 1 { "" } else { "s" }
+            )
+        }
+        AppKind::External { upstreams } => {
+            let list: Vec<String> = upstreams.iter().map(|u| u.to_string()).collect();
+            format!("external {}", list.join(", "))
+        }
+    };
+    let routes: Vec<String> = app
+        .routes
+        .iter()
+        .map(|r| match (&r.host, &r.path) {
+            (Some(h), Some(p)) => format!("{h}{p}"),
+            (Some(h), None) => h.to_string(),
+            (None, Some(p)) => p.clone(),
+            (None, None) => String::new(),
+        })
+        .collect();
+    let readiness = match app.readiness.as_ref().map(|p| &p.kind) {
+        Some(ProbeKind::Http { path }) => format!("http {path}"),
+        Some(ProbeKind::Exec { argv }) => format!("exec {}", argv.join(" ")),
+        Some(ProbeKind::Tcp) | None => "tcp".to_string(),
+    };
+    let deps = if app.depends_on.is_empty() {
+        String::new()
+    } else {
+        let d: Vec<&str> = app.depends_on.keys().map(|n| n.as_str()).collect();
+        format!(", after {}", d.join(", "))
+    };
+    format!(
+        "{}: {what}; routes {}; readiness {readiness}{}{deps}",
+        app.name,
+        routes.join(", "),
+        if app.required { "" } else { "; not required" },
+    )
+}

@@ -1,0 +1,60 @@
+//! The command line: global flags, one module per verb.
+//!
+//! Exit codes (INTERFACES.md): 0 success, 1 invalid input or failed
+//! operation, 2 usage error (clap), 3 no running instance. Verbs join this
+//! enum in the issue that makes them work; none pretends.
+
+mod check;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "harbormaster", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The configuration file.
+    #[arg(short = 'c', long = "config", global = true, default_value = "harbormaster.toml", env = "HARBORMASTER_CONFIG")]
+    pub config: PathBuf,
+
+    /// Where runtime files live (default: `[runtime] dir`, else `.harbormaster/` beside the config).
+    #[arg(long, global = true, env = "HARBORMASTER_RUNTIME_DIR")]
+    pub runtime_dir: Option<PathBuf>,
+
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    /// Log filter, such as `info` or `harbormaster=debug` (default: $RUST_LOG, else `info`).
+    #[arg(long, global = true)]
+    pub log_level: Option<String>,
+
+    #[command(subcommand)]
+    pub verb: Verb,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Verb {
+    /// Validate the configuration; exit 0 if valid, 1 with every error (file:line:col) if not.
+    Check,
+}
+
+/// Parses the command line and runs the verb.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Err(e) = logging::init(cli.log_format, cli.log_level.as_deref()) {
+        eprintln!("harbormaster: {e:#}");
+        return ExitCode::from(2);
+    }
+    match cli.verb {
+        Verb::Check => check::run(&cli.config),
+    }
+}

@@ -1,0 +1,211 @@
+//! Raw config → [`Config`]: the top-level tables and the checks that span
+//! apps (route conflicts, dependencies). Per-app checks are in `validate_app.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use super::model::*;
+use super::raw::*;
+use super::values::{Checker, Zero};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+impl Checker<'_, '_> {
+    pub(crate) fn config(&mut self, raw: &RawConfig, source: std::path::PathBuf) -> Config {
+        let gateway = self.gateway(raw.gateway.as_ref().map(|g| g.get_ref()));
+        let admin = AdminConfig {
+            listen: raw
+                .admin
+                .as_ref()
+                .and_then(|a| a.get_ref().listen.as_ref())
+                .and_then(|l| self.socket_addr(l, "admin.listen"))
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+        };
+        let runtime = RuntimeConfig {
+            dir: self.resolve(
+                raw.runtime
+                    .as_ref()
+                    .and_then(|r| r.get_ref().dir.as_ref())
+                    .map_or(".harbormaster", |d| d.get_ref().as_str()),
+            ),
+        };
+
+        let mut apps = BTreeMap::new();
+        for (name, app) in &raw.apps {
+            let key = format!("apps.{}", name.get_ref());
+            let app_name = match AppName::new(name.get_ref()) {
+                Ok(n) => n,
+                Err(why) => {
+                    self.rep.error(
+                        name.span(),
+                        &key,
+                        format!("invalid app name \"{}\": {why}", name.get_ref()),
+                        Some("rename the app, for example [apps.my-app]".into()),
+                    );
+                    continue;
+                }
+            };
+            let config = self.app(app_name.clone(), app, &key);
+            apps.insert(app_name, config);
+        }
+        self.route_conflicts(raw);
+        self.dependencies(raw, &apps);
+
+        Config {
+            source,
+            gateway,
+            admin,
+            runtime,
+            apps,
+        }
+    }
+
+    fn gateway(&mut self, g: Option<&RawGateway>) -> GatewayConfig {
+        let default = RawGateway::default();
+        let g = g.unwrap_or(&default);
+        let mut listen = Vec::new();
+        match &g.listen {
+            None => listen.push(SocketAddr::from(([127, 0, 0, 1], 18080))),
+            Some(list) if list.get_ref().is_empty() => self.rep.error(
+                list.span(),
+                "gateway.listen",
+                "no listen address",
+                Some("list at least one address, such as [\"127.0.0.1:8080\"]".into()),
+            ),
+            Some(list) => {
+                for (i, a) in list.get_ref().iter().enumerate() {
+                    let key = format!("gateway.listen[{i}]");
+                    let Some(addr) = self.socket_addr(a, &key) else { continue };
+                    if listen.contains(&addr) && addr.port() != 0 {
+                        self.rep.error(a.span(), &key, format!("{addr} is listed twice"), Some("remove the duplicate".into()));
+                    }
+                    listen.push(addr);
+                }
+            }
+        }
+        let d = |c: &mut Self, v: &Option<S<String>>, k: &str, default, zero| c.duration(v.as_ref(), &format!("gateway.{k}"), default, zero);
+        GatewayConfig {
+            listen,
+            drain_timeout: d(self, &g.drain_timeout, "drain_timeout", SECS(30), Zero::Allowed),
+            drain_delay: d(self, &g.drain_delay, "drain_delay", SECS(0), Zero::Allowed),
+            stream_grace: d(self, &g.stream_grace, "stream_grace", SECS(5), Zero::Allowed),
+            header_read_timeout: d(self, &g.header_read_timeout, "header_read_timeout", SECS(10), Zero::Rejected),
+            upstream_connect_timeout: d(self, &g.upstream_connect_timeout, "upstream_connect_timeout", SECS(2), Zero::Rejected),
+            upstream_response_timeout: d(self, &g.upstream_response_timeout, "upstream_response_timeout", SECS(60), Zero::Rejected),
+            max_connections: self.int(g.max_connections.as_ref(), "gateway.max_connections", 10_000, 1, 1_000_000),
+            max_header_bytes: self.int(g.max_header_bytes.as_ref(), "gateway.max_header_bytes", 65_536, 1024, 16 << 20),
+            access_log: g.access_log.unwrap_or(false),
+        }
+    }
+
+    /// Two routes (in one app or two) that claim the same host and path.
+    fn route_conflicts(&mut self, raw: &RawConfig) {
+        let mut claimed: HashMap<(Option<String>, String), String> = HashMap::new();
+        for (name, app) in &raw.apps {
+            let Some(routes) = &app.get_ref().routes else { continue };
+            for (i, r) in routes.get_ref().iter().enumerate() {
+                let route = r.get_ref();
+                if route.host.is_none() && route.path.is_none() {
+                    continue;
+                }
+                let host = route.host.as_ref().map(|h| h.get_ref().trim().to_ascii_lowercase());
+                let path = route.path.as_ref().map_or("/".to_string(), |p| {
+                    match p.get_ref().trim_end_matches('/') {
+                        "" => "/".to_string(),
+                        t => t.to_string(),
+                    }
+                });
+                let owner = name.get_ref().clone();
+                if let Some(first) = claimed.get(&(host.clone(), path.clone())) {
+                    let what = match &host {
+                        Some(h) => format!("host \"{h}\" with path \"{path}\""),
+                        None => format!("path \"{path}\" on any host"),
+                    };
+                    let by = if *first == owner {
+                        "an earlier route of this app".to_string()
+                    } else {
+                        format!("app `{first}`")
+                    };
+                    self.rep.error(
+                        r.span(),
+                        format!("apps.{owner}.routes[{i}]"),
+                        format!("{what} is already claimed by {by}"),
+                        Some("give one of the routes a different host or path".into()),
+                    );
+                } else {
+                    claimed.insert((host, path), owner);
+                }
+            }
+        }
+    }
+
+    /// `depends_on` must name known apps and must not form a cycle.
+    fn dependencies(&mut self, raw: &RawConfig, apps: &BTreeMap<AppName, AppConfig>) {
+        let mut edges: BTreeMap<String, Vec<(String, std::ops::Range<usize>)>> = BTreeMap::new();
+        for (name, app) in &raw.apps {
+            for dep in app.get_ref().depends_on.iter().flat_map(|d| d.keys()) {
+                let key = format!("apps.{}.depends_on.{}", name.get_ref(), dep.get_ref());
+                if !raw.apps.keys().any(|n| n.get_ref() == dep.get_ref()) {
+                    let known = apps.keys().map(AppName::as_str);
+                    let hint = match super::error::did_you_mean(dep.get_ref(), known) {
+                        Some(s) => format!("did you mean `{s}`?"),
+                        None => "name an app defined under [apps]".into(),
+                    };
+                    self.rep.error(dep.span(), key, format!("depends on unknown app `{}`", dep.get_ref()), Some(hint));
+                    continue;
+                }
+                edges
+                    .entry(name.get_ref().clone())
+                    .or_default()
+                    .push((dep.get_ref().clone(), dep.span()));
+            }
+        }
+        // Depth-first search; a back edge closes a cycle.
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            Active,
+            Done,
+        }
+        fn visit(
+            node: &str,
+            edges: &BTreeMap<String, Vec<(String, std::ops::Range<usize>)>>,
+            marks: &mut HashMap<String, Mark>,
+            stack: &mut Vec<String>,
+            cycles: &mut Vec<(Vec<String>, std::ops::Range<usize>)>,
+        ) {
+            marks.insert(node.to_string(), Mark::Active);
+            stack.push(node.to_string());
+            for (dep, span) in edges.get(node).into_iter().flatten() {
+                match marks.get(dep.as_str()) {
+                    Some(Mark::Active) => {
+                        let start = stack.iter().position(|n| n == dep).unwrap_or(0);
+                        let mut cycle = stack[start..].to_vec();
+                        cycle.push(dep.clone());
+                        cycles.push((cycle, span.clone()));
+                    }
+                    Some(Mark::Done) => {}
+                    None => visit(dep, edges, marks, stack, cycles),
+                }
+            }
+            stack.pop();
+            marks.insert(node.to_string(), Mark::Done);
+        }
+        let mut marks = HashMap::new();
+        let mut cycles = Vec::new();
+        for node in edges.keys() {
+            if !marks.contains_key(node.as_str()) {
+                visit(node, &edges, &mut marks, &mut Vec::new(), &mut cycles);
+            }
+        }
+        for (cycle, span) in cycles {
+            let last = &cycle[cycle.len() - 2];
+            self.rep.error(
+                span,
+                format!("apps.{last}.depends_on.{}", cycle[cycle.len() - 1]),
+                format!("dependency cycle: {}", cycle.join(" -> ")),
+                Some("remove one of these depends_on entries".into()),
+            );
+        }
+    }
+}

@@ -1,0 +1,12 @@
+//! harbormaster runs your services, routes HTTP traffic to them, checks their
+//! health, and starts, restarts, reloads and stops them without dropping a
+//! request.
+//!
+//! Layout (see `ARCHITECTURE.md`): `config` turns the TOML file into a
+//! validated [`config::Config`]; `cli` holds one module per command-line verb.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod config;
+
+pub use config::Config;
