@@ -1,1 +1,134 @@
-fn main(){}
+//! A small HTTP backend for harbormaster's tests, benchmarks and demo.
+//!
+//! It behaves like the services harbormaster supervises, including the badly
+//! behaved ones: slow starters, crashers, hangers, processes that ignore
+//! SIGTERM and processes that leave grandchildren behind.
+#![forbid(unsafe_code)]
+
+mod routes;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::Notify;
+
+#[derive(Debug, Parser)]
+#[command(name = "testapp", about = "HTTP test backend for harbormaster")]
+struct Args {
+    /// Port to listen on (0 = any free port).
+    #[arg(long, env = "PORT", default_value_t = 0)]
+    port: u16,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Name reported by `/` (default: $HARBORMASTER_INSTANCE, else "testapp").
+    #[arg(long, env = "HARBORMASTER_INSTANCE", default_value = "testapp")]
+    name: String,
+    /// Wait this long before opening the port, like a slow starter.
+    #[arg(long, value_parser = humantime::parse_duration)]
+    startup_delay: Option<Duration>,
+    /// Log SIGTERM and keep running (to test escalation to SIGKILL).
+    #[arg(long)]
+    ignore_sigterm: bool,
+    /// Start a grandchild process that ignores SIGTERM (to test process-group cleanup).
+    #[arg(long)]
+    spawn_grandchild: bool,
+    /// Log one stdout line per request.
+    #[arg(long)]
+    log_requests: bool,
+    /// Internal: run as the grandchild.
+    #[arg(long, hide = true)]
+    grandchild: bool,
+    /// After a shutdown starts, wait at most this long for open requests.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
+    shutdown_grace: Duration,
+}
+
+#[tokio::main]
+async fn main() -> std::io::Result<()> {
+    let args = Args::parse();
+    if args.grandchild {
+        return grandchild().await;
+    }
+    eprintln!("testapp: starting pid={}", std::process::id());
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
+
+    let grandchild_pid = if args.spawn_grandchild {
+        let child = std::process::Command::new(std::env::current_exe()?)
+            .arg("--grandchild")
+            .stdin(std::process::Stdio::null())
+            .spawn()?;
+        println!("testapp: grandchild pid={}", child.id());
+        Some(child.id())
+    } else {
+        None
+    };
+
+    if let Some(delay) = args.startup_delay {
+        eprintln!("testapp: waiting {delay:?} before listening");
+        tokio::time::sleep(delay).await;
+    }
+
+    let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.host, args.port)).await?;
+    let addr = listener.local_addr()?;
+    let shutdown = Arc::new(Notify::new());
+    let state = routes::State::new(
+        args.name.clone(),
+        addr.port(),
+        grandchild_pid,
+        args.log_requests,
+        shutdown.clone(),
+    );
+    println!(
+        "testapp: listening on {addr} name={} pid={}",
+        args.name,
+        std::process::id()
+    );
+
+    let ignore_sigterm = args.ignore_sigterm;
+    let stop = async move {
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => {
+                    if ignore_sigterm {
+                        eprintln!("testapp: ignoring SIGTERM");
+                        continue;
+                    }
+                    eprintln!("testapp: SIGTERM, shutting down");
+                }
+                _ = sigint.recv() => eprintln!("testapp: SIGINT, shutting down"),
+                _ = shutdown.notified() => eprintln!("testapp: shutdown requested"),
+            }
+            break;
+        }
+    };
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, routes::router(state)).with_graceful_shutdown(async move {
+        stop.await;
+        let _ = stopping_tx.send(());
+    });
+    let grace = args.shutdown_grace;
+    tokio::select! {
+        result = server => result?,
+        _ = async move {
+            let _ = stopping_rx.await;
+            tokio::time::sleep(grace).await;
+        } => eprintln!("testapp: open requests did not finish within {grace:?}; exiting"),
+    }
+    println!("testapp: stopped");
+    Ok(())
+}
+
+/// Sleeps forever and ignores SIGTERM: only SIGKILL (to its group) ends it.
+async fn grandchild() -> std::io::Result<()> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    eprintln!("testapp grandchild: pid={} ignoring SIGTERM", std::process::id());
+    loop {
+        sigterm.recv().await;
+        eprintln!("testapp grandchild: ignoring SIGTERM");
+    }
+}
