@@ -11,7 +11,12 @@ pub fn run(path: &Path) -> ExitCode {
             for app in config.apps.values() {
                 println!("{}", summary(app));
             }
-            let listen: Vec<String> = config.gateway.listen.iter().map(|a| a.to_string()).collect();
+            let listen: Vec<String> = config
+                .gateway
+                .listen
+                .iter()
+                .map(|a| a.to_string())
+                .collect();
             println!(
                 "{}: valid, {} app{}, gateway on {}",
                 path.display(),
@@ -24,7 +29,11 @@ pub fn run(path: &Path) -> ExitCode {
         Err(LoadError::Invalid(errors)) => {
             eprintln!("{errors}");
             let n = errors.len();
-            eprintln!("{}: {n} error{}", path.display(), if n == 1 { "" } else { "s" });
+            eprintln!(
+                "{}: {n} error{}",
+                path.display(),
+                if n == 1 { "" } else { "s" }
+            );
             ExitCode::FAILURE
         }
         Err(e) => {
@@ -42,7 +51,11 @@ pub fn summary(app: &AppConfig) -> String {
                 Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
                 Command::Shell(line) => format!("sh -c {line:?}"),
             };
-            let port = if m.port == 0 { "auto".to_string() } else { m.port.to_string() };
+            let port = if m.port == 0 {
+                "auto".to_string()
+            } else {
+                m.port.to_string()
+            };
             format!(
                 "managed `{program}`, {} instance{}, port {port}",
                 m.instances,

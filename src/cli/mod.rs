@@ -16,7 +16,13 @@ use clap::{Parser, Subcommand, ValueEnum};
 #[command(name = "harbormaster", version, about, propagate_version = true)]
 pub struct Cli {
     /// The configuration file.
-    #[arg(short = 'c', long = "config", global = true, default_value = "harbormaster.toml", env = "HARBORMASTER_CONFIG")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        global = true,
+        default_value = "harbormaster.toml",
+        env = "HARBORMASTER_CONFIG"
+    )]
     pub config: PathBuf,
 
     /// Where runtime files live (default: `[runtime] dir`, else `.harbormaster/` beside the config).

@@ -39,7 +39,9 @@ pub(crate) fn parse(
                 e.span().unwrap_or(0..0),
                 "",
                 format!("TOML syntax error: {message}"),
-                Some("fix the TOML syntax here (strings need quotes, tables need [brackets])".into()),
+                Some(
+                    "fix the TOML syntax here (strings need quotes, tables need [brackets])".into(),
+                ),
             );
         }
         return None;
@@ -159,7 +161,10 @@ fn describe(message: &str, key: &str) -> (String, Option<String>) {
     if message.contains("untagged enum RawCommand") || key.ends_with(".command") {
         return (
             "command must be an array of strings".into(),
-            Some(r#"write command = ["program", "arg"], or a single string with shell = true"#.into()),
+            Some(
+                r#"write command = ["program", "arg"], or a single string with shell = true"#
+                    .into(),
+            ),
         );
     }
     if let Some(rest) = message.strip_prefix("invalid type: ") {
@@ -175,7 +180,11 @@ fn describe(message: &str, key: &str) -> (String, Option<String>) {
 }
 
 fn quote_all(words: &[&str]) -> String {
-    words.iter().map(|w| format!("\"{w}\"")).collect::<Vec<_>>().join(", ")
+    words
+        .iter()
+        .map(|w| format!("\"{w}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// serde names Rust types; users write TOML.

@@ -172,7 +172,10 @@ mod tests {
 
     #[test]
     fn suggests_only_close_words() {
-        assert_eq!(did_you_mean("listn", ["listen", "drain_timeout"]), Some("listen"));
+        assert_eq!(
+            did_you_mean("listn", ["listen", "drain_timeout"]),
+            Some("listen")
+        );
         assert_eq!(did_you_mean("zzz", ["listen", "drain_timeout"]), None);
     }
 }

@@ -64,4 +64,3 @@ pub fn from_str_with_env(
 fn absolute(path: &Path) -> PathBuf {
     std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf())
 }
-

@@ -76,25 +76,76 @@ impl Checker<'_, '_> {
             Some(list) => {
                 for (i, a) in list.get_ref().iter().enumerate() {
                     let key = format!("gateway.listen[{i}]");
-                    let Some(addr) = self.socket_addr(a, &key) else { continue };
+                    let Some(addr) = self.socket_addr(a, &key) else {
+                        continue;
+                    };
                     if listen.contains(&addr) && addr.port() != 0 {
-                        self.rep.error(a.span(), &key, format!("{addr} is listed twice"), Some("remove the duplicate".into()));
+                        self.rep.error(
+                            a.span(),
+                            &key,
+                            format!("{addr} is listed twice"),
+                            Some("remove the duplicate".into()),
+                        );
                     }
                     listen.push(addr);
                 }
             }
         }
-        let d = |c: &mut Self, v: &Option<S<String>>, k: &str, default, zero| c.duration(v.as_ref(), &format!("gateway.{k}"), default, zero);
+        let d = |c: &mut Self, v: &Option<S<String>>, k: &str, default, zero| {
+            c.duration(v.as_ref(), &format!("gateway.{k}"), default, zero)
+        };
         GatewayConfig {
             listen,
-            drain_timeout: d(self, &g.drain_timeout, "drain_timeout", SECS(30), Zero::Allowed),
+            drain_timeout: d(
+                self,
+                &g.drain_timeout,
+                "drain_timeout",
+                SECS(30),
+                Zero::Allowed,
+            ),
             drain_delay: d(self, &g.drain_delay, "drain_delay", SECS(0), Zero::Allowed),
-            stream_grace: d(self, &g.stream_grace, "stream_grace", SECS(5), Zero::Allowed),
-            header_read_timeout: d(self, &g.header_read_timeout, "header_read_timeout", SECS(10), Zero::Rejected),
-            upstream_connect_timeout: d(self, &g.upstream_connect_timeout, "upstream_connect_timeout", SECS(2), Zero::Rejected),
-            upstream_response_timeout: d(self, &g.upstream_response_timeout, "upstream_response_timeout", SECS(60), Zero::Rejected),
-            max_connections: self.int(g.max_connections.as_ref(), "gateway.max_connections", 10_000, 1, 1_000_000),
-            max_header_bytes: self.int(g.max_header_bytes.as_ref(), "gateway.max_header_bytes", 65_536, 1024, 16 << 20),
+            stream_grace: d(
+                self,
+                &g.stream_grace,
+                "stream_grace",
+                SECS(5),
+                Zero::Allowed,
+            ),
+            header_read_timeout: d(
+                self,
+                &g.header_read_timeout,
+                "header_read_timeout",
+                SECS(10),
+                Zero::Rejected,
+            ),
+            upstream_connect_timeout: d(
+                self,
+                &g.upstream_connect_timeout,
+                "upstream_connect_timeout",
+                SECS(2),
+                Zero::Rejected,
+            ),
+            upstream_response_timeout: d(
+                self,
+                &g.upstream_response_timeout,
+                "upstream_response_timeout",
+                SECS(60),
+                Zero::Rejected,
+            ),
+            max_connections: self.int(
+                g.max_connections.as_ref(),
+                "gateway.max_connections",
+                10_000,
+                1,
+                1_000_000,
+            ),
+            max_header_bytes: self.int(
+                g.max_header_bytes.as_ref(),
+                "gateway.max_header_bytes",
+                65_536,
+                1024,
+                16 << 20,
+            ),
             access_log: g.access_log.unwrap_or(false),
         }
     }
@@ -103,13 +154,18 @@ impl Checker<'_, '_> {
     fn route_conflicts(&mut self, raw: &RawConfig) {
         let mut claimed: HashMap<(Option<String>, String), String> = HashMap::new();
         for (name, app) in &raw.apps {
-            let Some(routes) = &app.get_ref().routes else { continue };
+            let Some(routes) = &app.get_ref().routes else {
+                continue;
+            };
             for (i, r) in routes.get_ref().iter().enumerate() {
                 let route = r.get_ref();
                 if route.host.is_none() && route.path.is_none() {
                     continue;
                 }
-                let host = route.host.as_ref().map(|h| h.get_ref().trim().to_ascii_lowercase());
+                let host = route
+                    .host
+                    .as_ref()
+                    .map(|h| h.get_ref().trim().to_ascii_lowercase());
                 let path = route.path.as_ref().map_or("/".to_string(), |p| {
                     match p.get_ref().trim_end_matches('/') {
                         "" => "/".to_string(),
@@ -152,7 +208,12 @@ impl Checker<'_, '_> {
                         Some(s) => format!("did you mean `{s}`?"),
                         None => "name an app defined under [apps]".into(),
                     };
-                    self.rep.error(dep.span(), key, format!("depends on unknown app `{}`", dep.get_ref()), Some(hint));
+                    self.rep.error(
+                        dep.span(),
+                        key,
+                        format!("depends on unknown app `{}`", dep.get_ref()),
+                        Some(hint),
+                    );
                     continue;
                 }
                 edges

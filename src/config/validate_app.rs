@@ -73,7 +73,10 @@ impl Checker<'_, '_> {
                     span,
                     key,
                     "app has no routes",
-                    Some(r#"add routes = [{ host = "app.localhost" }] or [{ path = "/app" }]"#.into()),
+                    Some(
+                        r#"add routes = [{ host = "app.localhost" }] or [{ path = "/app" }]"#
+                            .into(),
+                    ),
                 );
             }
             return Vec::new();
@@ -91,6 +94,9 @@ impl Checker<'_, '_> {
             let k = format!("{rkey}[{i}]");
             let route = r.get_ref();
             if route.host.is_none() && route.path.is_none() {
+                if self.dropped_inside(&k) {
+                    continue;
+                }
                 self.rep.error(
                     r.span(),
                     &k,
@@ -99,8 +105,14 @@ impl Checker<'_, '_> {
                 );
                 continue;
             }
-            let host = route.host.as_ref().and_then(|h| self.host(h, &format!("{k}.host")));
-            let path = route.path.as_ref().map(|p| self.route_path(p, &format!("{k}.path")));
+            let host = route
+                .host
+                .as_ref()
+                .and_then(|h| self.host(h, &format!("{k}.host")));
+            let path = route
+                .path
+                .as_ref()
+                .map(|p| self.route_path(p, &format!("{k}.path")));
             routes.push(Route {
                 host,
                 path,
@@ -117,7 +129,9 @@ impl Checker<'_, '_> {
             None => (false, text.clone()),
         };
         let valid_label = |l: &str| {
-            !l.is_empty() && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            !l.is_empty()
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         };
         if name.is_empty() || !name.split('.').all(valid_label) {
             let hint = if text.contains(':') {
@@ -125,7 +139,12 @@ impl Checker<'_, '_> {
             } else {
                 "write a host name such as \"web.localhost\", or \"*.web.localhost\" for every subdomain".to_string()
             };
-            self.rep.error(value.span(), key, format!("invalid host \"{}\"", value.get_ref()), Some(hint));
+            self.rep.error(
+                value.span(),
+                key,
+                format!("invalid host \"{}\"", value.get_ref()),
+                Some(hint),
+            );
             return None;
         }
         Some(if wildcard {
@@ -159,7 +178,12 @@ impl Checker<'_, '_> {
                 self.external_only(app, key);
                 let ukey = format!("{key}.upstreams");
                 if up.get_ref().is_empty() {
-                    self.rep.error(up.span(), &ukey, "upstreams is empty", Some("list at least one address, such as \"127.0.0.1:3000\"".into()));
+                    self.rep.error(
+                        up.span(),
+                        &ukey,
+                        "upstreams is empty",
+                        Some("list at least one address, such as \"127.0.0.1:3000\"".into()),
+                    );
                 }
                 let upstreams = up
                     .get_ref()
@@ -180,7 +204,9 @@ impl Checker<'_, '_> {
                         Some(r#"add command = ["program", "{port}"] to run it, or upstreams = ["127.0.0.1:3000"] to route to it"#.into()),
                     );
                 }
-                AppKind::External { upstreams: Vec::new() }
+                AppKind::External {
+                    upstreams: Vec::new(),
+                }
             }
         }
     }
@@ -217,7 +243,10 @@ impl Checker<'_, '_> {
                 span,
                 format!("{key}.{name}"),
                 format!("`{name}` applies only to apps with a `command`"),
-                Some("remove it: external upstreams are only routed to and get readiness probes".into()),
+                Some(
+                    "remove it: external upstreams are only routed to and get readiness probes"
+                        .into(),
+                ),
             );
         }
     }
@@ -228,13 +257,23 @@ impl Checker<'_, '_> {
         let command = match app.command.as_ref().map(|c| (c.get_ref(), c.span())) {
             Some((RawCommand::Argv(argv), span)) if !shell => {
                 if argv.first().is_none_or(|p| p.trim().is_empty()) {
-                    self.rep.error(span, &ckey, "command is empty", Some(r#"name the program to run: command = ["program", "arg"]"#.into()));
+                    self.rep.error(
+                        span,
+                        &ckey,
+                        "command is empty",
+                        Some(r#"name the program to run: command = ["program", "arg"]"#.into()),
+                    );
                 }
                 Command::Argv(argv.clone())
             }
             Some((RawCommand::Line(line), span)) if shell => {
                 if line.trim().is_empty() {
-                    self.rep.error(span, &ckey, "command is empty", Some("write the shell command line to run".into()));
+                    self.rep.error(
+                        span,
+                        &ckey,
+                        "command is empty",
+                        Some("write the shell command line to run".into()),
+                    );
                 }
                 Command::Shell(line.clone())
             }
@@ -294,7 +333,10 @@ impl Checker<'_, '_> {
                     k.span(),
                     format!("{key}.env.{name}"),
                     "invalid environment variable",
-                    Some("names must be non-empty without '=' and values must not contain NUL".into()),
+                    Some(
+                        "names must be non-empty without '=' and values must not contain NUL"
+                            .into(),
+                    ),
                 );
                 continue;
             }
@@ -308,7 +350,9 @@ impl Checker<'_, '_> {
                 p.span(),
                 format!("{key}.port"),
                 format!("a fixed port ({port}) cannot be shared by {instances} instances"),
-                Some("set port = 0 to give each instance its own free port, or instances = 1".into()),
+                Some(
+                    "set port = 0 to give each instance its own free port, or instances = 1".into(),
+                ),
             );
         }
 
@@ -336,18 +380,44 @@ impl Checker<'_, '_> {
         let key = format!("{key}.restart");
         let default = RawRestart::default();
         let r = raw.map(|r| r.get_ref()).unwrap_or(&default);
-        let initial = self.duration(r.backoff_initial.as_ref(), &format!("{key}.backoff_initial"), MS(100), Zero::Allowed);
-        let max = self.duration(r.backoff_max.as_ref(), &format!("{key}.backoff_max"), SECS(30), Zero::Allowed);
+        let initial = self.duration(
+            r.backoff_initial.as_ref(),
+            &format!("{key}.backoff_initial"),
+            MS(100),
+            Zero::Allowed,
+        );
+        let max = self.duration(
+            r.backoff_max.as_ref(),
+            &format!("{key}.backoff_max"),
+            SECS(30),
+            Zero::Allowed,
+        );
         let multiplier = r.backoff_multiplier.as_ref().map_or(2.0, |m| *m.get_ref());
         let backoff = match Backoff::try_new(initial, max, multiplier) {
             Ok(b) => b,
             Err(message) => {
                 let (field, span, hint) = if initial > max {
-                    ("backoff_initial", r.backoff_initial.as_ref().or(r.backoff_max.as_ref()).map(|s| s.span()), "make backoff_initial at most backoff_max")
+                    (
+                        "backoff_initial",
+                        r.backoff_initial
+                            .as_ref()
+                            .or(r.backoff_max.as_ref())
+                            .map(|s| s.span()),
+                        "make backoff_initial at most backoff_max",
+                    )
                 } else {
-                    ("backoff_multiplier", r.backoff_multiplier.as_ref().map(|s| s.span()), "use a multiplier of 1.0 or more, such as 2.0")
+                    (
+                        "backoff_multiplier",
+                        r.backoff_multiplier.as_ref().map(|s| s.span()),
+                        "use a multiplier of 1.0 or more, such as 2.0",
+                    )
                 };
-                self.rep.error(span.unwrap_or(0..0), format!("{key}.{field}"), message, Some(hint.into()));
+                self.rep.error(
+                    span.unwrap_or(0..0),
+                    format!("{key}.{field}"),
+                    message,
+                    Some(hint.into()),
+                );
                 Backoff::try_new(MS(100), SECS(30), 2.0).expect("default backoff is valid")
             }
         };
@@ -358,9 +428,25 @@ impl Checker<'_, '_> {
                 _ => RestartPolicy::OnFailure,
             },
             backoff,
-            max_restarts: self.int(r.max_restarts.as_ref(), &format!("{key}.max_restarts"), 5, 0, 1_000_000),
-            window: self.duration(r.window.as_ref(), &format!("{key}.window"), SECS(60), Zero::Rejected),
-            reset_after: self.duration(r.reset_after.as_ref(), &format!("{key}.reset_after"), SECS(30), Zero::Allowed),
+            max_restarts: self.int(
+                r.max_restarts.as_ref(),
+                &format!("{key}.max_restarts"),
+                5,
+                0,
+                1_000_000,
+            ),
+            window: self.duration(
+                r.window.as_ref(),
+                &format!("{key}.window"),
+                SECS(60),
+                Zero::Rejected,
+            ),
+            reset_after: self.duration(
+                r.reset_after.as_ref(),
+                &format!("{key}.reset_after"),
+                SECS(30),
+                Zero::Allowed,
+            ),
         }
     }
 
@@ -369,28 +455,49 @@ impl Checker<'_, '_> {
         let mut kinds: Vec<(&str, ProbeKind, std::ops::Range<usize>)> = Vec::new();
         if let Some(path) = &p.http {
             let path = self.request_path(path, &format!("{key}.http"));
-            kinds.push(("http", ProbeKind::Http { path }, p.http.as_ref().map(|s| s.span()).unwrap_or_default()));
+            kinds.push((
+                "http",
+                ProbeKind::Http { path },
+                p.http.as_ref().map(|s| s.span()).unwrap_or_default(),
+            ));
         }
         if let Some(tcp) = &p.tcp {
             if *tcp.get_ref() {
                 kinds.push(("tcp", ProbeKind::Tcp, tcp.span()));
             } else {
-                self.rep.error(tcp.span(), format!("{key}.tcp"), "tcp = false does not choose a probe", Some("remove it, or set tcp = true".into()));
+                self.rep.error(
+                    tcp.span(),
+                    format!("{key}.tcp"),
+                    "tcp = false does not choose a probe",
+                    Some("remove it, or set tcp = true".into()),
+                );
             }
         }
         if let Some(argv) = &p.exec {
             if argv.get_ref().first().is_none_or(|a| a.trim().is_empty()) {
-                self.rep.error(argv.span(), format!("{key}.exec"), "exec is empty", Some(r#"name the program: exec = ["program", "arg"]"#.into()));
+                self.rep.error(
+                    argv.span(),
+                    format!("{key}.exec"),
+                    "exec is empty",
+                    Some(r#"name the program: exec = ["program", "arg"]"#.into()),
+                );
             }
-            kinds.push(("exec", ProbeKind::Exec { argv: argv.get_ref().clone() }, argv.span()));
+            kinds.push((
+                "exec",
+                ProbeKind::Exec {
+                    argv: argv.get_ref().clone(),
+                },
+                argv.span(),
+            ));
         }
-        let dropped_kind = ["http", "tcp", "exec"].iter().any(|k| self.was_dropped(&format!("{key}.{k}")));
-        if kinds.is_empty() && !dropped_kind {
+        if kinds.is_empty() && !self.dropped_inside(key) {
             self.rep.error(
                 raw.span(),
                 key,
                 "probe has no kind",
-                Some(r#"set exactly one of http = "/path", tcp = true or exec = ["program"]"#.into()),
+                Some(
+                    r#"set exactly one of http = "/path", tcp = true or exec = ["program"]"#.into(),
+                ),
             );
         }
         if kinds.len() > 1 {
@@ -405,10 +512,28 @@ impl Checker<'_, '_> {
         let (interval, timeout, success, failure) = role.defaults();
         Probe {
             kind: kinds.into_iter().next().map_or(ProbeKind::Tcp, |k| k.1),
-            interval: self.duration(p.interval.as_ref(), &format!("{key}.interval"), interval, Zero::Rejected),
-            timeout: self.duration(p.timeout.as_ref(), &format!("{key}.timeout"), timeout, Zero::Rejected),
-            success_threshold: self.positive(p.success_threshold.as_ref(), &format!("{key}.success_threshold"), success),
-            failure_threshold: self.positive(p.failure_threshold.as_ref(), &format!("{key}.failure_threshold"), failure),
+            interval: self.duration(
+                p.interval.as_ref(),
+                &format!("{key}.interval"),
+                interval,
+                Zero::Rejected,
+            ),
+            timeout: self.duration(
+                p.timeout.as_ref(),
+                &format!("{key}.timeout"),
+                timeout,
+                Zero::Rejected,
+            ),
+            success_threshold: self.positive(
+                p.success_threshold.as_ref(),
+                &format!("{key}.success_threshold"),
+                success,
+            ),
+            failure_threshold: self.positive(
+                p.failure_threshold.as_ref(),
+                &format!("{key}.failure_threshold"),
+                failure,
+            ),
         }
     }
 
@@ -416,18 +541,42 @@ impl Checker<'_, '_> {
         let key = format!("{key}.circuit_breaker");
         let default = RawCircuitBreaker::default();
         let c = raw.map(|c| c.get_ref()).unwrap_or(&default);
-        let open_for = self.duration(c.open_for.as_ref(), &format!("{key}.open_for"), SECS(10), Zero::Rejected);
-        let mut max_open_for = self.duration(c.max_open_for.as_ref(), &format!("{key}.max_open_for"), SECS(300), Zero::Rejected);
+        let open_for = self.duration(
+            c.open_for.as_ref(),
+            &format!("{key}.open_for"),
+            SECS(10),
+            Zero::Rejected,
+        );
+        let mut max_open_for = self.duration(
+            c.max_open_for.as_ref(),
+            &format!("{key}.max_open_for"),
+            SECS(300),
+            Zero::Rejected,
+        );
         if max_open_for < open_for {
-            let span = c.max_open_for.as_ref().or(c.open_for.as_ref()).map(|s| s.span()).unwrap_or_default();
-            self.rep.error(span, format!("{key}.max_open_for"), "max_open_for is shorter than open_for", Some("make max_open_for at least open_for".into()));
+            let span = c
+                .max_open_for
+                .as_ref()
+                .or(c.open_for.as_ref())
+                .map(|s| s.span())
+                .unwrap_or_default();
+            self.rep.error(
+                span,
+                format!("{key}.max_open_for"),
+                "max_open_for is shorter than open_for",
+                Some("make max_open_for at least open_for".into()),
+            );
             max_open_for = open_for;
         }
         CircuitBreaker {
             failures: self.positive(c.failures.as_ref(), &format!("{key}.failures"), 5),
             open_for,
             max_open_for,
-            half_open_requests: self.positive(c.half_open_requests.as_ref(), &format!("{key}.half_open_requests"), 1),
+            half_open_requests: self.positive(
+                c.half_open_requests.as_ref(),
+                &format!("{key}.half_open_requests"),
+                1,
+            ),
             trip_on_5xx: c.trip_on_5xx.unwrap_or(false),
         }
     }
@@ -441,27 +590,59 @@ impl Checker<'_, '_> {
             let hkey = format!("{key}.hooks[{i}]");
             let hook = h.get_ref();
             let method = match &hook.method {
-                Some(m) if !m.get_ref().is_empty() && m.get_ref().chars().all(|c| c.is_ascii_alphabetic()) => m.get_ref().to_ascii_uppercase(),
+                Some(m)
+                    if !m.get_ref().is_empty()
+                        && m.get_ref().chars().all(|c| c.is_ascii_alphabetic()) =>
+                {
+                    m.get_ref().to_ascii_uppercase()
+                }
                 Some(m) => {
-                    self.rep.error(m.span(), format!("{hkey}.method"), format!("invalid HTTP method \"{}\"", m.get_ref()), Some("use a method such as \"POST\" or \"GET\"".into()));
+                    self.rep.error(
+                        m.span(),
+                        format!("{hkey}.method"),
+                        format!("invalid HTTP method \"{}\"", m.get_ref()),
+                        Some("use a method such as \"POST\" or \"GET\"".into()),
+                    );
                     "POST".into()
                 }
                 None => "POST".into(),
             };
             let Some(path) = &hook.path else {
-                if !self.was_dropped(&format!("{hkey}.path")) {
-                    self.rep.error(h.span(), &hkey, "stop hook has no path", Some("add path = \"/admin/shutdown\" (the request goes to the instance)".into()));
+                if !self.dropped_inside(&hkey) {
+                    self.rep.error(
+                        h.span(),
+                        &hkey,
+                        "stop hook has no path",
+                        Some(
+                            "add path = \"/admin/shutdown\" (the request goes to the instance)"
+                                .into(),
+                        ),
+                    );
                 }
                 continue;
             };
             let path = self.request_path(path, &format!("{hkey}.path"));
-            let timeout = self.duration(hook.timeout.as_ref(), &format!("{hkey}.timeout"), SECS(5), Zero::Rejected);
-            hooks.push(StopHook { method, path, timeout });
+            let timeout = self.duration(
+                hook.timeout.as_ref(),
+                &format!("{hkey}.timeout"),
+                SECS(5),
+                Zero::Rejected,
+            );
+            hooks.push(StopHook {
+                method,
+                path,
+                timeout,
+            });
         }
         StopConfig {
             hooks,
             signal: self.signal(s.signal.as_ref(), &format!("{key}.signal")),
-            timeout: self.duration(s.timeout.as_ref(), &format!("{key}.timeout"), SECS(10), Zero::Allowed),
+            timeout: self.duration(
+                s.timeout.as_ref(),
+                &format!("{key}.timeout"),
+                SECS(10),
+                Zero::Allowed,
+            ),
         }
     }
 }

@@ -36,6 +36,14 @@ impl Checker<'_, '_> {
         self.dropped.contains(key)
     }
 
+    /// Whether a key inside `table` was dropped (so the table may look incomplete).
+    pub fn dropped_inside(&self, table: &str) -> bool {
+        self.dropped.iter().any(|k| {
+            k.strip_prefix(table)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+    }
+
     pub fn duration(
         &mut self,
         value: Option<&S<String>>,
@@ -71,7 +79,14 @@ impl Checker<'_, '_> {
     }
 
     /// An integer in `min..=max`.
-    pub fn int(&mut self, value: Option<&S<i64>>, key: &str, default: u32, min: u32, max: u32) -> u32 {
+    pub fn int(
+        &mut self,
+        value: Option<&S<i64>>,
+        key: &str,
+        default: u32,
+        min: u32,
+        max: u32,
+    ) -> u32 {
         let Some(value) = value else { return default };
         let v = *value.get_ref();
         if v < i64::from(min) || v > i64::from(max) {
@@ -154,7 +169,10 @@ impl Checker<'_, '_> {
                 value.span(),
                 key,
                 format!("invalid path \"{path}\""),
-                Some("write a path that starts with '/' and has no spaces, such as \"/health\"".into()),
+                Some(
+                    "write a path that starts with '/' and has no spaces, such as \"/health\""
+                        .into(),
+                ),
             );
         }
         path.clone()

@@ -126,7 +126,10 @@ async fn main() -> std::io::Result<()> {
 /// Sleeps forever and ignores SIGTERM: only SIGKILL (to its group) ends it.
 async fn grandchild() -> std::io::Result<()> {
     let mut sigterm = signal(SignalKind::terminate())?;
-    eprintln!("testapp grandchild: pid={} ignoring SIGTERM", std::process::id());
+    eprintln!(
+        "testapp grandchild: pid={} ignoring SIGTERM",
+        std::process::id()
+    );
     loop {
         sigterm.recv().await;
         eprintln!("testapp grandchild: ignoring SIGTERM");

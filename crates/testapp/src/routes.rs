@@ -69,15 +69,17 @@ pub fn router(state: State) -> Router {
         .route("/bytes", get(bytes))
         .route("/admin/shutdown", post(shutdown))
         .layer(DefaultBodyLimit::max(64 << 20))
-        .layer(axum::middleware::from_fn(move |req: Request, next: axum::middleware::Next| {
-            let log = log.clone();
-            async move {
-                if log.0.log_requests {
-                    println!("testapp: {} {}", req.method(), req.uri());
+        .layer(axum::middleware::from_fn(
+            move |req: Request, next: axum::middleware::Next| {
+                let log = log.clone();
+                async move {
+                    if log.0.log_requests {
+                        println!("testapp: {} {}", req.method(), req.uri());
+                    }
+                    next.run(req).await
                 }
-                next.run(req).await
-            }
-        }))
+            },
+        ))
         .with_state(state)
 }
 
@@ -128,11 +130,21 @@ struct Ok {
 }
 
 /// `POST /control/ready?ok=false` and `POST /control/health?ok=false`.
-async fn control(axum::extract::State(s): S, Path(what): Path<String>, Query(q): Query<Ok>) -> Response {
+async fn control(
+    axum::extract::State(s): S,
+    Path(what): Path<String>,
+    Query(q): Query<Ok>,
+) -> Response {
     let target = match what.as_str() {
         "ready" => &s.0.ready,
         "health" => &s.0.healthy,
-        _ => return (StatusCode::NOT_FOUND, "use /control/ready or /control/health\n").into_response(),
+        _ => {
+            return (
+                StatusCode::NOT_FOUND,
+                "use /control/ready or /control/health\n",
+            )
+                .into_response()
+        }
     };
     target.store(q.ok, Ordering::SeqCst);
     (StatusCode::OK, format!("{what}={}\n", q.ok)).into_response()
@@ -210,7 +222,12 @@ async fn echo_socket(mut socket: WebSocket) {
 async fn echo(method: Method, uri: Uri, headers: HeaderMap, body: Bytes) -> impl IntoResponse {
     let headers: HashMap<String, String> = headers
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     Json(serde_json::json!({
         "method": method.as_str(),
@@ -228,7 +245,9 @@ async fn sink(body: Body) -> Response {
     while let Some(chunk) = stream.next().await {
         match chunk {
             Ok(c) => n += c.len() as u64,
-            Err(e) => return (StatusCode::BAD_REQUEST, format!("body error: {e}\n")).into_response(),
+            Err(e) => {
+                return (StatusCode::BAD_REQUEST, format!("body error: {e}\n")).into_response()
+            }
         }
     }
     Json(serde_json::json!({ "bytes": n })).into_response()
@@ -278,7 +297,10 @@ async fn bytes(Query(q): Query<N>) -> Response {
                 return None;
             }
             let take = left.min(CHUNK);
-            Some((Ok::<_, Infallible>(chunk.slice(..take as usize)), left - take))
+            Some((
+                Ok::<_, Infallible>(chunk.slice(..take as usize)),
+                left - take,
+            ))
         }
     });
     (

@@ -1,0 +1,47 @@
+//! Helpers shared by the black-box tests: run the real binaries.
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Command;
+
+/// What a finished command printed and how it exited.
+#[derive(Debug)]
+pub struct Output {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A command to run to completion.
+pub struct Cmd(Command);
+
+impl Cmd {
+    pub fn harbormaster<I, S>(args: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_harbormaster"));
+        cmd.args(args)
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .env_remove("RUST_LOG")
+            .env_remove("HARBORMASTER_CONFIG")
+            .env_remove("HARBORMASTER_RUNTIME_DIR");
+        Self(cmd)
+    }
+
+    pub fn current_dir(mut self, dir: &Path) -> Self {
+        self.0.current_dir(dir);
+        self
+    }
+
+    pub fn run(mut self) -> Output {
+        let out = self.0.output().expect("run harbormaster");
+        Output {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
