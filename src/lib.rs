@@ -4,9 +4,10 @@
 //!
 //! Layout (see `ARCHITECTURE.md`): `config` turns the TOML file into a
 //! validated [`config::Config`]; `cli` holds one module per command-line verb.
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod config;
+pub mod supervisor;
 
 pub use config::Config;

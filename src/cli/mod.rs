@@ -6,6 +6,7 @@
 
 mod check;
 mod logging;
+mod run;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +50,8 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Verb {
+    /// Run in the foreground: start every app, supervise it, stop all on SIGTERM/SIGINT.
+    Run(run::RunArgs),
     /// Validate the configuration; exit 0 if valid, 1 with every error (file:line:col) if not.
     Check,
 }
@@ -60,7 +63,8 @@ pub fn main() -> ExitCode {
         eprintln!("harbormaster: {e:#}");
         return ExitCode::from(2);
     }
-    match cli.verb {
+    match &cli.verb {
+        Verb::Run(args) => run::run(&cli.config, cli.runtime_dir.as_deref(), args),
         Verb::Check => check::run(&cli.config),
     }
 }

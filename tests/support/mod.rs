@@ -1,6 +1,8 @@
 //! Helpers shared by the black-box tests: run the real binaries.
 #![allow(dead_code)]
 
+pub mod harbor;
+
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Command;

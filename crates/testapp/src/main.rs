@@ -58,12 +58,7 @@ async fn main() -> std::io::Result<()> {
     let mut sigint = signal(SignalKind::interrupt())?;
 
     let grandchild_pid = if args.spawn_grandchild {
-        let child = std::process::Command::new(std::env::current_exe()?)
-            .arg("--grandchild")
-            .stdin(std::process::Stdio::null())
-            .spawn()?;
-        println!("testapp: grandchild pid={}", child.id());
-        Some(child.id())
+        Some(spawn_grandchild().await?)
     } else {
         None
     };
@@ -123,15 +118,38 @@ async fn main() -> std::io::Result<()> {
     Ok(())
 }
 
+/// Starts the grandchild and returns once it ignores SIGTERM.
+async fn spawn_grandchild() -> std::io::Result<u32> {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(std::env::current_exe()?)
+        .arg("--grandchild")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()?;
+    let pid = child.id().unwrap_or_default();
+    let mut ready = String::new();
+    if let Some(out) = child.stdout.take() {
+        tokio::io::BufReader::new(out).read_line(&mut ready).await?;
+    }
+    println!("testapp: grandchild pid={pid}");
+    Ok(pid)
+}
+
 /// Sleeps forever and ignores SIGTERM: only SIGKILL (to its group) ends it.
+/// It ignores write errors too, so a dead reader of its output cannot end it.
 async fn grandchild() -> std::io::Result<()> {
+    use std::io::Write;
     let mut sigterm = signal(SignalKind::terminate())?;
-    eprintln!(
-        "testapp grandchild: pid={} ignoring SIGTERM",
-        std::process::id()
+    // Tell the parent the handler is in place (then never touch stdout again).
+    let _ = writeln!(std::io::stdout(), "ready");
+    let _ = std::io::stdout().flush();
+    let pid = std::process::id();
+    let _ = writeln!(
+        std::io::stderr(),
+        "testapp grandchild: pid={pid} ignoring SIGTERM"
     );
     loop {
         sigterm.recv().await;
-        eprintln!("testapp grandchild: ignoring SIGTERM");
+        let _ = writeln!(std::io::stderr(), "testapp grandchild: ignoring SIGTERM");
     }
 }

@@ -1,0 +1,437 @@
+//! The executor of one instance: it does the I/O (spawn, wait, signal) and
+//! feeds what happened through the pure `state::next`. Every state change is
+//! published on the instance's watch channel, broadcast to subscribers and
+//! logged as an `app`/`instance`/`from`/`to`/`reason` event.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use tokio::process::Child;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::leftovers::{self, PidRecord};
+use super::output::{self, AppLog, LogRing, Stream};
+use super::reaper::DirectChildren;
+use super::restart::{Decision, RestartTracker};
+use super::state::{self, Event, Exit, State};
+use super::{hooks, ports, process_group, spawn};
+use crate::config::{AppName, ManagedApp};
+
+/// Death records kept per instance.
+const DEATHS_KEPT: usize = 10;
+/// Output lines kept in a death record.
+const DEATH_LINES: usize = 20;
+/// A starting instance's port is tried after 1 ms, then ever less often
+/// (doubling) up to this, so fast starters are seen at once and slow ones
+/// cost few connection attempts. (No kernel event says "a port opened".)
+const PORT_POLL_MAX: Duration = Duration::from_millis(50);
+
+/// What `status` and the gateway see of one instance.
+#[derive(Debug, Clone)]
+pub struct InstanceStatus {
+    pub app: AppName,
+    pub index: u32,
+    pub state: State,
+    /// `HARBORMASTER_INSTANCE` of the current (or last) process.
+    pub instance_id: Option<String>,
+    pub pid: Option<u32>,
+    pub port: Option<u16>,
+    /// Restarts since harbormaster started this instance.
+    pub restarts: u32,
+    /// When the current process started.
+    pub started_at: Option<Instant>,
+    /// The most recent deaths, oldest first.
+    pub deaths: VecDeque<DeathRecord>,
+}
+
+/// Why and how a process ended on its own.
+#[derive(Debug, Clone)]
+pub struct DeathRecord {
+    pub at: SystemTime,
+    /// `None`: the process could not be started at all.
+    pub exit: Option<Exit>,
+    pub uptime: Duration,
+    pub reason: String,
+    pub last_lines: Vec<String>,
+}
+
+/// One state change, as broadcast to subscribers.
+#[derive(Debug, Clone)]
+pub struct StateChange {
+    pub app: AppName,
+    pub index: u32,
+    pub from: State,
+    pub to: State,
+    pub reason: String,
+    pub at: SystemTime,
+}
+
+pub(crate) struct Instance {
+    pub app: AppName,
+    pub index: u32,
+    pub label: String,
+    pub managed: Arc<ManagedApp>,
+    pub pids_dir: PathBuf,
+    pub status: watch::Sender<InstanceStatus>,
+    pub events: broadcast::Sender<StateChange>,
+    pub ring: Arc<LogRing>,
+    pub log: Arc<AppLog>,
+    pub children: Arc<DirectChildren>,
+    /// Distinguishes this harbormaster run in instance ids.
+    pub run_id: String,
+    pub starts: u32,
+}
+
+struct Process {
+    child: Child,
+    pid: u32,
+    port: u16,
+    started: Instant,
+    output: [JoinHandle<()>; 2],
+}
+
+enum Supervised {
+    Exited { exit: Exit, uptime: Duration },
+    Stopped,
+}
+
+impl Instance {
+    pub fn initial_status(app: &AppName, index: u32) -> InstanceStatus {
+        InstanceStatus {
+            app: app.clone(),
+            index,
+            state: State::Starting,
+            instance_id: None,
+            pid: None,
+            port: None,
+            restarts: 0,
+            started_at: None,
+            deaths: VecDeque::new(),
+        }
+    }
+
+    /// Moves the state machine; an illegal move is a bug, logged and ignored.
+    fn apply(&self, event: Event, reason: impl Into<String>) {
+        let reason = reason.into();
+        self.status.send_modify(|st| {
+            let Some(to) = state::next(&st.state, event.clone()) else {
+                tracing::error!(app = %self.app, instance = %self.label, state = %st.state, ?event, "illegal state transition");
+                return;
+            };
+            let from = std::mem::replace(&mut st.state, to.clone());
+            tracing::info!(
+                event = "state_change",
+                app = %self.app,
+                instance = %self.label,
+                from = from.name(),
+                to = to.name(),
+                reason = %reason,
+            );
+            let _ = self.events.send(StateChange {
+                app: self.app.clone(),
+                index: self.index,
+                from,
+                to,
+                reason,
+                at: SystemTime::now(),
+            });
+        });
+    }
+
+    /// Runs the instance until `stop` is cancelled and its stop is confirmed.
+    pub async fn run(mut self, stop: CancellationToken) {
+        let mut tracker = RestartTracker::new(self.managed.restart.clone());
+        loop {
+            let (exit, uptime, why, process) = match self.start() {
+                Err(why) => (None, Duration::ZERO, why, None),
+                Ok(mut process) => match self.supervise(&mut process, &stop).await {
+                    Supervised::Stopped => return,
+                    Supervised::Exited { exit, uptime } => {
+                        (Some(exit), uptime, exit.to_string(), Some(process))
+                    }
+                },
+            };
+            let summary = match exit {
+                Some(_) => format!("{why} after {}", fmt_duration(uptime)),
+                None => why.clone(),
+            };
+            // Decide and publish at once, so routing stops before any cleanup.
+            let decision = tracker.after_exit(exit, uptime, Instant::now(), fastrand::f64());
+            let restart_at = match &decision {
+                Decision::Restart { attempt, delay } => {
+                    self.status.send_modify(|s| s.restarts += 1);
+                    let at = Instant::now() + *delay;
+                    self.apply(
+                        Event::WillRestart {
+                            attempt: *attempt,
+                            at,
+                        },
+                        format!("{summary}; restart {attempt} in {}", fmt_duration(*delay)),
+                    );
+                    Some(at)
+                }
+                Decision::Leave => {
+                    match exit {
+                        Some(exit) => self.apply(
+                            Event::Ended(exit),
+                            format!("{summary}; restart policy: no restart"),
+                        ),
+                        None => self.apply(
+                            Event::GaveUp {
+                                reason: summary.clone(),
+                            },
+                            summary.clone(),
+                        ),
+                    }
+                    None
+                }
+                Decision::GiveUp { reason } => {
+                    let reason = format!("{reason}; last: {summary}");
+                    self.apply(
+                        Event::GaveUp {
+                            reason: reason.clone(),
+                        },
+                        reason,
+                    );
+                    None
+                }
+            };
+            if let Some(mut p) = process {
+                // The leader is gone; what it left in its group must not keep the port.
+                let cfg = &self.managed.stop;
+                let survivors =
+                    process_group::terminate(p.pid as i32, cfg.signal, cfg.timeout).await;
+                self.warn_survivors(p.pid, &survivors);
+                self.finish(&mut p).await;
+            }
+            self.record_death(exit, uptime, &why);
+            let Some(at) = restart_at else {
+                if let Decision::GiveUp { reason } = &decision {
+                    let lines: Vec<String> = self
+                        .ring
+                        .tail(DEATH_LINES)
+                        .into_iter()
+                        .map(|l| l.text)
+                        .collect();
+                    tracing::error!(app = %self.app, instance = %self.label, reason = %reason, last = %summary, last_lines = ?lines, "instance failed");
+                }
+                stop.cancelled().await;
+                self.apply(Event::StopRequested, "stop requested");
+                return;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(at) => self.apply(Event::RestartDue, "restart delay elapsed"),
+                _ = stop.cancelled() => {
+                    self.apply(Event::StopRequested, "stop requested while waiting to restart");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn start(&mut self) -> Result<Process, String> {
+        let port = match self.managed.port {
+            0 => ports::free_loopback_port().map_err(|e| format!("cannot allocate a port: {e}"))?,
+            fixed => {
+                ports::ensure_free(fixed)?;
+                fixed
+            }
+        };
+        self.starts += 1;
+        let instance_id = format!(
+            "{}-{}-{}-{}",
+            self.app, self.index, self.run_id, self.starts
+        );
+        let spec = spawn::SpawnSpec {
+            app: &self.app,
+            managed: &self.managed,
+            port,
+            instance_id: &instance_id,
+        };
+        let mut child = spawn::command(&spec)?
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", program(&self.managed)))?;
+        let Some(pid) = child.id() else {
+            return Err("the process exited before it could be watched".into());
+        };
+        self.children.add(pid as i32);
+        let record = PidRecord {
+            app: self.app.to_string(),
+            index: self.index,
+            instance_id: instance_id.clone(),
+            pid: pid as i32,
+            pgid: pid as i32,
+        };
+        if let Err(e) = leftovers::record(&self.pids_dir, &record) {
+            tracing::warn!(app = %self.app, instance = %self.label, error = %e, "cannot record pid for crash recovery");
+        }
+        let capture = |stream, reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
+            let (app, label, ring, log) = (
+                self.app.to_string(),
+                self.label.clone(),
+                self.ring.clone(),
+                self.log.clone(),
+            );
+            tokio::spawn(async move {
+                if let Some(reader) = reader {
+                    output::capture(reader, stream, app, label, ring, log).await;
+                }
+            })
+        };
+        let output = [
+            capture(
+                Stream::Stdout,
+                child.stdout.take().map(|r| Box::new(r) as _),
+            ),
+            capture(
+                Stream::Stderr,
+                child.stderr.take().map(|r| Box::new(r) as _),
+            ),
+        ];
+        let started = Instant::now();
+        self.status.send_modify(|s| {
+            s.instance_id = Some(instance_id);
+            s.pid = Some(pid);
+            s.port = Some(port);
+            s.started_at = Some(started);
+        });
+        self.apply(Event::Spawned, format!("pid {pid}, port {port}"));
+        Ok(Process {
+            child,
+            pid,
+            port,
+            started,
+            output,
+        })
+    }
+
+    async fn supervise(&self, p: &mut Process, stop: &CancellationToken) -> Supervised {
+        let mut ready = false;
+        loop {
+            tokio::select! {
+                status = p.child.wait() => {
+                    let exit = status.map(Exit::from_status).unwrap_or(Exit::Code(-1));
+                    return Supervised::Exited { exit, uptime: p.started.elapsed() };
+                }
+                _ = port_open(p.port), if !ready => {
+                    ready = true;
+                    self.apply(Event::BecameReady, format!("port {} accepts connections", p.port));
+                }
+                _ = stop.cancelled() => {
+                    self.apply(Event::StopRequested, "stop requested");
+                    let how = self.stop_sequence(p).await;
+                    self.finish(p).await;
+                    self.apply(Event::StopConfirmed, how);
+                    return Supervised::Stopped;
+                }
+            }
+        }
+    }
+
+    /// Hooks → signal to the group → wait `stop.timeout` → SIGKILL → confirm
+    /// the group is empty. Returns how it went, for the event's reason.
+    async fn stop_sequence(&self, p: &mut Process) -> String {
+        let cfg = &self.managed.stop;
+        for hook in &cfg.hooks {
+            match hooks::send(p.port, hook).await {
+                Ok(code) => {
+                    tracing::info!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, status = code, "stop hook sent")
+                }
+                Err(e) => {
+                    tracing::warn!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, error = %e, "stop hook failed; continuing")
+                }
+            }
+        }
+        let pgid = p.pid as i32;
+        let deadline = Instant::now() + cfg.timeout;
+        let _ = process_group::signal(pgid, cfg.signal);
+        let mut how = format!("{} to process group {pgid}", cfg.signal.as_str());
+        let exited = tokio::select! {
+            status = p.child.wait() => status.ok(),
+            _ = tokio::time::sleep_until(deadline) => None,
+        };
+        if exited.is_none() {
+            tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not stop in time; sending SIGKILL to the process group");
+            let _ = process_group::signal(pgid, nix::sys::signal::Signal::SIGKILL);
+            let _ = p.child.wait().await;
+            how.push_str(", then SIGKILL after the stop timeout");
+        }
+        if !process_group::wait_empty(pgid, deadline).await.is_empty() {
+            how.push_str(", SIGKILL to processes left in the group");
+            let survivors = process_group::kill(pgid).await;
+            self.warn_survivors(p.pid, &survivors);
+        }
+        how.push_str("; process group empty");
+        how
+    }
+
+    fn warn_survivors(&self, pgid: u32, survivors: &[i32]) {
+        if !survivors.is_empty() {
+            tracing::error!(app = %self.app, instance = %self.label, pgid, ?survivors, "processes survived SIGKILL");
+        }
+    }
+
+    /// After the process ended: forget it and collect the rest of its output.
+    async fn finish(&self, p: &mut Process) {
+        self.children.remove(p.pid as i32);
+        leftovers::forget(&self.pids_dir, self.app.as_str(), self.index);
+        for task in &mut p.output {
+            // The pipes close once the group is gone; bound the wait anyway.
+            let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
+        }
+        self.status.send_modify(|s| s.pid = None);
+    }
+
+    fn record_death(&self, exit: Option<Exit>, uptime: Duration, reason: &str) {
+        let last_lines = self
+            .ring
+            .tail(DEATH_LINES)
+            .into_iter()
+            .map(|l| l.text)
+            .collect();
+        self.status.send_modify(|s| {
+            if s.deaths.len() == DEATHS_KEPT {
+                s.deaths.pop_front();
+            }
+            s.deaths.push_back(DeathRecord {
+                at: SystemTime::now(),
+                exit,
+                uptime,
+                reason: reason.to_string(),
+                last_lines,
+            });
+        });
+    }
+}
+
+/// Resolves once `127.0.0.1:port` accepts a TCP connection.
+async fn port_open(port: u16) {
+    let mut wait = Duration::from_millis(1);
+    loop {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+        wait = (wait * 2).min(PORT_POLL_MAX);
+    }
+}
+
+fn program(managed: &ManagedApp) -> String {
+    match &managed.command {
+        crate::config::Command::Argv(argv) => argv.first().cloned().unwrap_or_default(),
+        crate::config::Command::Shell(_) => "/bin/sh".into(),
+    }
+}
+
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    // Millisecond precision reads better than humantime's nanoseconds.
+    humantime::format_duration(Duration::from_millis(d.as_millis() as u64)).to_string()
+}

@@ -1,0 +1,237 @@
+//! The supervisor owns every managed process: it starts apps in dependency
+//! order, restarts them by policy, stops them (reverse order) without leaving
+//! a process or a port behind, and publishes each instance's state.
+//!
+//! Its state is what the gateway routes by, what `status` shows and what an
+//! embedding app subscribes to (`subscribe()`), so every change goes through
+//! the pure state machine in `state.rs`.
+
+mod hooks;
+mod instance;
+pub mod leftovers;
+pub mod output;
+pub mod ports;
+pub mod process_group;
+pub mod reaper;
+pub mod restart;
+mod spawn;
+pub mod state;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use instance::Instance;
+pub use instance::{DeathRecord, InstanceStatus, StateChange};
+use output::{AppLog, LogRing};
+use reaper::DirectChildren;
+use state::State;
+
+use crate::config::{AppConfig, AppKind, AppName, Config, DependsOn};
+
+/// A running instance as the supervisor holds it.
+pub struct InstanceHandle {
+    pub status: watch::Receiver<InstanceStatus>,
+    pub output: Arc<LogRing>,
+    stop: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+struct Inner {
+    runtime_dir: PathBuf,
+    events: broadcast::Sender<StateChange>,
+    children: Arc<DirectChildren>,
+    run_id: String,
+    apps: Mutex<BTreeMap<AppName, Vec<InstanceHandle>>>,
+}
+
+/// Cheap to clone; all clones share the same processes.
+#[derive(Clone)]
+pub struct Supervisor(Arc<Inner>);
+
+impl Supervisor {
+    /// A supervisor keeping its logs and pid records under `runtime_dir`.
+    pub fn new(runtime_dir: &Path) -> std::io::Result<Self> {
+        std::fs::create_dir_all(runtime_dir.join("logs"))?;
+        std::fs::create_dir_all(runtime_dir.join("pids"))?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Self(Arc::new(Inner {
+            runtime_dir: runtime_dir.to_path_buf(),
+            events,
+            children: Arc::new(DirectChildren::default()),
+            run_id: format!("{:x}", fastrand::u32(..)),
+            apps: Mutex::new(BTreeMap::new()),
+        })))
+    }
+
+    /// Every state change of every instance from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
+        self.0.events.subscribe()
+    }
+
+    /// The processes harbormaster spawned itself (for the orphan reaper).
+    pub fn direct_children(&self) -> Arc<DirectChildren> {
+        self.0.children.clone()
+    }
+
+    /// Stops processes left behind by a harbormaster that was killed.
+    pub async fn clean_leftovers(&self) -> Vec<String> {
+        leftovers::clean(&self.0.runtime_dir.join("pids")).await
+    }
+
+    fn apps(&self) -> std::sync::MutexGuard<'_, BTreeMap<AppName, Vec<InstanceHandle>>> {
+        self.0.apps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Status watchers of an app's instances (empty for external or unknown apps).
+    pub fn watch(&self, app: &AppName) -> Vec<watch::Receiver<InstanceStatus>> {
+        self.apps()
+            .get(app)
+            .map(|v| v.iter().map(|i| i.status.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// The current status of every instance.
+    pub fn snapshot(&self) -> Vec<InstanceStatus> {
+        self.apps()
+            .values()
+            .flatten()
+            .map(|i| i.status.borrow().clone())
+            .collect()
+    }
+
+    /// Output rings of an app's instances.
+    pub fn output(&self, app: &AppName) -> Vec<Arc<LogRing>> {
+        self.apps()
+            .get(app)
+            .map(|v| v.iter().map(|i| i.output.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Starts `instances` copies of a managed app; external apps need nothing.
+    pub fn start_app(&self, app: &AppConfig) {
+        let AppKind::Managed(managed) = &app.kind else {
+            return;
+        };
+        let managed = Arc::new((**managed).clone());
+        let log = Arc::new(AppLog::new(
+            &self.0.runtime_dir.join("logs"),
+            app.name.as_str(),
+        ));
+        let handles = (0..managed.instances.get())
+            .map(|index| {
+                let (status, rx) = watch::channel(Instance::initial_status(&app.name, index));
+                let ring = Arc::new(LogRing::default());
+                let instance = Instance {
+                    app: app.name.clone(),
+                    index,
+                    label: format!("{}#{index}", app.name),
+                    managed: managed.clone(),
+                    pids_dir: self.0.runtime_dir.join("pids"),
+                    status,
+                    events: self.0.events.clone(),
+                    ring: ring.clone(),
+                    log: log.clone(),
+                    children: self.0.children.clone(),
+                    run_id: self.0.run_id.clone(),
+                    starts: 0,
+                };
+                let stop = CancellationToken::new();
+                let task = tokio::spawn(instance.run(stop.clone()));
+                InstanceHandle {
+                    status: rx,
+                    output: ring,
+                    stop,
+                    task,
+                }
+            })
+            .collect();
+        self.apps().insert(app.name.clone(), handles);
+    }
+
+    /// Starts every app, each after the apps it depends on meet their
+    /// condition. An app whose dependency fails is not started (logged).
+    pub async fn start_all(&self, config: &Config) {
+        for name in config.start_order() {
+            let app = &config.apps[&name];
+            let mut blocked = None;
+            for (dep, cond) in &app.depends_on {
+                if let Err(why) = self.wait_for(dep, *cond).await {
+                    blocked = Some(format!("dependency `{dep}` {why}"));
+                    break;
+                }
+            }
+            match blocked {
+                Some(why) => tracing::error!(app = %name, reason = %why, "app not started"),
+                None => self.start_app(app),
+            }
+        }
+    }
+
+    /// Waits until one instance of `app` is up (`started`) or ready (`ready`).
+    /// Fails when no instance can get there any more.
+    pub async fn wait_for(&self, app: &AppName, cond: DependsOn) -> Result<(), String> {
+        let mut rxs = self.watch(app);
+        if rxs.is_empty() {
+            return Ok(()); // external: nothing to wait for until health checks exist
+        }
+        loop {
+            let states: Vec<State> = rxs.iter().map(|rx| rx.borrow().state.clone()).collect();
+            let met = states.iter().any(|s| match cond {
+                DependsOn::Started => matches!(s, State::Running | State::Ready),
+                DependsOn::Ready => *s == State::Ready,
+            });
+            if met {
+                return Ok(());
+            }
+            if let Some(end) = states
+                .iter()
+                .find(|s| matches!(s, State::Failed { .. } | State::Exited(_) | State::Stopped))
+            {
+                if states
+                    .iter()
+                    .all(|s| matches!(s, State::Failed { .. } | State::Exited(_) | State::Stopped))
+                {
+                    return Err(format!("is {end}"));
+                }
+            }
+            let changed =
+                futures_util::future::select_all(rxs.iter_mut().map(|rx| Box::pin(rx.changed())));
+            if changed.await.0.is_err() {
+                return Err("is gone".into());
+            }
+        }
+    }
+
+    /// Stops an app's instances (in parallel) and waits until each is confirmed stopped.
+    pub async fn stop_app(&self, app: &AppName) {
+        let handles = self.apps().remove(app).unwrap_or_default();
+        for h in &handles {
+            h.stop.cancel();
+        }
+        for h in handles {
+            let _ = h.task.await;
+        }
+    }
+
+    /// Stops every app, dependents before their dependencies.
+    pub async fn stop_all(&self, config: &Config) {
+        let mut order = config.start_order();
+        order.reverse();
+        // Apps started outside `config` (none today) are stopped last.
+        let rest: Vec<AppName> = self
+            .apps()
+            .keys()
+            .filter(|a| !order.contains(a))
+            .cloned()
+            .collect();
+        for name in order.iter().chain(&rest) {
+            self.stop_app(name).await;
+            tracing::info!(event = "app_stopped", app = %name);
+        }
+    }
+}

@@ -1,0 +1,234 @@
+// Deadlines here bound waits on real external processes: wall-clock time is
+// the point, and paused tokio time does not apply to them.
+#![allow(clippy::disallowed_types)]
+
+//! A running `harbormaster run` under test: its config in a temp dir, its JSON
+//! log events collected as they arrive, and waits that poll a condition with
+//! a deadline (never a fixed sleep).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// The testapp binary, built if this test run did not build it yet.
+pub fn testapp() -> PathBuf {
+    let bin = Path::new(env!("CARGO_BIN_EXE_harbormaster")).with_file_name("testapp");
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let ok = Command::new(cargo)
+                .args(["build", "-p", "testapp"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            assert!(ok, "cannot build testapp");
+        }
+    });
+    bin
+}
+
+/// The `[apps.NAME]` command array running testapp with `args`.
+pub fn testapp_command(args: &[&str]) -> String {
+    let mut argv = vec![format!("{:?}", testapp().display().to_string())];
+    argv.extend(args.iter().map(|a| format!("{a:?}")));
+    format!("[{}]", argv.join(", "))
+}
+
+#[derive(Default)]
+struct Log {
+    events: Vec<Value>,
+    closed: bool,
+}
+
+pub struct Harbor {
+    pub child: Child,
+    /// Where the config file (and by default the runtime dir) lives.
+    pub dir: PathBuf,
+    _owned: Option<tempfile::TempDir>,
+    log: Arc<(Mutex<Log>, Condvar)>,
+}
+
+impl Harbor {
+    /// Starts `harbormaster run` on `config` (TOML text) in a new temp dir.
+    pub fn start(config: &str) -> Self {
+        let owned = tempfile::tempdir().unwrap();
+        let mut h = Self::start_in(owned.path(), config, &[]);
+        h._owned = Some(owned);
+        h
+    }
+
+    /// Starts it in `dir`, which the caller keeps (so runs can share it).
+    pub fn start_in(dir: &Path, config: &str, extra: &[&str]) -> Self {
+        let file = dir.join("harbormaster.toml");
+        std::fs::write(&file, config).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_harbormaster"))
+            .args(["run", "--log-format", "json", "--log-level", "info", "-c"])
+            .arg(&file)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start harbormaster");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new((Mutex::new(Log::default()), Condvar::new()));
+        let sink = log.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let value = serde_json::from_str(&line)
+                    .unwrap_or_else(|_| serde_json::json!({ "raw": line }));
+                sink.0.lock().unwrap().events.push(value);
+                sink.1.notify_all();
+            }
+            sink.0.lock().unwrap().closed = true;
+            sink.1.notify_all();
+        });
+        Self {
+            child,
+            dir: dir.to_path_buf(),
+            _owned: None,
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Every event so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.log.0.lock().unwrap().events.clone()
+    }
+
+    /// Waits for the `nth` (0-based) event matching `pred`, up to `timeout`.
+    pub fn wait_nth(&self, nth: usize, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        let deadline = std::time::Instant::now() + timeout;
+        let mut log = self.log.0.lock().unwrap();
+        loop {
+            if let Some(v) = log.events.iter().filter(|e| pred(e)).nth(nth) {
+                return v.clone();
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline || log.closed {
+                let all: Vec<String> = log.events.iter().map(|e| e.to_string()).collect();
+                panic!(
+                    "no matching event within {timeout:?}; events:\n{}",
+                    all.join("\n")
+                );
+            }
+            log = self.log.1.wait_timeout(log, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn wait_for(&self, timeout: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+        self.wait_nth(0, timeout, pred)
+    }
+
+    /// Waits for the `nth` change of `instance` (e.g. `web#0`) into state `to`.
+    pub fn wait_state(&self, instance: &str, to: &str, nth: usize) -> Value {
+        self.wait_nth(nth, Duration::from_secs(20), |e| {
+            e["event"] == "state_change" && e["instance"] == instance && e["to"] == to
+        })
+    }
+
+    pub fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
+    }
+
+    /// Waits for the process to exit; returns its exit code.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "harbormaster did not exit within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Harbor {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(self.pid()),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let deadline = std::time::Instant::now() + Duration::from_secs(15);
+            while self.child.try_wait().ok().flatten().is_none()
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The port in a `state_change` reason such as "pid 12, port 4000".
+pub fn port_of(event: &Value) -> u16 {
+    let reason = event["reason"].as_str().unwrap_or_default();
+    reason
+        .rsplit("port ")
+        .next()
+        .and_then(|p| p.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("no port in {event}"))
+}
+
+/// Whether `pid` is gone (or only a zombie waiting to be reaped by someone else).
+pub fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit(')')
+            .next()
+            .is_some_and(|rest| rest.trim_start().starts_with('Z')),
+    }
+}
+
+/// Whether `pid` no longer exists at all (not even as a zombie).
+pub fn reaped(pid: i32) -> bool {
+    !Path::new(&format!("/proc/{pid}")).exists()
+}
+
+/// Polls `cond` every 10 ms until it holds or `timeout` passes.
+pub fn eventually(timeout: Duration, what: &str, cond: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// GET `http://127.0.0.1:port/path` with a blocking client; the body as text.
+pub fn get(port: u16, path: &str) -> Result<String, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    Ok(out
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or(out))
+}
