@@ -8,6 +8,8 @@
 
 pub mod cli;
 pub mod config;
+pub mod gateway;
+pub mod lifecycle;
 pub mod supervisor;
 
 pub use config::Config;

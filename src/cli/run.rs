@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use tokio::signal::unix::{signal, SignalKind};
-use tokio_util::sync::CancellationToken;
 
 use crate::config::{self, Config, LoadError};
-use crate::supervisor::{reaper, Supervisor};
+use crate::lifecycle;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
@@ -73,56 +72,35 @@ async fn serve(config: Config, dir: PathBuf, args: &RunArgs) -> anyhow::Result<E
     use anyhow::Context;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    let supervisor = Supervisor::new(&dir)
-        .with_context(|| format!("cannot create the runtime directory {}", dir.display()))?;
-
-    if args.subreaper {
-        reaper::become_subreaper().context("cannot become a child subreaper")?;
-    }
-    let stop_reaper = CancellationToken::new();
-    if reaper::adopts_orphans() {
-        reaper::spawn(supervisor.direct_children(), stop_reaper.clone())
-            .context("cannot watch SIGCHLD")?;
-        tracing::info!(pid = std::process::id(), "reaping adopted orphans");
-    }
-    for line in supervisor.clean_leftovers().await {
-        tracing::warn!(event = "leftover_stopped", "{line}");
-    }
-
-    tracing::info!(
-        event = "starting",
-        pid = std::process::id(),
-        config = %config.source.display(),
-        runtime_dir = %dir.display(),
-        apps = config.apps.len(),
-    );
-    let signal_name = tokio::select! {
-        _ = supervisor.start_all(&config) => {
-            tracing::info!(event = "started", "every app was started");
-            tokio::select! {
-                _ = sigterm.recv() => "SIGTERM",
-                _ = sigint.recv() => "SIGINT",
-            }
-        }
-        _ = sigterm.recv() => "SIGTERM",
-        _ = sigint.recv() => "SIGINT",
+    // Phases: the config is valid; bind before anything starts, so a port
+    // conflict fails fast and leaves nothing behind.
+    let listeners = lifecycle::bind(&config).await?;
+    let options = lifecycle::Options {
+        subreaper: args.subreaper,
     };
-    tracing::info!(event = "shutdown_started", signal = signal_name);
-    let started = tokio::time::Instant::now();
+    let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<&'static str>();
+    let signals = async move {
+        let name = tokio::select! {
+            _ = sigterm.recv() => "SIGTERM",
+            _ = sigint.recv() => "SIGINT",
+        };
+        let _ = first_signal_tx.send(name);
+        // A second signal forces the stop.
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = sigint.recv() => {}
+        }
+    };
+    let shutdown = async move {
+        if let Ok(name) = first_signal.await {
+            tracing::info!(signal = name, "signal received");
+        }
+    };
     tokio::select! {
-        _ = supervisor.stop_all(&config) => {}
-        _ = sigterm.recv() => return Ok(forced()),
-        _ = sigint.recv() => return Ok(forced()),
+        result = lifecycle::run(config, dir, listeners, options, shutdown) => result.map(|()| ExitCode::SUCCESS),
+        _ = signals => {
+            tracing::warn!(event = "shutdown_forced", "second signal: exiting now");
+            Ok(ExitCode::FAILURE)
+        }
     }
-    stop_reaper.cancel();
-    tracing::info!(
-        event = "shutdown_complete",
-        duration_ms = started.elapsed().as_millis() as u64
-    );
-    Ok(ExitCode::SUCCESS)
-}
-
-fn forced() -> ExitCode {
-    tracing::warn!(event = "shutdown_forced", "second signal: exiting now");
-    ExitCode::FAILURE
 }

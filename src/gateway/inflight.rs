@@ -1,0 +1,249 @@
+//! In-flight accounting: the exact-lifecycle counter drain waits on.
+//!
+//! A [`Guard`] is taken when a request is admitted to an app. It moves into
+//! the response body ([`GuardedBody`]) or, for an upgraded connection, into
+//! the tunnel task, and drops only when the last byte is handed to the
+//! connection, the body fails, or the client goes away. Counting, not
+//! sleeping, decides when draining is over.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use hyper::body::{Body, Frame, SizeHint};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+/// A count of requests in flight, with a wake-up when it reaches zero.
+#[derive(Debug, Default)]
+pub struct Counter {
+    n: AtomicUsize,
+    idle: Notify,
+}
+
+impl Counter {
+    pub fn get(&self) -> usize {
+        self.n.load(Ordering::Acquire)
+    }
+
+    fn enter(&self) {
+        self.n.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn leave(&self) {
+        if self.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Waits until the count is zero (true) or `deadline` passes (false).
+    pub async fn wait_idle(&self, deadline: Instant) -> bool {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.get() == 0 {
+                return true;
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => return self.get() == 0,
+            }
+        }
+    }
+}
+
+/// Holds one unit of every counter it was taken on; gives it back on drop.
+pub struct Guard {
+    counters: [Arc<Counter>; 3],
+    /// Runs when the guard drops, with whether the response completed.
+    on_done: Option<Box<dyn FnOnce(bool) + Send + Sync>>,
+    completed: bool,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("completed", &self.completed)
+            .finish()
+    }
+}
+
+impl Guard {
+    /// Counts one request against the process, its app and its instance.
+    pub fn new(global: &Arc<Counter>, app: &Arc<Counter>, instance: &Arc<Counter>) -> Self {
+        for c in [global, app, instance] {
+            c.enter();
+        }
+        Self {
+            counters: [global.clone(), app.clone(), instance.clone()],
+            on_done: None,
+            completed: false,
+        }
+    }
+
+    /// Calls `f(completed)` when the guard drops (the access log uses it).
+    pub fn on_done(&mut self, f: impl FnOnce(bool) + Send + Sync + 'static) {
+        self.on_done = Some(Box::new(f));
+    }
+
+    pub fn complete(&mut self) {
+        self.completed = true;
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        for c in &self.counters {
+            c.leave();
+        }
+        if let Some(f) = self.on_done.take() {
+            f(self.completed);
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that carries a [`Guard`] until its end.
+    pub struct GuardedBody<B> {
+        #[pin]
+        inner: B,
+        guard: Option<Guard>,
+        bytes: u64,
+        on_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
+    }
+}
+
+impl<B> GuardedBody<B> {
+    /// `on_bytes`, when given, receives the number of body bytes sent.
+    pub fn new(
+        inner: B,
+        guard: Guard,
+        on_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
+    ) -> Self {
+        Self {
+            inner,
+            guard: Some(guard),
+            bytes: 0,
+            on_bytes,
+        }
+    }
+}
+
+impl<B: Body<Data = bytes::Bytes>> Body for GuardedBody<B> {
+    type Data = bytes::Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    *this.bytes += data.len() as u64;
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(b) = this.on_bytes {
+                    b.store(*this.bytes, Ordering::Relaxed);
+                }
+                if let Some(mut g) = this.guard.take() {
+                    g.complete();
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(b) = this.on_bytes {
+                    b.store(*this.bytes, Ordering::Relaxed);
+                }
+                this.guard.take();
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, StreamBody};
+    use std::time::Duration;
+
+    fn counters() -> (Arc<Counter>, Arc<Counter>, Arc<Counter>) {
+        Default::default()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn guard_counts_until_the_body_ends() {
+        let (g, a, i) = counters();
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
+        let body = GuardedBody::new(
+            StreamBody::new(tokio_stream_from(rx)),
+            Guard::new(&g, &a, &i),
+            None,
+        );
+        assert_eq!((g.get(), a.get(), i.get()), (1, 1, 1));
+        let reader = tokio::spawn(async move { body.collect().await.map(|c| c.to_bytes()) });
+        tx.send(Ok(Frame::data(Bytes::from_static(b"event 1\n"))))
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        // Still streaming: still counted.
+        assert_eq!(g.get(), 1);
+        drop(tx);
+        assert_eq!(&reader.await.unwrap().unwrap()[..], b"event 1\n");
+        assert_eq!((g.get(), a.get(), i.get()), (0, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_dropped_body_releases_the_guard_as_not_completed() {
+        let (g, a, i) = counters();
+        let done = Arc::new(std::sync::Mutex::new(None));
+        let mut guard = Guard::new(&g, &a, &i);
+        let seen = done.clone();
+        guard.on_done(move |completed| *seen.lock().unwrap() = Some(completed));
+        let body = GuardedBody::new(http_body_util::Empty::<Bytes>::new(), guard, None);
+        drop(body); // the client went away
+        assert_eq!(g.get(), 0);
+        assert_eq!(*done.lock().unwrap(), Some(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn wait_idle_returns_when_the_count_reaches_zero_or_the_deadline_passes() {
+        let (g, a, i) = counters();
+        let guard = Guard::new(&g, &a, &i);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let waiter = {
+            let g = g.clone();
+            tokio::spawn(async move { g.wait_idle(deadline).await })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!waiter.is_finished());
+        drop(guard);
+        assert!(waiter.await.unwrap());
+
+        let _held = Guard::new(&g, &a, &i);
+        let start = Instant::now();
+        assert!(!g.wait_idle(start + Duration::from_secs(3)).await);
+        assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    fn tokio_stream_from<T: Send + 'static>(
+        mut rx: tokio::sync::mpsc::Receiver<T>,
+    ) -> impl futures_util::Stream<Item = T> {
+        futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+    }
+}

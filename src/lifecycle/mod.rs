@@ -1,0 +1,136 @@
+//! The harbor: one running configuration — supervisor, gateway and the
+//! cancellation tree — started in phases (the caller has validated the config
+//! and bound the listeners) and stopped in order.
+//!
+//! [`run`] is the library entry point: tests and embedders pass port-0
+//! listeners and their own shutdown future.
+
+pub mod routing;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::gateway::Gateway;
+use crate::supervisor::{reaper, Supervisor};
+
+/// Options that come from the command line rather than the config file.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Become a child subreaper (orphans are re-parented to us and reaped).
+    pub subreaper: bool,
+}
+
+/// Binds every `[gateway] listen` address (SO_REUSEADDR, so a restart never
+/// sees EADDRINUSE from connections in TIME_WAIT).
+pub async fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
+    let mut listeners = Vec::new();
+    for addr in &config.gateway.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr} (gateway.listen)"))?;
+        listeners.push(listener);
+    }
+    Ok(listeners)
+}
+
+/// Runs the harbor until `shutdown` resolves, then stops it in order:
+/// listeners close, in-flight requests finish (bounded by `drain_timeout`),
+/// apps stop in reverse dependency order.
+pub async fn run(
+    config: Config,
+    runtime_dir: PathBuf,
+    listeners: Vec<TcpListener>,
+    options: Options,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    let config = Arc::new(config);
+    let supervisor = Supervisor::new(&runtime_dir).with_context(|| {
+        format!(
+            "cannot create the runtime directory {}",
+            runtime_dir.display()
+        )
+    })?;
+    let cancel = CancellationToken::new();
+    if options.subreaper {
+        reaper::become_subreaper().context("cannot become a child subreaper")?;
+    }
+    if reaper::adopts_orphans() {
+        reaper::spawn(supervisor.direct_children(), cancel.child_token())
+            .context("cannot watch SIGCHLD")?;
+        tracing::info!(pid = std::process::id(), "reaping adopted orphans");
+    }
+    for line in supervisor.clean_leftovers().await {
+        tracing::warn!(event = "leftover_stopped", "{line}");
+    }
+
+    let gateway = Gateway::new(&config.gateway);
+    let routing = tokio::spawn(routing::keep_updated(
+        config.clone(),
+        supervisor.clone(),
+        gateway.clone(),
+        cancel.child_token(),
+    ));
+    let stop_accepting = cancel.child_token();
+    let mut servers = Vec::new();
+    for listener in listeners {
+        let addr = listener.local_addr()?;
+        tracing::info!(event = "listening", %addr);
+        servers.push(tokio::spawn(
+            gateway.clone().serve(listener, stop_accepting.clone()),
+        ));
+    }
+    tracing::info!(
+        event = "starting",
+        pid = std::process::id(),
+        config = %config.source.display(),
+        runtime_dir = %runtime_dir.display(),
+        apps = config.apps.len(),
+    );
+
+    tokio::pin!(shutdown);
+    tokio::select! {
+        _ = supervisor.start_all(&config) => {
+            tracing::info!(event = "started", "every app was started");
+            shutdown.await;
+        }
+        _ = &mut shutdown => {}
+    }
+
+    let started = Instant::now();
+    tracing::info!(event = "shutdown_started", in_flight = gateway.in_flight());
+    stop_accepting.cancel();
+    let deadline = started + config.gateway.drain_timeout;
+    if gateway.wait_idle(deadline).await {
+        tracing::info!(
+            event = "shutdown_drained",
+            duration_ms = started.elapsed().as_millis() as u64
+        );
+    } else {
+        tracing::warn!(
+            event = "shutdown_timeout_reached",
+            cut = gateway.in_flight(),
+            "in-flight requests cut"
+        );
+    }
+    for server in servers {
+        match tokio::time::timeout_at(deadline, server).await {
+            Ok(_) => {}
+            Err(_) => tracing::warn!("connections still open at the drain deadline were closed"),
+        }
+    }
+    supervisor.stop_all(&config).await;
+    cancel.cancel();
+    let _ = routing.await;
+    tracing::info!(
+        event = "shutdown_complete",
+        duration_ms = started.elapsed().as_millis() as u64
+    );
+    Ok(())
+}
