@@ -12,8 +12,11 @@ use support::harbor::{eventually, get, gone, port_of, reaped, testapp_command, H
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
+/// Every test's gateway listens on a free port, so tests can run in parallel.
+const LISTEN: &str = "[gateway]\nlisten = [\"127.0.0.1:0\"]\n";
+
 fn app(name: &str, command: &str, extra: &str) -> String {
-    format!("[apps.{name}]\nroutes = [{{ path = \"/{name}\" }}]\ncommand = {command}\n{extra}\n")
+    format!("{LISTEN}[apps.{name}]\nroutes = [{{ path = \"/{name}\" }}]\ncommand = {command}\n{extra}\n")
 }
 
 fn info(port: u16) -> Value {
@@ -133,7 +136,7 @@ fn apps_start_in_dependency_order_and_stop_in_reverse() {
         "web",
         &testapp_command(&[]),
         "depends_on = { db = \"ready\" }",
-    ) + &app("db", &testapp_command(&[]), "");
+    ) + &app("db", &testapp_command(&[]), "").replacen(LISTEN, "", 1);
     let mut h = Harbor::start(&config);
     h.wait_state("web#0", "ready", 0);
     h.signal(Signal::SIGINT);

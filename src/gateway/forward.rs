@@ -76,6 +76,8 @@ pub(crate) async fn handle(
     } else {
         Default::default()
     };
+    // Admitted: counted from here until the response's last byte.
+    let mut guard = Guard::new(&gw.in_flight, &app.shared.in_flight, &first.in_flight);
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let retryable = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
@@ -94,6 +96,7 @@ pub(crate) async fn handle(
     if let (Err(SendError::Connect), Some(parts)) = (&attempt, retry_parts) {
         if let Some(other) = balance::pick(&app, Some(upstream.addr)).cloned() {
             tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
+            guard.retarget(&other.in_flight);
             upstream = other;
             attempt = gw.send(&upstream, parts, empty_body()).await;
         }
@@ -121,7 +124,6 @@ pub(crate) async fn handle(
         }
     };
 
-    let mut guard = Guard::new(&gw.in_flight, &app.shared.in_flight, &upstream.in_flight);
     let bytes_out = gw.access_log.then(|| Arc::new(AtomicU64::new(0)));
     if gw.access_log {
         let record = gw.record(

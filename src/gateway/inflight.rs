@@ -83,6 +83,13 @@ impl Guard {
         }
     }
 
+    /// Moves the instance part of the count to another instance (a retry).
+    pub fn retarget(&mut self, instance: &Arc<Counter>) {
+        instance.enter();
+        self.counters[2].leave();
+        self.counters[2] = instance.clone();
+    }
+
     /// Calls `f(completed)` when the guard drops (the access log uses it).
     pub fn on_done(&mut self, f: impl FnOnce(bool) + Send + Sync + 'static) {
         self.on_done = Some(Box::new(f));
@@ -139,29 +146,33 @@ impl<B: Body<Data = bytes::Bytes>> Body for GuardedBody<B> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        match &polled {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let ended = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     *this.bytes += data.len() as u64;
                 }
+                // hyper stops polling once a body says it has ended.
+                this.inner.is_end_stream()
             }
-            Poll::Ready(None) => {
-                if let Some(b) = this.on_bytes {
-                    b.store(*this.bytes, Ordering::Relaxed);
-                }
-                if let Some(mut g) = this.guard.take() {
-                    g.complete();
-                }
-            }
+            Poll::Ready(None) => true,
             Poll::Ready(Some(Err(_))) => {
                 if let Some(b) = this.on_bytes {
                     b.store(*this.bytes, Ordering::Relaxed);
                 }
                 this.guard.take();
+                false
             }
-            Poll::Pending => {}
+            Poll::Pending => false,
+        };
+        if ended {
+            if let Some(b) = this.on_bytes {
+                b.store(*this.bytes, Ordering::Relaxed);
+            }
+            if let Some(mut g) = this.guard.take() {
+                g.complete();
+            }
         }
         polled
     }
@@ -239,6 +250,17 @@ mod tests {
         let start = Instant::now();
         assert!(!g.wait_idle(start + Duration::from_secs(3)).await);
         assert_eq!(start.elapsed(), Duration::from_secs(3));
+    }
+
+    #[test]
+    fn a_retry_moves_the_instance_count_but_not_the_app_count() {
+        let (g, a, first) = counters();
+        let second = Arc::new(Counter::default());
+        let mut guard = Guard::new(&g, &a, &first);
+        guard.retarget(&second);
+        assert_eq!((g.get(), a.get(), first.get(), second.get()), (1, 1, 0, 1));
+        drop(guard);
+        assert_eq!((g.get(), a.get(), second.get()), (0, 0, 0));
     }
 
     fn tokio_stream_from<T: Send + 'static>(

@@ -7,9 +7,41 @@ use hyper::{Response, StatusCode};
 
 use super::ProxyBody;
 
-fn json(status: StatusCode, body: serde_json::Value) -> Response<ProxyBody> {
+/// The body of every response the gateway makes itself; fields in this order.
+#[derive(serde::Serialize)]
+struct ErrorBody<'a> {
+    error: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    app: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    path: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retry_after_s: Option<u64>,
+}
+
+impl<'a> ErrorBody<'a> {
+    fn new(error: &'a str) -> Self {
+        Self {
+            error,
+            app: None,
+            host: None,
+            path: None,
+            retry_after_s: None,
+        }
+    }
+
+    fn app(mut self, app: &'a str) -> Self {
+        self.app = Some(app);
+        self
+    }
+}
+
+fn json(status: StatusCode, body: ErrorBody<'_>) -> Response<ProxyBody> {
+    let text = serde_json::to_string(&body).unwrap_or_default();
     let mut res = Response::new(
-        Full::new(Bytes::from(body.to_string()))
+        Full::new(Bytes::from(text))
             .map_err(|never| match never {})
             .boxed(),
     );
@@ -28,7 +60,11 @@ fn with_retry_after(mut res: Response<ProxyBody>, secs: u64) -> Response<ProxyBo
 pub fn no_route(host: &str, path: &str) -> Response<ProxyBody> {
     json(
         StatusCode::NOT_FOUND,
-        serde_json::json!({ "error": "no route", "host": host, "path": path }),
+        ErrorBody {
+            host: Some(host),
+            path: Some(path),
+            ..ErrorBody::new("no route")
+        },
     )
 }
 
@@ -36,7 +72,10 @@ pub fn draining(app: &str, retry_after: u64, close: bool) -> Response<ProxyBody>
     let mut res = with_retry_after(
         json(
             StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "error": "app draining", "app": app, "retry_after_s": retry_after }),
+            ErrorBody {
+                retry_after_s: Some(retry_after),
+                ..ErrorBody::new("app draining").app(app)
+            },
         ),
         retry_after,
     );
@@ -51,7 +90,10 @@ pub fn no_ready_instance(app: &str, retry_after: u64) -> Response<ProxyBody> {
     with_retry_after(
         json(
             StatusCode::SERVICE_UNAVAILABLE,
-            serde_json::json!({ "error": "no ready instance", "app": app, "retry_after_s": retry_after }),
+            ErrorBody {
+                retry_after_s: Some(retry_after),
+                ..ErrorBody::new("no ready instance").app(app)
+            },
         ),
         retry_after,
     )
@@ -60,13 +102,13 @@ pub fn no_ready_instance(app: &str, retry_after: u64) -> Response<ProxyBody> {
 pub fn bad_gateway(app: &str) -> Response<ProxyBody> {
     json(
         StatusCode::BAD_GATEWAY,
-        serde_json::json!({ "error": "bad gateway", "app": app }),
+        ErrorBody::new("bad gateway").app(app),
     )
 }
 
 pub fn gateway_timeout(app: &str) -> Response<ProxyBody> {
     json(
         StatusCode::GATEWAY_TIMEOUT,
-        serde_json::json!({ "error": "gateway timeout", "app": app }),
+        ErrorBody::new("gateway timeout").app(app),
     )
 }

@@ -48,22 +48,26 @@ pub fn table(config: &Config, supervisor: &Supervisor, gateway: &Gateway) -> Rou
     RouteTable::build(config, &upstreams, &shared)
 }
 
-/// Rebuilds the gateway's table on every instance state change until `cancel`.
-pub async fn keep_updated(
+/// Publishes the current table now, then returns a task body that rebuilds
+/// it on every instance state change until `cancel`. Subscribing before the
+/// first build means no change falls between the two.
+pub fn keep_updated(
     config: Arc<Config>,
     supervisor: Supervisor,
     gateway: Arc<Gateway>,
     cancel: CancellationToken,
-) {
+) -> impl std::future::Future<Output = ()> {
     let mut changes = supervisor.subscribe();
     gateway.update(table(&config, &supervisor, &gateway));
-    loop {
-        tokio::select! {
-            change = changes.recv() => match change {
-                Ok(_) | Err(RecvError::Lagged(_)) => gateway.update(table(&config, &supervisor, &gateway)),
-                Err(RecvError::Closed) => return,
-            },
-            _ = cancel.cancelled() => return,
+    async move {
+        loop {
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(_) | Err(RecvError::Lagged(_)) => gateway.update(table(&config, &supervisor, &gateway)),
+                    Err(RecvError::Closed) => return,
+                },
+                _ = cancel.cancelled() => return,
+            }
         }
     }
 }

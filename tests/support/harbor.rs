@@ -14,21 +14,19 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-/// The testapp binary, built if this test run did not build it yet.
+/// The testapp binary, brought up to date once per test binary (a no-op
+/// under `cargo test --workspace`, which builds it anyway).
 pub fn testapp() -> PathBuf {
     let bin = Path::new(env!("CARGO_BIN_EXE_harbormaster")).with_file_name("testapp");
     static BUILT: std::sync::Once = std::sync::Once::new();
     BUILT.call_once(|| {
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let ok = Command::new(cargo)
-                .args(["build", "-p", "testapp"])
-                .current_dir(env!("CARGO_MANIFEST_DIR"))
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            assert!(ok, "cannot build testapp");
-        }
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let built = Command::new(cargo)
+            .args(["build", "-q", "-p", "testapp"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(built || bin.exists(), "cannot build testapp");
     });
     bin
 }
@@ -215,6 +213,21 @@ pub fn eventually(timeout: Duration, what: &str, cond: impl Fn() -> bool) {
     }
 }
 
+/// The status of `GET path` with `Host: host` sent to `addr`.
+pub fn status(addr: std::net::SocketAddr, host: &str, path: &str) -> Option<u16> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
 /// GET `http://127.0.0.1:port/path` with a blocking client; the body as text.
 pub fn get(port: u16, path: &str) -> Result<String, String> {
     use std::io::{Read, Write};
@@ -231,4 +244,76 @@ pub fn get(port: u16, path: &str) -> Result<String, String> {
         .split_once("\r\n\r\n")
         .map(|(_, b)| b.to_string())
         .unwrap_or(out))
+}
+
+impl Harbor {
+    /// The address of the `n`th gateway listener (from its `listening` event).
+    pub fn gateway(&self, n: usize) -> std::net::SocketAddr {
+        let ev = self.wait_nth(n, Duration::from_secs(20), |e| e["event"] == "listening");
+        ev["addr"].as_str().unwrap().parse().unwrap()
+    }
+
+    /// Waits until `count` instances became ready, then until the gateway
+    /// routes `host` + `path` (the route table follows state changes).
+    pub fn wait_routable(&self, count: usize, host: &str, path: &str) {
+        self.wait_nth(count - 1, Duration::from_secs(20), |e| {
+            e["event"] == "state_change" && e["to"] == "ready"
+        });
+        let addr = self.gateway(0);
+        eventually(
+            Duration::from_secs(10),
+            "the gateway routes to the instance",
+            || status(addr, host, path).is_some_and(|s| s != 503 && s != 404),
+        );
+    }
+
+    /// Peak resident memory (VmHWM) of harbormaster, in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap()
+    }
+}
+
+/// A testapp run directly (not through harbormaster), killed on drop.
+pub struct Backend {
+    child: Child,
+    pub port: u16,
+}
+
+impl Backend {
+    pub fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(testapp())
+            .args(["--port", "0"])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start testapp");
+        let mut out = BufReader::new(child.stdout.take().unwrap());
+        let port = loop {
+            let mut line = String::new();
+            assert!(
+                out.read_line(&mut line).unwrap() > 0,
+                "testapp exited early"
+            );
+            if let Some(rest) = line.split("listening on 127.0.0.1:").nth(1) {
+                break rest.split_whitespace().next().unwrap().parse().unwrap();
+            }
+        };
+        // Keep draining its stdout so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        Self { child, port }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

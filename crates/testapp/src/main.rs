@@ -65,7 +65,14 @@ async fn main() -> std::io::Result<()> {
 
     if let Some(delay) = args.startup_delay {
         eprintln!("testapp: waiting {delay:?} before listening");
-        tokio::time::sleep(delay).await;
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => {}
+            _ = sigterm.recv(), if !args.ignore_sigterm => {
+                eprintln!("testapp: SIGTERM while starting, exiting");
+                return Ok(());
+            }
+            _ = sigint.recv() => return Ok(()),
+        }
     }
 
     let listener = tokio::net::TcpListener::bind(SocketAddr::new(args.host, args.port)).await?;
