@@ -41,7 +41,7 @@ async fn fixture() -> Fixture {
     let supervisor = Supervisor::new(&dir.path().join("rt")).unwrap();
     let gateway = Gateway::new(&config.gateway);
     gateway.update(routing::table(&config, &supervisor, &gateway));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();
     tokio::spawn(gateway.clone().serve(listener, stop.clone()));

@@ -74,7 +74,7 @@ async fn serve(config: Config, dir: PathBuf, args: &RunArgs) -> anyhow::Result<E
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     // Phases: the config is valid; bind before anything starts, so a port
     // conflict fails fast and leaves nothing behind.
-    let listeners = lifecycle::bind(&config).await?;
+    let listeners = lifecycle::bind(&config)?;
     let options = lifecycle::Options {
         subreaper: args.subreaper,
     };

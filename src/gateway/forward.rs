@@ -1,7 +1,6 @@
 //! Forwarding one request: route, admit, pick, rewrite headers, send, and
 //! hand the response back with the in-flight guard inside its body.
 
-use std::net::IpAddr;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -14,10 +13,14 @@ use tokio::time::Instant;
 
 use super::inflight::{Guard, GuardedBody};
 use super::routes::{normalize_host, AppEntry, Upstream};
-use super::{balance, responses, Gateway, ProxyBody};
+use super::{balance, responses, Gateway, ProxyBody, Upstreams};
 
 /// Seconds clients are asked to wait before retrying a 503.
 const RETRY_AFTER_S: u64 = 1;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [HeaderName; 7] = [
@@ -32,18 +35,21 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 
 pub(crate) async fn handle(
     gw: Arc<Gateway>,
+    pool: Upstreams,
     mut req: Request<Incoming>,
-    client: IpAddr,
+    client: &HeaderValue,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
-    let raw_host = req
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| req.uri().authority().map(|a| a.as_str()))
-        .unwrap_or("")
-        .to_string();
-    let host = normalize_host(&raw_host);
+    // The Host header's bytes are shared with the request buffer: cloning is cheap.
+    let raw_host = match req.headers().get(header::HOST) {
+        Some(h) => h.clone(),
+        None => req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            .unwrap_or_else(|| HeaderValue::from_static("")),
+    };
+    let host = normalize_host(raw_host.to_str().unwrap_or(""));
     let table = gw.table.load();
     let Some(route) = table.find(&host, req.uri().path()) else {
         let res = responses::no_route(&host, req.uri().path());
@@ -92,13 +98,13 @@ pub(crate) async fn handle(
     let retry_parts = retryable.then(|| clone_parts(&parts));
 
     let mut upstream = first;
-    let mut attempt = gw.send(&upstream, parts, body).await;
+    let mut attempt = gw.send(&pool, &upstream, parts, body).await;
     if let (Err(SendError::Connect), Some(parts)) = (&attempt, retry_parts) {
         if let Some(other) = balance::pick(&app, Some(upstream.addr)).cloned() {
             tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
             guard.retarget(&other.in_flight);
             upstream = other;
-            attempt = gw.send(&upstream, parts, empty_body()).await;
+            attempt = gw.send(&pool, &upstream, parts, empty_body()).await;
         }
     }
     let mut res = match attempt {
@@ -170,23 +176,25 @@ pub(crate) enum SendError {
 impl Gateway {
     async fn send(
         &self,
+        pool: &Upstreams,
         upstream: &Upstream,
         mut parts: hyper::http::request::Parts,
         body: ProxyBody,
-    ) -> Result<Response<Incoming>, SendError> {
-        let path_and_query = parts.uri.path_and_query().cloned();
-        let mut uri = Uri::builder()
-            .scheme("http")
-            .authority(upstream.authority.clone());
-        if let Some(pq) = path_and_query {
-            uri = uri.path_and_query(pq);
+    ) -> Result<Response<super::pool::PooledBody>, SendError> {
+        // Origin-form (`/path?query`): the upstream is an origin server, and
+        // `Host` already names the site.
+        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+            let pq = parts.uri.path_and_query().cloned();
+            parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
         }
-        parts.uri = uri.build().map_err(|_| SendError::Other)?;
         let req = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.response_timeout, self.client.request(req)).await {
+        match tokio::time::timeout(self.response_timeout, pool.send(upstream.addr, req)).await {
             Err(_) => Err(SendError::Timeout),
-            Ok(Err(e)) if e.is_connect() => Err(SendError::Connect),
-            Ok(Err(e)) => {
+            Ok(Err(super::pool::PoolError::Connect(e))) => {
+                tracing::debug!(upstream = %upstream.label, error = %e, "cannot connect to upstream");
+                Err(SendError::Connect)
+            }
+            Ok(Err(super::pool::PoolError::Request(e))) => {
                 tracing::debug!(upstream = %upstream.label, error = %e, "upstream request failed");
                 Err(SendError::Other)
             }
@@ -199,8 +207,8 @@ impl Gateway {
 /// headers out, `X-Forwarded-*` in, `Host` kept, HTTP/1.1 upstream.
 fn prepare_request(
     parts: &mut hyper::http::request::Parts,
-    raw_host: &str,
-    client: IpAddr,
+    raw_host: &HeaderValue,
+    client: &HeaderValue,
     upgrade: bool,
     strip: usize,
 ) {
@@ -218,20 +226,19 @@ fn prepare_request(
     }
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
-    let ip = client.to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev}, {ip}"),
-        None => ip,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert("x-forwarded-for", v);
-    }
-    headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-    if let Ok(v) = HeaderValue::from_str(raw_host) {
-        headers.insert("x-forwarded-host", v.clone());
-        if !headers.contains_key(header::HOST) {
-            headers.insert(header::HOST, v);
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", client.to_str().unwrap_or(""))).ok()
         }
+        None => Some(client.clone()),
+    };
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_HOST, raw_host.clone());
+    if !headers.contains_key(header::HOST) {
+        headers.insert(header::HOST, raw_host.clone());
     }
     parts.version = Version::HTTP_11;
 }

@@ -5,10 +5,18 @@
 //! The gateway never talks to the supervisor: it serves whatever
 //! [`RouteTable`] it was last given (`update`), and the lifecycle layer
 //! rebuilds that table from instance states.
+//!
+//! Threading: one worker thread per core, each with a current-thread tokio
+//! runtime and its own upstream connection pool, all accepting on the same
+//! listening socket. A request and its upstream connection then live on one
+//! thread; on a work-stealing runtime each request crossed threads twice
+//! (client task ⇄ pooled connection task), and the wake-ups cost half the
+//! throughput (bench/RESULTS.md). The route table and counters are shared.
 
 mod balance;
 mod forward;
 pub mod inflight;
+mod pool;
 mod responses;
 pub mod routes;
 
@@ -22,8 +30,6 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
@@ -40,7 +46,7 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 
 pub struct Gateway {
     table: ArcSwap<RouteTable>,
-    client: Client<HttpConnector, ProxyBody>,
+    connect_timeout: Duration,
     server: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
     response_timeout: Duration,
@@ -55,15 +61,6 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(cfg: &GatewayConfig) -> Arc<Self> {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(cfg.upstream_connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(60)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(90))
-            .pool_timer(TokioTimer::new())
-            .build(connector);
-
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -79,7 +76,7 @@ impl Gateway {
 
         Arc::new(Self {
             table: ArcSwap::from_pointee(RouteTable::default()),
-            client,
+            connect_timeout: cfg.upstream_connect_timeout,
             server,
             connections: Arc::new(Semaphore::new(cfg.max_connections as usize)),
             response_timeout: cfg.upstream_response_timeout,
@@ -140,11 +137,52 @@ impl Gateway {
         self.in_flight.wait_idle(deadline).await
     }
 
-    /// Accepts connections on `listener` until `shutdown`, then stops
-    /// accepting (closing the listener) and asks open connections to finish:
-    /// `Connection: close` for HTTP/1, GOAWAY for HTTP/2. Returns once every
-    /// connection has closed.
-    pub async fn serve(self: Arc<Self>, listener: TcpListener, shutdown: CancellationToken) {
+    /// Serves `listener` on one worker thread per core until `shutdown`;
+    /// then every worker stops accepting (the socket closes with the last
+    /// one) and asks open connections to finish: `Connection: close` for
+    /// HTTP/1, GOAWAY for HTTP/2. Resolves once every connection has closed.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        listener.set_nonblocking(true)?;
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let mut finished = Vec::with_capacity(workers);
+        for i in 0..workers {
+            let listener = listener.try_clone()?;
+            let (gw, shutdown) = (self.clone(), shutdown.clone());
+            let (done, rx) = tokio::sync::oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("gateway-{i}"))
+                .spawn(move || {
+                    match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt.block_on(gw.worker(listener, shutdown)),
+                        Err(e) => tracing::error!(error = %e, "cannot start a gateway worker"),
+                    }
+                    let _ = done.send(());
+                })?;
+            finished.push(rx);
+        }
+        drop(listener);
+        for rx in finished {
+            let _ = rx.await;
+        }
+        Ok(())
+    }
+
+    async fn worker(self: Arc<Self>, listener: std::net::TcpListener, shutdown: CancellationToken) {
+        let listener = match TcpListener::from_std(listener) {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot register the listener");
+                return;
+            }
+        };
+        let upstreams = pool::Pool::new(self.connect_timeout);
         let graceful = hyper_util::server::graceful::GracefulShutdown::new();
         loop {
             let permit = tokio::select! {
@@ -164,10 +202,13 @@ impl Gateway {
                 _ = shutdown.cancelled() => break,
             };
             let _ = stream.set_nodelay(true);
-            let gw = self.clone();
+            let (gw, upstreams) = (self.clone(), upstreams.clone());
+            // X-Forwarded-For for this connection, made once.
+            let client = hyper::header::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("unknown"));
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(forward::handle(gw, req, peer.ip()).await) }
+                let (gw, upstreams, client) = (gw.clone(), upstreams.clone(), client.clone());
+                async move { Ok::<_, Infallible>(forward::handle(gw, upstreams, req, &client).await) }
             });
             let conn = self
                 .server
@@ -185,3 +226,6 @@ impl Gateway {
         graceful.shutdown().await;
     }
 }
+
+/// One worker's pool of upstream connections (cheap to clone: shared).
+pub(crate) type Upstreams = pool::Pool;

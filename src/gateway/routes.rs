@@ -12,8 +12,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::Arc;
 
-use hyper::http::uri::Authority;
-
 use super::inflight::Counter;
 use crate::config::{AppName, Balance, Config, HostMatch};
 
@@ -23,21 +21,15 @@ pub struct Upstream {
     /// For logs: `web#0` or the external address.
     pub label: String,
     pub addr: SocketAddr,
-    pub authority: Authority,
     /// Requests in flight to this instance (least_in_flight, drain).
     pub in_flight: Arc<Counter>,
 }
 
 impl Upstream {
     pub fn new(label: String, addr: SocketAddr, in_flight: Arc<Counter>) -> Self {
-        let authority = addr
-            .to_string()
-            .parse()
-            .expect("a socket address is an authority");
         Self {
             label,
             addr,
-            authority,
             in_flight,
         }
     }
@@ -168,8 +160,9 @@ fn prefix_matches(prefix: &str, path: &str) -> bool {
             && matches!(path.as_bytes().get(prefix.len()), None | Some(b'/'))
 }
 
-/// The host of a request: `Host` (or the URI authority), lowercase, port removed.
-pub fn normalize_host(raw: &str) -> String {
+/// The host of a request: `Host` (or the URI authority), lowercase, port
+/// removed. Borrows when nothing needs changing (the common case).
+pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     let host = if raw.starts_with('[') {
         // [::1]:8080 → [::1]
         raw.split_once(']')
@@ -183,7 +176,12 @@ pub fn normalize_host(raw: &str) -> String {
             }
         })
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    let host = host.trim_end_matches('.');
+    if host.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(host.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(host)
+    }
 }
 
 #[cfg(test)]

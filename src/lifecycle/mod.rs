@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
-use tokio::net::TcpListener;
+use std::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -27,17 +27,18 @@ pub struct Options {
     pub subreaper: bool,
 }
 
-/// Binds every `[gateway] listen` address (SO_REUSEADDR, so a restart never
-/// sees EADDRINUSE from connections in TIME_WAIT).
-pub async fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
-    let mut listeners = Vec::new();
-    for addr in &config.gateway.listen {
-        let listener = TcpListener::bind(addr)
-            .await
-            .with_context(|| format!("cannot listen on {addr} (gateway.listen)"))?;
-        listeners.push(listener);
-    }
-    Ok(listeners)
+/// Binds every `[gateway] listen` address (std sets SO_REUSEADDR, so a
+/// restart never sees EADDRINUSE from connections in TIME_WAIT).
+pub fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
+    config
+        .gateway
+        .listen
+        .iter()
+        .map(|addr| {
+            TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} (gateway.listen)"))
+        })
+        .collect()
 }
 
 /// Runs the harbor until `shutdown` resolves, then stops it in order:

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Proxy throughput and latency: direct vs harbormaster vs nginx vs haproxy.
+#
+# One backend (nginx returning a small fixed body) and three proxies in front
+# of it, measured with wrk in interleaved rounds so drift hits all alike.
+# Peers are configured as their docs advise for speed: upstream keep-alive
+# on, 2 workers/threads. Prints requests/s, p50/p99 latency, the ratios
+# harbormaster/nginx, harbormaster/haproxy, harbormaster/direct, and
+# harbormaster's RSS idle and under load. Stops everything it started.
+#
+# Usage: bench/proxy.sh [ROUNDS=3] [SECONDS=10] [CONNECTIONS=64]
+set -euo pipefail
+ROUNDS=${1:-3}
+DURATION=${2:-10}
+CONNS=${3:-64}
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+WORK=$(mktemp -d /tmp/hm-bench.XXXXXX)
+BACKEND=127.0.0.1:18101 NGINX=127.0.0.1:18102 HAPROXY=127.0.0.1:18103 HM=127.0.0.1:18104
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need haproxy || ! need wrk; then
+  echo "installing nginx, haproxy, wrk from the OS packages" >&2
+  apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light haproxy wrk >/dev/null \
+    || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk >/dev/null
+fi
+NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
+(cd "$ROOT" && cargo build --release -q -p harbormaster)
+
+mkdir -p "$WORK/backend" "$WORK/proxy"
+cat > "$WORK/backend/nginx.conf" <<CONF
+worker_processes 1;
+error_log $WORK/backend/error.log warn;
+pid $WORK/backend/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server { listen $BACKEND; location / { return 200 "hello from the backend\n"; } }
+}
+CONF
+cat > "$WORK/proxy/nginx.conf" <<CONF
+worker_processes 2;
+error_log $WORK/proxy/error.log warn;
+pid $WORK/proxy/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server $BACKEND; keepalive 128; }
+  server {
+    listen $NGINX;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+}
+CONF
+cat > "$WORK/haproxy.cfg" <<CONF
+global
+  nbthread 2
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  option http-keep-alive
+  http-reuse always
+frontend fe
+  bind $HAPROXY
+  default_backend be
+backend be
+  server b1 $BACKEND
+CONF
+cat > "$WORK/harbormaster.toml" <<CONF
+[gateway]
+listen = ["$HM"]
+[apps.backend]
+routes = [{ path = "/" }]
+upstreams = ["$BACKEND"]
+CONF
+
+"$NGINX_BIN" -c "$WORK/backend/nginx.conf" -p "$WORK/backend" -g 'daemon off;' & PIDS+=($!)
+"$NGINX_BIN" -c "$WORK/proxy/nginx.conf" -p "$WORK/proxy" -g 'daemon off;' & PIDS+=($!)
+haproxy -f "$WORK/haproxy.cfg" -q & PIDS+=($!)
+"$ROOT/target/release/harbormaster" run -c "$WORK/harbormaster.toml" --log-level warn & HM_PID=$!; PIDS+=($HM_PID)
+
+for addr in $BACKEND $NGINX $HAPROXY $HM; do
+  for _ in $(seq 100); do curl -fsS "http://$addr/" >/dev/null 2>&1 && break; sleep 0.05; done
+  curl -fsS "http://$addr/" >/dev/null || { echo "$addr does not answer" >&2; exit 1; }
+done
+rss() { awk '/^VmRSS:/ {print $2}' "/proc/$HM_PID/status"; }
+IDLE_RSS=$(rss)
+
+declare -A RPS P50 P99
+to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
+LOAD_RSS=0
+for round in $(seq "$ROUNDS"); do
+  for target in direct harbormaster nginx haproxy; do
+    case $target in direct) addr=$BACKEND;; harbormaster) addr=$HM;; nginx) addr=$NGINX;; haproxy) addr=$HAPROXY;; esac
+    out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "http://$addr/")
+    if [ "$target" = harbormaster ]; then r=$(rss); [ "$r" -gt "$LOAD_RSS" ] && LOAD_RSS=$r; fi
+    RPS[$target]+="$(echo "$out" | awk '/Requests\/sec/ {print $2}') "
+    P50[$target]+="$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')") "
+    P99[$target]+="$(to_ms "$(echo "$out" | awk '$1=="99%" {print $2}')") "
+    errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}')
+    [ -n "$errors" ] && echo "round $round $target: $errors" >&2
+  done
+done
+PEAK_RSS=$(awk '/^VmHWM:/ {print $2}' "/proc/$HM_PID/status")
+
+median() { echo "$1" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+echo
+echo "wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS interleaved rounds, median of rounds; $(nproc) cores"
+printf '%-14s %12s %10s %10s   %s\n' target 'requests/s' 'p50 ms' 'p99 ms' 'rounds (req/s)'
+for t in direct harbormaster nginx haproxy; do
+  printf '%-14s %12.0f %10.3f %10.3f   %s\n' "$t" "$(median "${RPS[$t]}")" "$(median "${P50[$t]}")" "$(median "${P99[$t]}")" "${RPS[$t]}"
+done
+ratio() { awk -v a="$(median "${RPS[$1]}")" -v b="$(median "${RPS[$2]}")" 'BEGIN { printf "%.2f", a/b }'; }
+echo
+echo "requests/s ratio  harbormaster/nginx = $(ratio harbormaster nginx)   harbormaster/haproxy = $(ratio harbormaster haproxy)   harbormaster/direct = $(ratio harbormaster direct)"
+echo "p99 ms            harbormaster = $(median "${P99[harbormaster]}")   nginx = $(median "${P99[nginx]}")   haproxy = $(median "${P99[haproxy]}")"
+echo "harbormaster RSS  idle = $((IDLE_RSS / 1024)) MiB ($IDLE_RSS KiB)   under load = $((LOAD_RSS / 1024)) MiB   peak = $((PEAK_RSS / 1024)) MiB"
