@@ -121,9 +121,9 @@ PEAK_RSS=$(awk '/^VmHWM:/ {print $2}' "/proc/$HM_PID/status")
 median() { echo "$1" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
 echo
 echo "wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS interleaved rounds, median of rounds; $(nproc) cores"
-printf '%-14s %12s %10s %10s   %s\n' target 'requests/s' 'p50 ms' 'p99 ms' 'rounds (req/s)'
+printf '%-14s %12s %10s %10s   %s | %s\n' target 'requests/s' 'p50 ms' 'p99 ms' 'rounds (req/s)' 'rounds (p99 ms)'
 for t in direct harbormaster nginx haproxy; do
-  printf '%-14s %12.0f %10.3f %10.3f   %s\n' "$t" "$(median "${RPS[$t]}")" "$(median "${P50[$t]}")" "$(median "${P99[$t]}")" "${RPS[$t]}"
+  printf '%-14s %12.0f %10.3f %10.3f   %s| %s\n' "$t" "$(median "${RPS[$t]}")" "$(median "${P50[$t]}")" "$(median "${P99[$t]}")" "${RPS[$t]}" "${P99[$t]}"
 done
 ratio() { awk -v a="$(median "${RPS[$1]}")" -v b="$(median "${RPS[$2]}")" 'BEGIN { printf "%.2f", a/b }'; }
 echo
