@@ -6,9 +6,11 @@
 //! validated [`config::Config`]; `cli` holds one module per command-line verb.
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod gateway;
+pub mod health;
 pub mod lifecycle;
 pub mod supervisor;
 

@@ -102,29 +102,36 @@ async fn no_route_is_404_json() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_upstream_is_502_and_idempotent_requests_are_retried_on_another() {
-    let backend = Backend::start(&[]);
-    let dead = closed_port();
+    let a = Backend::start(&[]);
+    let b = Backend::start(&[]);
     let config = format!(
         "{LISTEN}{}{}",
         external(
             "both",
             r#"[{ host = "both.localhost" }]"#,
-            &[dead, backend.port]
+            &[a.port, b.port]
         ),
-        external("dead", r#"[{ host = "dead.localhost" }]"#, &[dead]),
+        external("solo", r#"[{ host = "solo.localhost" }]"#, &[a.port]),
     );
     let h = Harbor::start(&config);
     let base = format!("http://{}", h.gateway(0));
-    let (s, _, body) = get(&format!("{base}/"), "dead.localhost").await;
+    h.wait_serving("solo.localhost");
+    // Both upstreams of `both` are ready: each takes a request.
+    support::harbor::eventually(Duration::from_secs(10), "both upstreams ready", || {
+        h.events()
+            .iter()
+            .filter(|e| e["event"] == "upstream_ready")
+            .count()
+            == 3
+    });
+    // `a` goes away; readiness probes have not noticed yet.
+    drop(a);
+    let (s, _, body) = get(&format!("{base}/"), "solo.localhost").await;
     assert_eq!(
         (s, body.as_str()),
-        (502, r#"{"error":"bad gateway","app":"dead"}"#)
+        (502, r#"{"error":"bad gateway","app":"solo"}"#)
     );
-    // Round robin sends every other request to the dead address: GETs are retried.
-    for _ in 0..6 {
-        assert_eq!(get(&format!("{base}/"), "both.localhost").await.0, 200);
-    }
-    // A request with a body is not retried: some POSTs fail.
+    // A request with a body is not retried: with round robin, some fail.
     let mut statuses = Vec::new();
     for _ in 0..4 {
         let res = client()
@@ -140,6 +147,26 @@ async fn refused_upstream_is_502_and_idempotent_requests_are_retried_on_another(
         statuses.contains(&502) && statuses.contains(&200),
         "{statuses:?}"
     );
+    // GETs whose connect fails are retried on the other upstream: all succeed.
+    for _ in 0..6 {
+        assert_eq!(get(&format!("{base}/"), "both.localhost").await.0, 200);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_upstream_never_takes_traffic() {
+    let config = format!(
+        "{LISTEN}{}",
+        external("dead", r#"[{ path = "/" }]"#, &[closed_port()])
+    );
+    let h = Harbor::start(&config);
+    let (s, headers, body) = get(&format!("http://{}/", h.gateway(0)), "x").await;
+    assert_eq!(s, 503);
+    assert_eq!(headers["retry-after"], "1");
+    assert_eq!(
+        body,
+        r#"{"error":"no ready instance","app":"dead","retry_after_s":1}"#
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -150,6 +177,7 @@ async fn upstream_reset_before_response_is_502() {
         external("web", r#"[{ path = "/" }]"#, &[backend.port])
     );
     let h = Harbor::start(&config);
+    h.wait_serving("x");
     let (s, _, body) = get(&format!("http://{}/crash", h.gateway(0)), "x").await;
     assert_eq!(
         (s, body.as_str()),
@@ -165,6 +193,7 @@ async fn slow_upstream_is_504() {
         external("web", r#"[{ path = "/" }]"#, &[backend.port])
     );
     let h = Harbor::start(&config);
+    h.wait_serving("x");
     let (s, _, body) = get(&format!("http://{}/hang", h.gateway(0)), "x").await;
     assert_eq!(
         (s, body.as_str()),
@@ -268,6 +297,7 @@ async fn streams_100_mb_up_and_down_with_flat_memory() {
         external("big", r#"[{ path = "/" }]"#, &[backend.port])
     );
     let h = Harbor::start(&config);
+    h.wait_serving("x");
     let base = format!("http://{}", h.gateway(0));
     let before = h.peak_rss_kib();
 
@@ -307,6 +337,7 @@ async fn http2_prior_knowledge_requests_work() {
     );
     let h = Harbor::start(&config);
     let gw = h.gateway(0);
+    h.wait_serving("web.localhost");
     let h2 = reqwest::Client::builder()
         .no_proxy()
         .http2_prior_knowledge()
@@ -334,6 +365,7 @@ async fn forwarded_headers_are_set_host_kept_hop_by_hop_removed() {
         external("web", r#"[{ path = "/" }]"#, &[backend.port])
     );
     let h = Harbor::start(&config);
+    h.wait_serving("x");
     let res = client()
         .get(format!("http://{}/echo", h.gateway(0)))
         .header("host", "Example.test:9")
@@ -392,6 +424,7 @@ async fn access_log_has_one_line_per_request() {
         external("web", r#"[{ path = "/" }]"#, &[backend.port])
     );
     let h = Harbor::start(&config);
+    h.wait_serving("x");
     let res = client()
         .post(format!("http://{}/echo", h.gateway(0)))
         .body("12345")
@@ -399,7 +432,9 @@ async fn access_log_has_one_line_per_request() {
         .await
         .unwrap();
     let body = res.text().await.unwrap();
-    let line = h.wait_for(Duration::from_secs(5), |e| e["event"] == "access");
+    let line = h.wait_for(Duration::from_secs(5), |e| {
+        e["event"] == "access" && e["method"] == "POST"
+    });
     assert_eq!(line["app"], "web");
     assert_eq!(line["instance"], format!("web@127.0.0.1:{}", backend.port));
     assert_eq!(line["method"], "POST");
@@ -421,6 +456,7 @@ fn excess_connections_wait_for_a_free_slot() {
     );
     let h = Harbor::start(&config);
     let gw = h.gateway(0);
+    h.wait_serving("x");
     let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut first = std::net::TcpStream::connect(gw).unwrap();
     first.write_all(request).unwrap();
@@ -455,6 +491,7 @@ async fn listens_on_several_addresses_including_ipv6() {
         external("web", r#"[{ path = "/" }]"#, &[backend.port])
     );
     let h = Harbor::start(&config);
+    h.wait_serving("x");
     for n in 0..2 {
         let addr = h.gateway(n);
         let (s, _, _) = get(&format!("http://{addr}/"), "x").await;

@@ -9,6 +9,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use harbormaster::config::{self, AppName};
 use harbormaster::gateway::Gateway;
+use harbormaster::health::upstreams::ExternalHealth;
 use harbormaster::lifecycle::routing;
 use harbormaster::supervisor::Supervisor;
 use support::harbor::Backend;
@@ -40,7 +41,14 @@ async fn fixture() -> Fixture {
     let config = config::from_str(&text, &dir.path().join("harbormaster.toml")).unwrap();
     let supervisor = Supervisor::new(&dir.path().join("rt")).unwrap();
     let gateway = Gateway::new(&config.gateway);
-    gateway.update(routing::table(&config, &supervisor, &gateway));
+    let externals = std::sync::Arc::new(ExternalHealth::default());
+    let mut changes = externals.changes();
+    externals.spawn_monitors(&config, CancellationToken::new());
+    let label = ExternalHealth::label("events", ([127, 0, 0, 1], backend.port).into());
+    while !externals.get(&label).ready {
+        changes.changed().await.unwrap(); // the backend's first readiness success
+    }
+    gateway.update(routing::table(&config, &supervisor, &externals, &gateway));
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
     let stop = CancellationToken::new();

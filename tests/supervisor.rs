@@ -44,7 +44,7 @@ fn a_crash_is_restarted_after_a_jittered_delay() {
     let delay = humantime::parse_duration(delay).unwrap();
     assert!(delay <= Duration::from_millis(200), "{reason}");
     let again = h.wait_state("web#0", "ready", 1);
-    assert_ne!(port_of(&h.wait_state("web#0", "running", 1)), 0);
+    assert_ne!(port_of(&h.wait_spawned("web#0", 1)), 0);
     assert_ne!(ready, again);
 }
 
@@ -88,7 +88,7 @@ fn a_stable_run_resets_the_restart_count() {
     let h = Harbor::start(&config);
     let crash = |n: usize| {
         h.wait_state("web#0", "ready", n);
-        let _ = get(port_of(&h.wait_state("web#0", "running", n)), "/crash");
+        let _ = get(port_of(&h.wait_spawned("web#0", n)), "/crash");
         h.wait_state("web#0", "restarting", n)["reason"]
             .as_str()
             .unwrap()

@@ -2,58 +2,116 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use super::routes::{AppEntry, Upstream};
 use crate::config::Balance;
+use crate::health::breaker::Admission;
 
-/// Picks an upstream, never `exclude` when another exists (used for retries).
-pub fn pick(app: &AppEntry, exclude: Option<SocketAddr>) -> Option<&Upstream> {
-    let ups = &app.upstreams;
-    let candidates = || ups.iter().filter(move |u| Some(u.addr) != exclude);
-    let n = candidates().count();
-    if n == 0 {
-        return None;
-    }
+/// The outcome of choosing an instance.
+#[derive(Debug)]
+pub enum Pick<'a> {
+    Upstream(&'a Upstream),
+    /// Every candidate's breaker is open; the first half-opens in this long.
+    AllOpen {
+        retry_after: Duration,
+    },
+    /// No candidate at all.
+    NoneReady,
+}
+
+/// Picks an upstream whose breaker admits a request, never `exclude` (used
+/// for retries).
+pub fn pick(app: &AppEntry, exclude: Option<SocketAddr>, now: Instant) -> Pick<'_> {
+    let n = app.upstreams.len();
     let turn = app.shared.next.fetch_add(1, Ordering::Relaxed);
-    match app.balance {
-        Balance::RoundRobin => candidates().nth(turn % n),
-        // Fewest in flight; rotate the start so ties spread evenly.
-        Balance::LeastInFlight => candidates()
-            .cycle()
-            .skip(turn % n)
-            .take(n)
-            .min_by_key(|u| u.in_flight.get()),
+    let rotated = || {
+        (0..n)
+            .map(move |k| &app.upstreams[(turn + k) % n.max(1)])
+            .filter(move |u| Some(u.addr) != exclude)
+    };
+    if app.balance == Balance::LeastInFlight {
+        // Fewest in flight among closed/half-open breakers; the rotation
+        // breaks ties evenly.
+        if let Some(best) = rotated()
+            .filter(|u| !u.is_open(now))
+            .min_by_key(|u| u.in_flight.get())
+        {
+            if best.admit(now)
+                != (Admission::Deny {
+                    retry_after: Duration::ZERO,
+                })
+            {
+                return Pick::Upstream(best);
+            }
+        }
+    }
+    let mut candidates = 0;
+    let mut first_half_open: Option<Duration> = None;
+    for u in rotated() {
+        candidates += 1;
+        match u.admit(now) {
+            Admission::Allow | Admission::Trial => return Pick::Upstream(u),
+            Admission::Deny { retry_after } => {
+                first_half_open = Some(first_half_open.map_or(retry_after, |r| r.min(retry_after)));
+            }
+        }
+    }
+    match (candidates, first_half_open) {
+        (0, _) => Pick::NoneReady,
+        (_, Some(retry_after)) => Pick::AllOpen { retry_after },
+        (_, None) => Pick::NoneReady,
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::AppName;
+    use crate::config::{AppName, CircuitBreaker};
     use crate::gateway::inflight::{Counter, Guard};
     use crate::gateway::routes::AppShared;
-    use std::sync::Arc;
+    use crate::health::breaker::Breaker;
+    use std::num::NonZeroU32;
+    use std::sync::{Arc, Mutex};
+
+    fn cb() -> CircuitBreaker {
+        CircuitBreaker {
+            failures: NonZeroU32::MIN,
+            open_for: Duration::from_secs(10),
+            max_open_for: Duration::from_secs(60),
+            half_open_requests: NonZeroU32::MIN,
+            trip_on_5xx: false,
+        }
+    }
 
     fn app(balance: Balance, n: u16) -> AppEntry {
         AppEntry {
             name: AppName::new("web").unwrap(),
             balance,
+            trip_on_5xx: false,
             upstreams: (0..n)
                 .map(|i| {
-                    Upstream::new(
-                        format!("web#{i}"),
-                        ([127, 0, 0, 1], 1000 + i).into(),
-                        Arc::default(),
-                    )
+                    let breaker = Arc::new(Mutex::new(Breaker::new(cb())));
+                    let addr = ([127, 0, 0, 1], 1000 + i).into();
+                    Upstream::new(format!("web#{i}"), addr, Arc::default(), breaker)
                 })
                 .collect(),
             shared: Arc::new(AppShared::default()),
         }
     }
 
+    fn chosen(app: &AppEntry, exclude: Option<SocketAddr>) -> Option<&Upstream> {
+        match pick(app, exclude, Instant::now()) {
+            Pick::Upstream(u) => Some(u),
+            _ => None,
+        }
+    }
+
     fn labels(app: &AppEntry, k: usize) -> Vec<String> {
         (0..k)
-            .map(|_| pick(app, None).unwrap().label.clone())
+            .map(|_| chosen(app, None).unwrap().label.clone())
             .collect()
     }
 
@@ -76,10 +134,27 @@ mod tests {
         let a = app(Balance::RoundRobin, 2);
         let first = a.upstreams[0].addr;
         for _ in 0..4 {
-            assert_ne!(pick(&a, Some(first)).unwrap().addr, first);
+            assert_ne!(chosen(&a, Some(first)).unwrap().addr, first);
         }
         let single = app(Balance::RoundRobin, 1);
-        assert!(pick(&single, Some(single.upstreams[0].addr)).is_none());
-        assert!(pick(&app(Balance::RoundRobin, 0), None).is_none());
+        assert!(chosen(&single, Some(single.upstreams[0].addr)).is_none());
+        assert!(chosen(&app(Balance::RoundRobin, 0), None).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn open_breakers_take_instances_out_of_rotation() {
+        let a = app(Balance::RoundRobin, 2);
+        // failures = 1: one failure opens a breaker.
+        a.upstreams[0].record(false, Instant::now());
+        assert_eq!(labels(&a, 3), ["web#1", "web#1", "web#1"]);
+        a.upstreams[1].record(false, Instant::now());
+        tokio::time::advance(Duration::from_secs(4)).await;
+        match pick(&a, None, Instant::now()) {
+            Pick::AllOpen { retry_after } => assert_eq!(retry_after, Duration::from_secs(6)),
+            other => panic!("{other:?}"),
+        }
+        // Due for half-open: a trial request goes through.
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert!(matches!(pick(&a, None, Instant::now()), Pick::Upstream(_)));
     }
 }

@@ -11,9 +11,10 @@ use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use super::balance::{self, Pick};
 use super::inflight::{Guard, GuardedBody};
 use super::routes::{normalize_host, AppEntry, Upstream};
-use super::{balance, responses, Gateway, ProxyBody, Upstreams};
+use super::{responses, Gateway, ProxyBody, Upstreams};
 
 /// Seconds clients are asked to wait before retrying a 503.
 const RETRY_AFTER_S: u64 = 1;
@@ -70,10 +71,19 @@ pub(crate) async fn handle(
         gw.log_local(&req, Some(&app), res.status(), start, "draining");
         return res;
     }
-    let Some(first) = balance::pick(&app, None).cloned() else {
-        let res = responses::no_ready_instance(app.name.as_str(), RETRY_AFTER_S);
-        gw.log_local(&req, Some(&app), res.status(), start, "no_ready_instance");
-        return res;
+    let first = match balance::pick(&app, None, start) {
+        Pick::Upstream(u) => u.clone(),
+        Pick::NoneReady => {
+            let res = responses::no_ready_instance(app.name.as_str(), RETRY_AFTER_S);
+            gw.log_local(&req, Some(&app), res.status(), start, "no_ready_instance");
+            return res;
+        }
+        Pick::AllOpen { retry_after } => {
+            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+            let res = responses::circuit_open(app.name.as_str(), secs);
+            gw.log_local(&req, Some(&app), res.status(), start, "circuit_open");
+            return res;
+        }
     };
 
     // What the access log names the request by (only computed when it is on).
@@ -99,12 +109,15 @@ pub(crate) async fn handle(
 
     let mut upstream = first;
     let mut attempt = gw.send(&pool, &upstream, parts, body).await;
+    upstream.record(succeeded(&attempt, app.trip_on_5xx), Instant::now());
     if let (Err(SendError::Connect), Some(parts)) = (&attempt, retry_parts) {
-        if let Some(other) = balance::pick(&app, Some(upstream.addr)).cloned() {
+        if let Pick::Upstream(other) = balance::pick(&app, Some(upstream.addr), Instant::now()) {
+            let other = other.clone();
             tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
             guard.retarget(&other.in_flight);
             upstream = other;
             attempt = gw.send(&pool, &upstream, parts, empty_body()).await;
+            upstream.record(succeeded(&attempt, app.trip_on_5xx), Instant::now());
         }
     }
     let mut res = match attempt {
@@ -161,6 +174,14 @@ pub(crate) async fn handle(
     }
     strip_hop_by_hop(res.headers_mut(), false);
     res.map(|body| GuardedBody::new(body, guard, bytes_out).boxed())
+}
+
+/// A breaker success: a response head arrived (and is not a 5xx, when those count).
+fn succeeded<B>(attempt: &Result<Response<B>, SendError>, trip_on_5xx: bool) -> bool {
+    match attempt {
+        Ok(res) => !(trip_on_5xx && res.status().is_server_error()),
+        Err(_) => false,
+    }
 }
 
 #[derive(Debug)]

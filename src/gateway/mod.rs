@@ -37,7 +37,8 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{AppName, GatewayConfig};
+use crate::config::{AppName, CircuitBreaker, GatewayConfig};
+use crate::health::breaker::Breaker;
 pub use inflight::Counter;
 pub use routes::{AppShared, RouteTable, Upstream};
 
@@ -57,6 +58,8 @@ pub struct Gateway {
     apps: Mutex<HashMap<AppName, Arc<AppShared>>>,
     /// Per-instance counters kept across snapshots, by label.
     upstreams: Mutex<HashMap<String, Arc<Counter>>>,
+    /// Per-instance circuit breakers kept across snapshots, by label.
+    breakers: Mutex<HashMap<String, Arc<Mutex<Breaker>>>>,
 }
 
 impl Gateway {
@@ -84,6 +87,7 @@ impl Gateway {
             in_flight: Arc::new(Counter::default()),
             apps: Mutex::new(HashMap::new()),
             upstreams: Mutex::new(HashMap::new()),
+            breakers: Mutex::new(HashMap::new()),
         })
     }
 
@@ -113,6 +117,36 @@ impl Gateway {
     pub fn upstream_counter(&self, label: &str) -> Arc<Counter> {
         let mut ups = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
         ups.entry(label.to_string()).or_default().clone()
+    }
+
+    /// The circuit breaker of an instance or external address, by label.
+    pub fn upstream_breaker(&self, label: &str, cfg: &CircuitBreaker) -> Arc<Mutex<Breaker>> {
+        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        breakers
+            .entry(label.to_string())
+            .or_insert_with(|| Arc::new(Mutex::new(Breaker::new(cfg.clone()))))
+            .clone()
+    }
+
+    /// An instance's breaker state now (`closed` when it never saw a request).
+    pub fn breaker_state(&self, label: &str) -> &'static str {
+        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
+        breakers.get(label).map_or("closed", |b| {
+            b.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .state(Instant::now())
+                .name()
+        })
+    }
+
+    /// In flight to one instance, by label.
+    pub fn upstream_in_flight(&self, label: &str) -> usize {
+        self.upstream_counter(label).get()
+    }
+
+    /// Whether an app is draining.
+    pub fn is_draining(&self, app: &AppName) -> bool {
+        self.app_shared(app).draining.load(Ordering::Acquire)
     }
 
     /// Draining apps answer new requests 503 + Retry-After + Connection: close.

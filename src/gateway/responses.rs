@@ -112,3 +112,16 @@ pub fn gateway_timeout(app: &str) -> Response<ProxyBody> {
         ErrorBody::new("gateway timeout").app(app),
     )
 }
+
+pub fn circuit_open(app: &str, retry_after: u64) -> Response<ProxyBody> {
+    with_retry_after(
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorBody {
+                retry_after_s: Some(retry_after),
+                ..ErrorBody::new("circuit open").app(app)
+            },
+        ),
+        retry_after,
+    )
+}

@@ -10,29 +10,70 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use tokio::time::Instant;
 
 use super::inflight::Counter;
 use crate::config::{AppName, Balance, Config, HostMatch};
+use crate::health::breaker::{Admission, Breaker, BreakerState, Transition};
 
 /// One instance (or external address) that may take traffic.
 #[derive(Debug, Clone)]
 pub struct Upstream {
-    /// For logs: `web#0` or the external address.
+    /// For logs: `web#0` or `legacy@127.0.0.1:3999`.
     pub label: String,
     pub addr: SocketAddr,
     /// Requests in flight to this instance (least_in_flight, drain).
     pub in_flight: Arc<Counter>,
+    /// Fed by request outcomes; an open breaker takes the instance out of rotation.
+    pub breaker: Arc<Mutex<Breaker>>,
 }
 
 impl Upstream {
-    pub fn new(label: String, addr: SocketAddr, in_flight: Arc<Counter>) -> Self {
+    pub fn new(
+        label: String,
+        addr: SocketAddr,
+        in_flight: Arc<Counter>,
+        breaker: Arc<Mutex<Breaker>>,
+    ) -> Self {
         Self {
             label,
             addr,
             in_flight,
+            breaker,
         }
     }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the breaker to let one request through (logs a move to half-open).
+    pub fn admit(&self, now: Instant) -> Admission {
+        let (admission, transition) = self.lock().admit(now);
+        if let Some(t) = transition {
+            log_transition(&self.label, t);
+        }
+        admission
+    }
+
+    /// Whether the breaker is open (not yet due for half-open) at `now`.
+    pub fn is_open(&self, now: Instant) -> bool {
+        matches!(self.lock().state(now), BreakerState::Open { .. })
+    }
+
+    /// Records a request's outcome.
+    pub fn record(&self, success: bool, now: Instant) {
+        let transition = self.lock().record(success, now);
+        if let Some(t) = transition {
+            log_transition(&self.label, t);
+        }
+    }
+}
+
+fn log_transition(label: &str, t: Transition) {
+    tracing::info!(event = "breaker", instance = %label, from = t.from.name(), to = t.to.name());
 }
 
 /// Per-app state that outlives table snapshots.
@@ -47,6 +88,8 @@ pub struct AppShared {
 pub struct AppEntry {
     pub name: AppName,
     pub balance: Balance,
+    /// Count 5xx answers as breaker failures.
+    pub trip_on_5xx: bool,
     pub upstreams: Vec<Upstream>,
     pub shared: Arc<AppShared>,
 }
@@ -87,6 +130,7 @@ impl RouteTable {
             let entry = Arc::new(AppEntry {
                 name: name.clone(),
                 balance: app.balance,
+                trip_on_5xx: app.circuit_breaker.trip_on_5xx,
                 upstreams: upstreams.get(name).cloned().unwrap_or_default(),
                 shared: shared.get(name).cloned().unwrap_or_default(),
             });

@@ -9,6 +9,7 @@ pub mod routing;
 
 use std::future::Future;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -16,8 +17,10 @@ use std::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin;
 use crate::config::Config;
 use crate::gateway::Gateway;
+use crate::health::upstreams::ExternalHealth;
 use crate::supervisor::{reaper, Supervisor};
 
 /// Options that come from the command line rather than the config file.
@@ -27,10 +30,17 @@ pub struct Options {
     pub subreaper: bool,
 }
 
-/// Binds every `[gateway] listen` address (std sets SO_REUSEADDR, so a
-/// restart never sees EADDRINUSE from connections in TIME_WAIT).
-pub fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
-    config
+/// The sockets a harbor serves, bound before anything starts.
+#[derive(Debug)]
+pub struct Listeners {
+    pub gateway: Vec<TcpListener>,
+    pub admin: TcpListener,
+}
+
+/// Binds every `[gateway] listen` address and the admin address (std sets
+/// SO_REUSEADDR, so a restart never sees EADDRINUSE from TIME_WAIT).
+pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
+    let gateway = config
         .gateway
         .listen
         .iter()
@@ -38,7 +48,11 @@ pub fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
             TcpListener::bind(addr)
                 .with_context(|| format!("cannot listen on {addr} (gateway.listen)"))
         })
-        .collect()
+        .collect::<anyhow::Result<_>>()?;
+    let addr = config.admin.listen;
+    let admin = TcpListener::bind(addr)
+        .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
+    Ok(Listeners { gateway, admin })
 }
 
 /// Runs the harbor until `shutdown` resolves, then stops it in order:
@@ -47,7 +61,7 @@ pub fn bind(config: &Config) -> anyhow::Result<Vec<TcpListener>> {
 pub async fn run(
     config: Config,
     runtime_dir: PathBuf,
-    listeners: Vec<TcpListener>,
+    listeners: Listeners,
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
@@ -72,15 +86,36 @@ pub async fn run(
     }
 
     let gateway = Gateway::new(&config.gateway);
+    let externals = Arc::new(ExternalHealth::default());
+    externals.spawn_monitors(&config, cancel.child_token());
     let routing = tokio::spawn(routing::keep_updated(
         config.clone(),
         supervisor.clone(),
+        externals.clone(),
         gateway.clone(),
         cancel.child_token(),
     ));
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let view = Arc::new(admin::View {
+        config: config.clone(),
+        supervisor: supervisor.clone(),
+        gateway: gateway.clone(),
+        externals: externals.clone(),
+        started: Instant::now(),
+        shutting_down: shutting_down.clone(),
+    });
+    let admin_addr = listeners.admin.local_addr()?;
+    tracing::info!(event = "admin_listening", addr = %admin_addr);
+    let admin_server = tokio::spawn(admin::serve(
+        listeners.admin,
+        view.clone(),
+        cancel.child_token(),
+    ));
+    tokio::spawn(announce_ready(view.clone(), cancel.child_token()));
+
     let stop_accepting = cancel.child_token();
     let mut servers = Vec::new();
-    for listener in listeners {
+    for listener in listeners.gateway {
         let addr = listener.local_addr()?;
         tracing::info!(event = "listening", %addr);
         servers.push(tokio::spawn(
@@ -105,6 +140,7 @@ pub async fn run(
     }
 
     let started = Instant::now();
+    shutting_down.store(true, Ordering::Release);
     tracing::info!(event = "shutdown_started", in_flight = gateway.in_flight());
     stop_accepting.cancel();
     let deadline = started + config.gateway.drain_timeout;
@@ -129,9 +165,27 @@ pub async fn run(
     supervisor.stop_all(&config).await;
     cancel.cancel();
     let _ = routing.await;
+    let _ = admin_server.await;
     tracing::info!(
         event = "shutdown_complete",
         duration_ms = started.elapsed().as_millis() as u64
     );
     Ok(())
+}
+
+/// Logs one `ready` event when every required app first has a ready instance.
+async fn announce_ready(view: Arc<admin::View>, cancel: CancellationToken) {
+    let mut states = view.supervisor.subscribe();
+    let mut upstreams = view.externals.changes();
+    loop {
+        if view.readiness().reasons.is_empty() {
+            tracing::info!(event = "ready", "every required app is ready");
+            return;
+        }
+        tokio::select! {
+            _ = states.recv() => {}
+            _ = upstreams.changed() => {}
+            _ = cancel.cancelled() => return,
+        }
+    }
 }

@@ -1,6 +1,6 @@
 //! Where the supervisor and the gateway meet: instance states in, route
-//! table snapshots out. Ready managed instances and external upstreams are
-//! routable; everything else is not.
+//! table snapshots out. Ready managed instances and ready external upstreams
+//! are routable; everything else is not.
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -11,34 +11,49 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AppKind, AppName, Config};
 use crate::gateway::{Gateway, RouteTable, Upstream};
+use crate::health::upstreams::ExternalHealth;
 use crate::supervisor::state::State;
 use crate::supervisor::Supervisor;
 
 /// A route table for the current instance states.
-pub fn table(config: &Config, supervisor: &Supervisor, gateway: &Gateway) -> RouteTable {
+pub fn table(
+    config: &Config,
+    supervisor: &Supervisor,
+    externals: &ExternalHealth,
+    gateway: &Gateway,
+) -> RouteTable {
+    let upstream = |app: &AppName, label: String, addr: SocketAddr| {
+        let cfg = &config.apps[app].circuit_breaker;
+        Upstream::new(
+            label.clone(),
+            addr,
+            gateway.upstream_counter(&label),
+            gateway.upstream_breaker(&label, cfg),
+        )
+    };
     let mut upstreams: HashMap<AppName, Vec<Upstream>> = HashMap::new();
     for st in supervisor.snapshot() {
-        if let (State::Ready, Some(port)) = (&st.state, st.port) {
+        if let (State::Ready, Some(port), true) =
+            (&st.state, st.port, config.apps.contains_key(&st.app))
+        {
             let label = format!("{}#{}", st.app, st.index);
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            let counter = gateway.upstream_counter(&label);
             upstreams
                 .entry(st.app.clone())
                 .or_default()
-                .push(Upstream::new(label, addr, counter));
+                .push(upstream(&st.app, label, addr));
         }
     }
     for (name, app) in &config.apps {
         if let AppKind::External { upstreams: addrs } = &app.kind {
-            let list = addrs
-                .iter()
-                .map(|addr| {
-                    let label = format!("{name}@{addr}");
-                    let counter = gateway.upstream_counter(&label);
-                    Upstream::new(label, *addr, counter)
-                })
-                .collect();
-            upstreams.insert(name.clone(), list);
+            let ready = addrs.iter().filter_map(|addr| {
+                let label = ExternalHealth::label(name.as_str(), *addr);
+                externals
+                    .get(&label)
+                    .ready
+                    .then(|| upstream(name, label, *addr))
+            });
+            upstreams.entry(name.clone()).or_default().extend(ready);
         }
     }
     for list in upstreams.values_mut() {
@@ -49,25 +64,29 @@ pub fn table(config: &Config, supervisor: &Supervisor, gateway: &Gateway) -> Rou
 }
 
 /// Publishes the current table now, then returns a task body that rebuilds
-/// it on every instance state change until `cancel`. Subscribing before the
-/// first build means no change falls between the two.
+/// it on every instance or upstream readiness change until `cancel`.
+/// Subscribing before the first build means no change falls between the two.
 pub fn keep_updated(
     config: Arc<Config>,
     supervisor: Supervisor,
+    externals: Arc<ExternalHealth>,
     gateway: Arc<Gateway>,
     cancel: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
     let mut changes = supervisor.subscribe();
-    gateway.update(table(&config, &supervisor, &gateway));
+    let mut upstream_changes = externals.changes();
+    gateway.update(table(&config, &supervisor, &externals, &gateway));
     async move {
         loop {
             tokio::select! {
                 change = changes.recv() => match change {
-                    Ok(_) | Err(RecvError::Lagged(_)) => gateway.update(table(&config, &supervisor, &gateway)),
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 },
+                changed = upstream_changes.changed() => if changed.is_err() { return },
                 _ = cancel.cancelled() => return,
             }
+            gateway.update(table(&config, &supervisor, &externals, &gateway));
         }
     }
 }

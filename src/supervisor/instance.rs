@@ -4,32 +4,32 @@
 //! logged as an `app`/`instance`/`from`/`to`/`reason` event.
 
 use std::collections::VecDeque;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::process::Child;
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::leftovers::{self, PidRecord};
 use super::output::{self, AppLog, LogRing, Stream};
 use super::reaper::DirectChildren;
-use super::restart::{Decision, RestartTracker};
+use super::restart::{Decision, End, RestartTracker};
 use super::state::{self, Event, Exit, State};
 use super::{hooks, ports, process_group, spawn};
-use crate::config::{AppName, ManagedApp};
+use crate::config::{AppName, ManagedApp, Probe};
+use crate::health::monitor::{self, HealthEvent, Probes};
+use crate::health::probe::{self, ProbeOutcome};
 
 /// Death records kept per instance.
 const DEATHS_KEPT: usize = 10;
 /// Output lines kept in a death record.
 const DEATH_LINES: usize = 20;
-/// A starting instance's port is tried after 1 ms, then ever less often
-/// (doubling) up to this, so fast starters are seen at once and slow ones
-/// cost few connection attempts. (No kernel event says "a port opened".)
-const PORT_POLL_MAX: Duration = Duration::from_millis(50);
 
 /// What `status` and the gateway see of one instance.
 #[derive(Debug, Clone)]
@@ -47,13 +47,15 @@ pub struct InstanceStatus {
     pub started_at: Option<Instant>,
     /// The most recent deaths, oldest first.
     pub deaths: VecDeque<DeathRecord>,
+    /// The last readiness probe result.
+    pub last_probe: Option<ProbeOutcome>,
 }
 
 /// Why and how a process ended on its own.
 #[derive(Debug, Clone)]
 pub struct DeathRecord {
     pub at: SystemTime,
-    /// `None`: the process could not be started at all.
+    /// `None`: it could not be started, or a probe failure stopped it.
     pub exit: Option<Exit>,
     pub uptime: Duration,
     pub reason: String,
@@ -76,6 +78,7 @@ pub(crate) struct Instance {
     pub index: u32,
     pub label: String,
     pub managed: Arc<ManagedApp>,
+    pub probes: Probes,
     pub pids_dir: PathBuf,
     pub status: watch::Sender<InstanceStatus>,
     pub events: broadcast::Sender<StateChange>,
@@ -96,7 +99,11 @@ struct Process {
 }
 
 enum Supervised {
-    Exited { exit: Exit, uptime: Duration },
+    Ended {
+        end: End,
+        uptime: Duration,
+        why: String,
+    },
     Stopped,
 }
 
@@ -112,6 +119,7 @@ impl Instance {
             restarts: 0,
             started_at: None,
             deaths: VecDeque::new(),
+            last_probe: None,
         }
     }
 
@@ -147,21 +155,19 @@ impl Instance {
     pub async fn run(mut self, stop: CancellationToken) {
         let mut tracker = RestartTracker::new(self.managed.restart.clone());
         loop {
-            let (exit, uptime, why, process) = match self.start() {
-                Err(why) => (None, Duration::ZERO, why, None),
+            let (end, uptime, why, process) = match self.start() {
+                Err(why) => (End::NotStarted, Duration::ZERO, why, None),
                 Ok(mut process) => match self.supervise(&mut process, &stop).await {
                     Supervised::Stopped => return,
-                    Supervised::Exited { exit, uptime } => {
-                        (Some(exit), uptime, exit.to_string(), Some(process))
-                    }
+                    Supervised::Ended { end, uptime, why } => (end, uptime, why, Some(process)),
                 },
             };
-            let summary = match exit {
-                Some(_) => format!("{why} after {}", fmt_duration(uptime)),
-                None => why.clone(),
+            let summary = match end {
+                End::NotStarted => why.clone(),
+                _ => format!("{why} after {}", fmt_duration(uptime)),
             };
             // Decide and publish at once, so routing stops before any cleanup.
-            let decision = tracker.after_exit(exit, uptime, Instant::now(), fastrand::f64());
+            let decision = tracker.after_exit(end, uptime, Instant::now(), fastrand::f64());
             let restart_at = match &decision {
                 Decision::Restart { attempt, delay } => {
                     self.status.send_modify(|s| s.restarts += 1);
@@ -176,12 +182,12 @@ impl Instance {
                     Some(at)
                 }
                 Decision::Leave => {
-                    match exit {
-                        Some(exit) => self.apply(
+                    match end {
+                        End::Exited(exit) => self.apply(
                             Event::Ended(exit),
                             format!("{summary}; restart policy: no restart"),
                         ),
-                        None => self.apply(
+                        End::NotStarted | End::Unhealthy => self.apply(
                             Event::GaveUp {
                                 reason: summary.clone(),
                             },
@@ -209,7 +215,7 @@ impl Instance {
                 self.warn_survivors(p.pid, &survivors);
                 self.finish(&mut p).await;
             }
-            self.record_death(exit, uptime, &why);
+            self.record_death(end, uptime, &why);
             let Some(at) = restart_at else {
                 if let Decision::GiveUp { reason } = &decision {
                     let lines: Vec<String> = self
@@ -311,17 +317,46 @@ impl Instance {
     }
 
     async fn supervise(&self, p: &mut Process, stop: &CancellationToken) -> Supervised {
+        let (tx, mut health) = mpsc::channel(16);
+        let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, p.port));
+        let check =
+            move |probe: Probe| async move { probe::check(&probe.kind, addr, probe.timeout).await };
+        let _monitor =
+            AbortOnDropHandle::new(tokio::spawn(monitor::watch(self.probes.clone(), check, tx)));
+        let mut monitoring = true;
         let mut ready = false;
         loop {
             tokio::select! {
                 status = p.child.wait() => {
                     let exit = status.map(Exit::from_status).unwrap_or(Exit::Code(-1));
-                    return Supervised::Exited { exit, uptime: p.started.elapsed() };
+                    return Supervised::Ended { end: End::Exited(exit), uptime: p.started.elapsed(), why: exit.to_string() };
                 }
-                _ = port_open(p.port), if !ready => {
-                    ready = true;
-                    self.apply(Event::BecameReady, format!("port {} accepts connections", p.port));
-                }
+                event = health.recv(), if monitoring => match event {
+                    None => monitoring = false,
+                    Some(HealthEvent::Probed(outcome)) => self.status.send_modify(|s| s.last_probe = Some(outcome)),
+                    Some(HealthEvent::Started(outcome)) => {
+                        tracing::info!(event = "startup_passed", app = %self.app, instance = %self.label, probe = %outcome);
+                    }
+                    Some(HealthEvent::Ready(outcome)) => {
+                        ready = true;
+                        self.apply(Event::BecameReady, format!("readiness passed: {outcome}"));
+                    }
+                    Some(HealthEvent::Unready(outcome)) => {
+                        ready = false;
+                        self.apply(Event::BecameUnready, format!("readiness failed: {outcome}"));
+                    }
+                    Some(HealthEvent::StartupFailed(outcome) | HealthEvent::LivenessFailed(outcome)) => {
+                        let what = if ready || self.probes.startup.is_none() { "liveness failed" } else { "startup probe failed" };
+                        let why = format!("{what} (last probe: {outcome})");
+                        tracing::warn!(app = %self.app, instance = %self.label, reason = %why, "stopping unhealthy instance");
+                        if ready {
+                            // Out of routing before the (maybe slow) stop.
+                            self.apply(Event::BecameUnready, why.clone());
+                        }
+                        let how = self.stop_sequence(p).await;
+                        return Supervised::Ended { end: End::Unhealthy, uptime: p.started.elapsed(), why: format!("{why}; {how}") };
+                    }
+                },
                 _ = stop.cancelled() => {
                     self.apply(Event::StopRequested, "stop requested");
                     let how = self.stop_sequence(p).await;
@@ -387,7 +422,11 @@ impl Instance {
         self.status.send_modify(|s| s.pid = None);
     }
 
-    fn record_death(&self, exit: Option<Exit>, uptime: Duration, reason: &str) {
+    fn record_death(&self, end: End, uptime: Duration, reason: &str) {
+        let exit = match end {
+            End::Exited(exit) => Some(exit),
+            End::NotStarted | End::Unhealthy => None,
+        };
         let last_lines = self
             .ring
             .tail(DEATH_LINES)
@@ -406,21 +445,6 @@ impl Instance {
                 last_lines,
             });
         });
-    }
-}
-
-/// Resolves once `127.0.0.1:port` accepts a TCP connection.
-async fn port_open(port: u16) {
-    let mut wait = Duration::from_millis(1);
-    loop {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
-        {
-            return;
-        }
-        tokio::time::sleep(wait).await;
-        wait = (wait * 2).min(PORT_POLL_MAX);
     }
 }
 

@@ -118,6 +118,14 @@ impl Supervisor {
             return;
         };
         let managed = Arc::new((**managed).clone());
+        let probes = crate::health::monitor::Probes {
+            startup: managed.startup.clone(),
+            readiness: app
+                .readiness
+                .clone()
+                .unwrap_or_else(crate::health::monitor::default_readiness),
+            liveness: managed.liveness.clone(),
+        };
         let log = Arc::new(AppLog::new(
             &self.0.runtime_dir.join("logs"),
             app.name.as_str(),
@@ -131,6 +139,7 @@ impl Supervisor {
                     index,
                     label: format!("{}#{index}", app.name),
                     managed: managed.clone(),
+                    probes: probes.clone(),
                     pids_dir: self.0.runtime_dir.join("pids"),
                     status,
                     events: self.0.events.clone(),

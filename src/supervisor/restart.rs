@@ -12,6 +12,17 @@ use tokio::time::Instant;
 use super::state::Exit;
 use crate::config::{RestartConfig, RestartPolicy};
 
+/// How a run of an instance ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum End {
+    /// The process exited on its own.
+    Exited(Exit),
+    /// The process could not be started (spawn failed, port taken).
+    NotStarted,
+    /// harbormaster stopped it: a startup or liveness probe failed.
+    Unhealthy,
+}
+
 /// What to do after an instance ended.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Decision {
@@ -42,25 +53,25 @@ impl RestartTracker {
         }
     }
 
-    /// Decides what follows an exit (`None`: the process never started) after
-    /// running for `uptime`. `jitter` is uniform in `[0, 1)`.
+    /// Decides what follows the end of a run that lasted `uptime`.
+    /// `jitter` is uniform in `[0, 1)`.
     pub fn after_exit(
         &mut self,
-        exit: Option<Exit>,
+        end: End,
         uptime: Duration,
         now: Instant,
         jitter: f64,
     ) -> Decision {
-        let wanted = match (self.config.policy, exit) {
+        let wanted = match (self.config.policy, end) {
             (RestartPolicy::Never, _) => false,
             (RestartPolicy::Always, _) => true,
-            (RestartPolicy::OnFailure, Some(exit)) => !exit.success(),
-            (RestartPolicy::OnFailure, None) => true,
+            (RestartPolicy::OnFailure, End::Exited(exit)) => !exit.success(),
+            (RestartPolicy::OnFailure, End::NotStarted | End::Unhealthy) => true,
         };
         if !wanted {
             return Decision::Leave;
         }
-        if uptime >= self.config.reset_after && exit.is_some() {
+        if uptime >= self.config.reset_after && end != End::NotStarted {
             self.attempt = 0;
         }
         while self
@@ -119,7 +130,7 @@ mod tests {
         }
     }
 
-    const CRASH: Option<Exit> = Some(Exit::Code(1));
+    const CRASH: End = End::Exited(Exit::Code(1));
     const SHORT: Duration = Duration::from_millis(10);
 
     #[test]
@@ -145,16 +156,16 @@ mod tests {
         assert_eq!(never.after_exit(CRASH, SHORT, now, 0.5), Decision::Leave);
         let mut on_failure = RestartTracker::new(config(RestartPolicy::OnFailure, 5));
         assert_eq!(
-            on_failure.after_exit(Some(Exit::Code(0)), SHORT, now, 0.5),
+            on_failure.after_exit(End::Exited(Exit::Code(0)), SHORT, now, 0.5),
             Decision::Leave
         );
         assert!(matches!(
-            on_failure.after_exit(Some(Exit::Signal(9)), SHORT, now, 0.5),
+            on_failure.after_exit(End::Exited(Exit::Signal(9)), SHORT, now, 0.5),
             Decision::Restart { attempt: 1, .. }
         ));
         let mut always = RestartTracker::new(config(RestartPolicy::Always, 5));
         assert!(matches!(
-            always.after_exit(Some(Exit::Code(0)), SHORT, now, 0.5),
+            always.after_exit(End::Exited(Exit::Code(0)), SHORT, now, 0.5),
             Decision::Restart { attempt: 1, .. }
         ));
     }
@@ -205,6 +216,25 @@ mod tests {
                 attempt: 1,
                 delay: Duration::from_millis(100)
             }
+        );
+    }
+
+    #[test]
+    fn probe_failures_and_failed_starts_count_as_failures() {
+        let now = Instant::now();
+        let mut on_failure = RestartTracker::new(config(RestartPolicy::OnFailure, 5));
+        assert!(matches!(
+            on_failure.after_exit(End::Unhealthy, SHORT, now, 0.5),
+            Decision::Restart { .. }
+        ));
+        assert!(matches!(
+            on_failure.after_exit(End::NotStarted, SHORT, now, 0.5),
+            Decision::Restart { .. }
+        ));
+        let mut never = RestartTracker::new(config(RestartPolicy::Never, 5));
+        assert_eq!(
+            never.after_exit(End::Unhealthy, SHORT, now, 0.5),
+            Decision::Leave
         );
     }
 

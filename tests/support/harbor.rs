@@ -135,6 +135,16 @@ impl Harbor {
         })
     }
 
+    /// Waits for the `nth` spawn of `instance` (a `running` event naming its pid and port).
+    pub fn wait_spawned(&self, instance: &str, nth: usize) -> Value {
+        self.wait_nth(nth, Duration::from_secs(20), |e| {
+            e["event"] == "state_change"
+                && e["instance"] == instance
+                && e["to"] == "running"
+                && e["reason"].as_str().is_some_and(|r| r.starts_with("pid "))
+        })
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
     }
@@ -265,6 +275,23 @@ impl Harbor {
             "the gateway routes to the instance",
             || status(addr, host, path).is_some_and(|s| s != 503 && s != 404),
         );
+    }
+
+    /// Waits until the gateway answers `GET /` for `host` with neither 503
+    /// nor 404 (external upstreams take traffic after their first probe).
+    pub fn wait_serving(&self, host: &str) {
+        let addr = self.gateway(0);
+        eventually(
+            Duration::from_secs(10),
+            "the gateway serves the app",
+            || status(addr, host, "/").is_some_and(|s| s != 503 && s != 404),
+        );
+    }
+
+    /// The admin API's address (from its `admin_listening` event).
+    pub fn admin(&self) -> std::net::SocketAddr {
+        let ev = self.wait_for(Duration::from_secs(20), |e| e["event"] == "admin_listening");
+        ev["addr"].as_str().unwrap().parse().unwrap()
     }
 
     /// Peak resident memory (VmHWM) of harbormaster, in KiB.

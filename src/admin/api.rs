@@ -1,0 +1,87 @@
+//! The admin API's JSON types: one module for the daemon and the CLI, so the
+//! two cannot drift (INTERFACES.md).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// `GET /live`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Live {
+    pub status: String,
+}
+
+/// `GET /ready`: 200 `ready`, or 503 `not_ready` with the reasons.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ready {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reasons: Vec<String>,
+}
+
+/// `GET /health`: everything an operator needs at a glance.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub version: String,
+    pub pid: u32,
+    pub uptime_s: f64,
+    /// `ok`, `degraded` (a required app is not ready) or `shutting_down`.
+    pub status: String,
+    pub in_flight: usize,
+    pub apps: BTreeMap<String, AppHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AppHealth {
+    /// `managed` or `external`.
+    pub kind: String,
+    pub required: bool,
+    pub ready: bool,
+    pub draining: bool,
+    pub in_flight: usize,
+    pub instances: Vec<InstanceHealth>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct InstanceHealth {
+    /// `web#0`, or `legacy@127.0.0.1:3999` for an external upstream.
+    pub id: String,
+    /// The supervisor state (`ready`, `restarting`, …); `ready`/`not_ready` for upstreams.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    pub ready: bool,
+    /// `closed`, `open` or `half_open`.
+    pub breaker: String,
+    pub in_flight: usize,
+    pub restarts: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_probe: Option<ProbeReport>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_death: Option<DeathReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ProbeReport {
+    pub ok: bool,
+    pub latency_ms: f64,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeathReport {
+    /// RFC 3339.
+    pub at: String,
+    /// `exit code 3`, `killed by SIGKILL`, or absent when it never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<String>,
+    pub uptime_s: f64,
+    pub reason: String,
+    pub last_lines: Vec<String>,
+}
