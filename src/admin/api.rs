@@ -85,3 +85,28 @@ pub struct DeathReport {
     pub reason: String,
     pub last_lines: Vec<String>,
 }
+
+/// `runtime.json`: written once the listeners are bound, removed on clean exit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    pub pid: u32,
+    pub version: String,
+    pub started_at: String,
+    pub config: String,
+    pub gateway: Vec<String>,
+    /// `http://127.0.0.1:40123`.
+    pub admin: String,
+}
+
+/// The answer of accepted mutating calls (`202`) and of errors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Accepted {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}

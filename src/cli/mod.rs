@@ -5,8 +5,11 @@
 //! enum in the issue that makes them work; none pretends.
 
 mod check;
+mod client;
+mod control;
 mod logging;
 mod run;
+mod start;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -52,6 +55,24 @@ pub enum LogFormat {
 pub enum Verb {
     /// Run in the foreground: start every app, supervise it, stop all on SIGTERM/SIGINT.
     Run(run::RunArgs),
+    /// Run in the background; return 0 once every required app is ready.
+    Start,
+    /// Graceful stop; waits until the process is gone and its ports are free.
+    Stop {
+        /// How long to wait for the process to exit.
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
+    /// Apps, instances, state, pid, port, ready, breaker, in-flight, restarts.
+    Status {
+        /// Print the admin API's JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop routing new requests to APP (503 + Retry-After); in-flight requests finish.
+    Drain { app: String },
+    /// Undo `drain`.
+    Resume { app: String },
     /// Validate the configuration; exit 0 if valid, 1 with every error (file:line:col) if not.
     Check,
 }
@@ -65,6 +86,11 @@ pub fn main() -> ExitCode {
     }
     match &cli.verb {
         Verb::Run(args) => run::run(&cli.config, cli.runtime_dir.as_deref(), args),
+        Verb::Start => start::start(&cli),
+        Verb::Stop { timeout } => control::stop(&cli, *timeout),
+        Verb::Status { json } => control::status(&cli, *json),
+        Verb::Drain { app } => control::app_switch(&cli, app, "drain"),
+        Verb::Resume { app } => control::app_switch(&cli, app, "resume"),
         Verb::Check => check::run(&cli.config),
     }
 }

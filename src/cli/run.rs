@@ -72,8 +72,10 @@ async fn serve(config: Config, dir: PathBuf, args: &RunArgs) -> anyhow::Result<E
     use anyhow::Context;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
-    // Phases: the config is valid; bind before anything starts, so a port
-    // conflict fails fast and leaves nothing behind.
+    // Phases: the config is valid; own the runtime dir (refused while another
+    // harbormaster holds it); bind before anything starts, so a port conflict
+    // fails fast and leaves nothing behind.
+    let runtime_dir = lifecycle::RuntimeDir::acquire(&dir)?;
     let listeners = lifecycle::bind(&config)?;
     let options = lifecycle::Options {
         subreaper: args.subreaper,
@@ -97,7 +99,7 @@ async fn serve(config: Config, dir: PathBuf, args: &RunArgs) -> anyhow::Result<E
         }
     };
     tokio::select! {
-        result = lifecycle::run(config, dir, listeners, options, shutdown) => result.map(|()| ExitCode::SUCCESS),
+        result = lifecycle::run(config, runtime_dir, listeners, options, shutdown) => result.map(|()| ExitCode::SUCCESS),
         _ = signals => {
             tracing::warn!(event = "shutdown_forced", "second signal: exiting now");
             Ok(ExitCode::FAILURE)

@@ -173,7 +173,19 @@ pub(crate) async fn handle(
         }
     }
     strip_hop_by_hop(res.headers_mut(), false);
-    res.map(|body| GuardedBody::new(body, guard, bytes_out).boxed())
+    let streaming = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("text/event-stream"));
+    res.map(|body| {
+        let body = GuardedBody::new(body, guard, bytes_out);
+        if streaming {
+            body.end_when(&gw.streams_end).boxed()
+        } else {
+            body.boxed()
+        }
+    })
 }
 
 /// A breaker success: a response head arrived (and is not a 5xx, when those count).

@@ -6,6 +6,7 @@
 //! connection, the body fails, or the client goes away. Counting, not
 //! sleeping, decides when draining is over.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -119,6 +120,9 @@ pin_project_lite::pin_project! {
         guard: Option<Guard>,
         bytes: u64,
         on_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
+        // For long-lived streams (SSE): when this resolves the body ends
+        // cleanly between frames, as at the end of a drain's `stream_grace`.
+        end: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
     }
 }
 
@@ -134,7 +138,14 @@ impl<B> GuardedBody<B> {
             guard: Some(guard),
             bytes: 0,
             on_bytes,
+            end: None,
         }
+    }
+
+    /// Ends the body cleanly (no more frames) once `token` is cancelled.
+    pub fn end_when(mut self, token: &tokio_util::sync::CancellationToken) -> Self {
+        self.end = Some(Box::pin(token.clone().cancelled_owned()));
+        self
     }
 }
 
@@ -147,6 +158,17 @@ impl<B: Body<Data = bytes::Bytes>> Body for GuardedBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
         let mut this = self.project();
+        if let Some(end) = this.end.as_mut() {
+            if end.as_mut().poll(cx).is_ready() {
+                if let Some(b) = this.on_bytes {
+                    b.store(*this.bytes, Ordering::Relaxed);
+                }
+                if let Some(mut g) = this.guard.take() {
+                    g.complete();
+                }
+                return Poll::Ready(None);
+            }
+        }
         let polled = this.inner.as_mut().poll_frame(cx);
         let ended = match &polled {
             Poll::Ready(Some(Ok(frame))) => {

@@ -60,6 +60,8 @@ pub struct Gateway {
     upstreams: Mutex<HashMap<String, Arc<Counter>>>,
     /// Per-instance circuit breakers kept across snapshots, by label.
     breakers: Mutex<HashMap<String, Arc<Mutex<Breaker>>>>,
+    /// Cancelled to end long-lived streams (SSE) cleanly during a drain.
+    streams_end: CancellationToken,
 }
 
 impl Gateway {
@@ -88,6 +90,7 @@ impl Gateway {
             apps: Mutex::new(HashMap::new()),
             upstreams: Mutex::new(HashMap::new()),
             breakers: Mutex::new(HashMap::new()),
+            streams_end: CancellationToken::new(),
         })
     }
 
@@ -154,6 +157,11 @@ impl Gateway {
         self.app_shared(app)
             .draining
             .store(draining, Ordering::Release);
+    }
+
+    /// Ends every open SSE stream cleanly (after the drain's `stream_grace`).
+    pub fn end_streams(&self) {
+        self.streams_end.cancel();
     }
 
     /// Requests in flight across all apps.

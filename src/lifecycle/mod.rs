@@ -6,9 +6,9 @@
 //! listeners and their own shutdown future.
 
 pub mod routing;
+pub mod runtime_dir;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -18,10 +18,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
+use crate::admin::api::RuntimeInfo;
 use crate::config::Config;
 use crate::gateway::Gateway;
 use crate::health::upstreams::ExternalHealth;
 use crate::supervisor::{reaper, Supervisor};
+pub use runtime_dir::RuntimeDir;
 
 /// Options that come from the command line rather than the config file.
 #[derive(Debug, Clone, Default)]
@@ -55,17 +57,24 @@ pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
     Ok(Listeners { gateway, admin })
 }
 
-/// Runs the harbor until `shutdown` resolves, then stops it in order:
-/// listeners close, in-flight requests finish (bounded by `drain_timeout`),
-/// apps stop in reverse dependency order.
+/// Runs the harbor until `shutdown` resolves (or `POST /v1/shutdown`), then
+/// stops it in order (ARCHITECTURE.md, lifecycle semantics):
+/// 1. `/ready` answers 503; serving goes on for `drain_delay`;
+/// 2. listeners close; kept-alive HTTP/1 connections get `Connection: close`
+///    and idle ones are closed; HTTP/2 gets GOAWAY;
+/// 3. in-flight requests finish, decided by counting, bounded by
+///    `drain_timeout`; SSE streams end cleanly after `stream_grace`;
+/// 4. apps stop in reverse dependency order with their stop sequence;
+/// 5. runtime.json is removed and the lock released.
 pub async fn run(
     config: Config,
-    runtime_dir: PathBuf,
+    runtime: RuntimeDir,
     listeners: Listeners,
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
     let config = Arc::new(config);
+    let runtime_dir = runtime.path().to_path_buf();
     let supervisor = Supervisor::new(&runtime_dir).with_context(|| {
         format!(
             "cannot create the runtime directory {}",
@@ -103,6 +112,8 @@ pub async fn run(
         externals: externals.clone(),
         started: Instant::now(),
         shutting_down: shutting_down.clone(),
+        token: runtime.token().to_string(),
+        shutdown: CancellationToken::new(),
     });
     let admin_addr = listeners.admin.local_addr()?;
     tracing::info!(event = "admin_listening", addr = %admin_addr);
@@ -115,13 +126,26 @@ pub async fn run(
 
     let stop_accepting = cancel.child_token();
     let mut servers = Vec::new();
+    let mut gateway_addrs = Vec::new();
     for listener in listeners.gateway {
         let addr = listener.local_addr()?;
         tracing::info!(event = "listening", %addr);
+        gateway_addrs.push(addr.to_string());
         servers.push(tokio::spawn(
             gateway.clone().serve(listener, stop_accepting.clone()),
         ));
     }
+    // Every listener is bound: "runtime.json exists" means "ports are held".
+    runtime
+        .publish(&RuntimeInfo {
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            started_at: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            config: config.source.display().to_string(),
+            gateway: gateway_addrs,
+            admin: format!("http://{admin_addr}"),
+        })
+        .context("cannot write runtime.json")?;
     tracing::info!(
         event = "starting",
         pid = std::process::id(),
@@ -130,6 +154,13 @@ pub async fn run(
         apps = config.apps.len(),
     );
 
+    let requested = view.shutdown.clone();
+    let shutdown = async move {
+        tokio::select! {
+            _ = shutdown => {}
+            _ = requested.cancelled() => {}
+        }
+    };
     tokio::pin!(shutdown);
     tokio::select! {
         _ = supervisor.start_all(&config) => {
@@ -139,33 +170,52 @@ pub async fn run(
         _ = &mut shutdown => {}
     }
 
+    // 1.
     let started = Instant::now();
     shutting_down.store(true, Ordering::Release);
     tracing::info!(event = "shutdown_started", in_flight = gateway.in_flight());
+    tokio::time::sleep(config.gateway.drain_delay).await;
+    // 2.
     stop_accepting.cancel();
-    let deadline = started + config.gateway.drain_timeout;
+    let drain_start = Instant::now();
+    let deadline = drain_start + config.gateway.drain_timeout;
+    // 3.
+    let streams = {
+        let (gateway, grace) = (gateway.clone(), config.gateway.stream_grace);
+        tokio::spawn(async move {
+            tokio::time::sleep(grace).await;
+            gateway.end_streams();
+        })
+    };
+    let in_flight = gateway.in_flight();
     if gateway.wait_idle(deadline).await {
         tracing::info!(
             event = "shutdown_drained",
-            duration_ms = started.elapsed().as_millis() as u64
+            in_flight,
+            duration_ms = drain_start.elapsed().as_millis() as u64
         );
     } else {
         tracing::warn!(
             event = "shutdown_timeout_reached",
+            in_flight,
             cut = gateway.in_flight(),
-            "in-flight requests cut"
+            "in-flight requests cut at drain_timeout"
         );
     }
+    streams.abort();
+    gateway.end_streams();
     for server in servers {
-        match tokio::time::timeout_at(deadline, server).await {
-            Ok(_) => {}
-            Err(_) => tracing::warn!("connections still open at the drain deadline were closed"),
+        if tokio::time::timeout_at(deadline, server).await.is_err() {
+            tracing::warn!("connections still open at the drain deadline were closed");
         }
     }
+    // 4.
     supervisor.stop_all(&config).await;
     cancel.cancel();
     let _ = routing.await;
     let _ = admin_server.await;
+    // 5.
+    runtime.retire();
     tracing::info!(
         event = "shutdown_complete",
         duration_ms = started.elapsed().as_millis() as u64

@@ -117,3 +117,15 @@ pub async fn kill(pgid: i32) -> Vec<i32> {
     let _ = signal(pgid, Signal::SIGKILL);
     wait_empty(pgid, Instant::now() + Duration::from_secs(5)).await
 }
+
+/// Waits until process `pid` has exited (true) or `deadline` passes (false).
+/// Works for processes that are not our children (pidfd).
+pub async fn wait_exit(pid: i32, deadline: Instant) -> bool {
+    let Some(fd) = pidfd(pid).and_then(watchable) else {
+        return true; // already gone
+    };
+    tokio::select! {
+        _ = fd.readable() => true,
+        _ = tokio::time::sleep_until(deadline) => false,
+    }
+}

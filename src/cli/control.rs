@@ -1,0 +1,237 @@
+//! `stop`, `status`, `drain` and `resume`: verbs that talk to the running
+//! harbormaster found through the runtime directory.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::client::{self, Found, NOT_RUNNING};
+use super::Cli;
+use crate::admin::api::{Health, RuntimeInfo};
+use crate::lifecycle::runtime_dir;
+use crate::supervisor::process_group;
+
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn not_running(dir: &std::path::Path) -> ExitCode {
+    eprintln!("no running harbormaster (runtime dir {})", dir.display());
+    ExitCode::from(NOT_RUNNING)
+}
+
+/// `harbormaster stop [--timeout DUR]`.
+pub fn stop(cli: &Cli, timeout: Duration) -> ExitCode {
+    let dir = client::runtime_dir(cli);
+    client::block_on(async {
+        let info = match client::find(&dir).await {
+            Found::Nothing => return not_running(&dir),
+            Found::Stale { info, why } => {
+                if !runtime_dir::is_locked(&dir) {
+                    let _ = std::fs::remove_file(dir.join(runtime_dir::RUNTIME_JSON));
+                    eprintln!("stale runtime dir {}: {why}; cleaned up", dir.display());
+                    return ExitCode::from(NOT_RUNNING);
+                }
+                // Locked but not answering: the process exists; ask it with a signal.
+                eprintln!(
+                    "harbormaster pid {} does not answer its admin API ({why}); sending SIGTERM",
+                    info.pid
+                );
+                signal_term(&info);
+                info
+            }
+            Found::Running(info) => {
+                let token = client::token(&dir).unwrap_or_default();
+                match client::request(
+                    &info.admin,
+                    "POST",
+                    "/v1/shutdown",
+                    Some(&token),
+                    ADMIN_TIMEOUT,
+                )
+                .await
+                {
+                    Ok((202, _)) => {}
+                    other => {
+                        eprintln!(
+                            "admin API refused the shutdown ({other:?}); sending SIGTERM to pid {}",
+                            info.pid
+                        );
+                        signal_term(&info);
+                    }
+                }
+                info
+            }
+        };
+        let deadline = Instant::now() + timeout;
+        if !process_group::wait_exit(info.pid as i32, deadline).await {
+            eprintln!(
+                "harbormaster pid {} is still running after {}",
+                info.pid,
+                humantime::format_duration(timeout)
+            );
+            return ExitCode::FAILURE;
+        }
+        if runtime_dir::read_info(&dir).is_some_and(|i| i.pid == info.pid) {
+            // It died without cleaning up (it was killed): do it for it.
+            let _ = std::fs::remove_file(dir.join(runtime_dir::RUNTIME_JSON));
+        }
+        println!("stopped harbormaster pid {}", info.pid);
+        ExitCode::SUCCESS
+    })
+}
+
+fn signal_term(info: &RuntimeInfo) {
+    let _ = nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(info.pid as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    );
+}
+
+/// `harbormaster status [--json]`.
+pub fn status(cli: &Cli, json: bool) -> ExitCode {
+    let dir = client::runtime_dir(cli);
+    client::block_on(async {
+        let info = match client::find(&dir).await {
+            Found::Nothing => return not_running(&dir),
+            Found::Stale { why, .. } => {
+                eprintln!(
+                    "stale: harbormaster is not running ({why}); runtime dir {}",
+                    dir.display()
+                );
+                return ExitCode::from(NOT_RUNNING);
+            }
+            Found::Running(info) => info,
+        };
+        let body =
+            match client::request(&info.admin, "GET", "/v1/status", None, ADMIN_TIMEOUT).await {
+                Ok((200, body)) => body,
+                other => {
+                    eprintln!("cannot read status from {}: {other:?}", info.admin);
+                    return ExitCode::FAILURE;
+                }
+            };
+        if json {
+            println!("{body}");
+            return ExitCode::SUCCESS;
+        }
+        match serde_json::from_str::<Health>(&body) {
+            Ok(health) => {
+                print!("{}", table(&info, &health));
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("unexpected status answer: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
+
+fn table(info: &RuntimeInfo, h: &Health) -> String {
+    let mut out = format!(
+        "harbormaster {} pid {} up {}s, {} — gateway {} — admin {}\n",
+        h.version,
+        info.pid,
+        h.uptime_s as u64,
+        h.status,
+        info.gateway.join(", "),
+        info.admin
+    );
+    let header = [
+        "APP",
+        "INSTANCE",
+        "STATE",
+        "PID",
+        "PORT",
+        "READY",
+        "BREAKER",
+        "IN-FLIGHT",
+        "RESTARTS",
+        "UPTIME",
+        "LAST DEATH",
+    ];
+    let mut rows = vec![header.map(String::from).to_vec()];
+    for (app, a) in &h.apps {
+        let app = if a.draining {
+            format!("{app} (draining)")
+        } else {
+            app.clone()
+        };
+        for i in &a.instances {
+            rows.push(vec![
+                app.clone(),
+                i.id.clone(),
+                i.detail
+                    .as_ref()
+                    .map_or(i.state.clone(), |d| format!("{} ({d})", i.state)),
+                i.pid.map_or("-".into(), |p| p.to_string()),
+                i.port.map_or("-".into(), |p| p.to_string()),
+                if i.ready { "yes" } else { "no" }.into(),
+                i.breaker.clone(),
+                i.in_flight.to_string(),
+                i.restarts.to_string(),
+                i.uptime_s.map_or("-".into(), |u| format!("{}s", u as u64)),
+                i.last_death
+                    .as_ref()
+                    .map_or("-".into(), |d| d.reason.clone()),
+            ]);
+        }
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    for row in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// `harbormaster drain APP` and `harbormaster resume APP`.
+pub fn app_switch(cli: &Cli, app: &str, action: &str) -> ExitCode {
+    let dir = client::runtime_dir(cli);
+    client::block_on(async {
+        let info = match client::find(&dir).await {
+            Found::Running(info) => info,
+            Found::Nothing => return not_running(&dir),
+            Found::Stale { why, .. } => {
+                eprintln!("stale: harbormaster is not running ({why})");
+                return ExitCode::from(NOT_RUNNING);
+            }
+        };
+        let token = match client::token(&dir) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let path = format!("/v1/apps/{app}/{action}");
+        match client::request(&info.admin, "POST", &path, Some(&token), ADMIN_TIMEOUT).await {
+            Ok((202, _)) => {
+                println!(
+                    "{app}: {}",
+                    if action == "drain" {
+                        "draining (new requests get 503 + Retry-After)"
+                    } else {
+                        "resumed"
+                    }
+                );
+                ExitCode::SUCCESS
+            }
+            Ok((code, body)) => {
+                eprintln!("{action} {app}: {code} {body}");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("{action} {app}: {e}");
+                ExitCode::FAILURE
+            }
+        }
+    })
+}
