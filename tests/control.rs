@@ -1,0 +1,339 @@
+//! Lifecycle and control as a user drives it: `start`, `stop`, `status`,
+//! `drain`, `resume` through the real binary, under load.
+
+mod support;
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use support::harbor::{gone, testapp_command};
+use support::Cmd;
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+/// A config in a temp dir; verbs run against it.
+struct Project {
+    dir: tempfile::TempDir,
+}
+
+impl Project {
+    fn new(apps: &str, gateway: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!("[gateway]\nlisten = [\"127.0.0.1:0\"]\n{gateway}\n{apps}");
+        std::fs::write(dir.path().join("harbormaster.toml"), text).unwrap();
+        Self { dir }
+    }
+
+    fn with_text(text: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("harbormaster.toml"), text).unwrap();
+        Self { dir }
+    }
+
+    fn verb(&self, args: &[&str]) -> support::Output {
+        let config = self.dir.path().join("harbormaster.toml");
+        let mut all = vec!["-c", config.to_str().unwrap()];
+        all.extend_from_slice(args);
+        Cmd::harbormaster(all).current_dir(self.dir.path()).run()
+    }
+
+    fn runtime(&self) -> std::path::PathBuf {
+        self.dir.path().join(".harbormaster")
+    }
+
+    fn info(&self) -> Value {
+        serde_json::from_slice(&std::fs::read(self.runtime().join("runtime.json")).unwrap())
+            .unwrap()
+    }
+
+    fn gateway(&self) -> String {
+        self.info()["gateway"][0].as_str().unwrap().to_string()
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        if self.runtime().join("runtime.json").exists() {
+            let _ = self.verb(&["stop", "--timeout", "20s"]);
+        }
+    }
+}
+
+fn web(args: &[&str]) -> String {
+    format!(
+        "[apps.web]\nroutes = [{{ path = \"/\" }}]\ncommand = {}\n",
+        testapp_command(args)
+    )
+}
+
+fn raw_post(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(addr.trim_start_matches("http://")).unwrap();
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    (
+        out[9..12].parse().unwrap(),
+        out.split_once("\r\n\r\n").unwrap().1.to_string(),
+    )
+}
+
+#[test]
+fn start_status_stop_and_an_unauthenticated_shutdown_is_refused() {
+    let p = Project::new(&web(&[]), "");
+    let out = p.verb(&["start"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stdout.starts_with("started harbormaster pid "),
+        "{out:?}"
+    );
+    let admin = p.info()["admin"].as_str().unwrap().to_string();
+
+    let (code, body) = raw_post(&admin, "/v1/shutdown", None);
+    assert_eq!(code, 401, "{body}");
+    let (code, _) = raw_post(&admin, "/v1/shutdown", Some("wrong-token"));
+    assert_eq!(code, 401);
+    let status = p.verb(&["status"]);
+    assert_eq!(status.code, 0, "still running: {status:?}");
+    assert!(
+        status.stdout.contains("web  web#0     ready"),
+        "{}",
+        status.stdout
+    );
+
+    let json: Value = serde_json::from_str(&p.verb(&["status", "--json"]).stdout).unwrap();
+    assert_eq!(json["apps"]["web"]["instances"][0]["state"], "ready");
+
+    let again = p.verb(&["start"]);
+    assert_eq!(again.code, 1);
+    assert!(again.stderr.contains("already running"), "{again:?}");
+
+    let stop = p.verb(&["stop"]);
+    assert_eq!(stop.code, 0, "{stop:?}");
+    assert!(!p.runtime().join("runtime.json").exists());
+    assert_eq!(p.verb(&["status"]).code, 3);
+    assert_eq!(p.verb(&["stop"]).code, 3);
+}
+
+#[test]
+fn stop_and_start_50_times_on_the_same_ports() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let app_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let text = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:{port}\"]\n[apps.web]\nroutes = [{{ path = \"/\" }}]\ncommand = {}\nport = {app_port}\n",
+        testapp_command(&[])
+    );
+    let p = Project::with_text(&text);
+    for cycle in 0..50 {
+        let out = p.verb(&["start"]);
+        assert_eq!(out.code, 0, "cycle {cycle}: {out:?}");
+        let stop = p.verb(&["stop"]);
+        assert_eq!(stop.code, 0, "cycle {cycle}: {stop:?}");
+    }
+}
+
+#[test]
+fn after_kill_9_status_says_stale_and_the_next_start_cleans_up() {
+    let p = Project::new(&web(&[]), "");
+    assert_eq!(p.verb(&["start"]).code, 0);
+    let pid = p.info()["pid"].as_i64().unwrap() as i32;
+    let status: Value = serde_json::from_str(&p.verb(&["status", "--json"]).stdout).unwrap();
+    let app_pid = status["apps"]["web"]["instances"][0]["pid"]
+        .as_i64()
+        .unwrap() as i32;
+
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    support::harbor::eventually(SECS(5), "the daemon is gone", || gone(pid));
+    let out = p.verb(&["status"]);
+    assert_eq!(out.code, 3, "{out:?}");
+    assert!(
+        out.stderr.contains(&format!("pid {pid}")) && out.stderr.contains("stale"),
+        "{out:?}"
+    );
+
+    let out = p.verb(&["start"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    support::harbor::eventually(SECS(10), "the old app process is gone", || gone(app_pid));
+    assert_eq!(p.verb(&["status"]).code, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_under_load_completes_every_accepted_request() {
+    let p = Project::new(&web(&[]), "drain_timeout = \"10s\"\nstream_grace = \"1s\"");
+    assert_eq!(p.verb(&["start"]).code, 0);
+    let gw = p.gateway();
+    let pid = p.info()["pid"].as_i64().unwrap() as i32;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+
+    // 10 two-second requests and 10 open SSE streams, in flight when the stop comes.
+    let slow: Vec<_> = (0..10)
+        .map(|_| {
+            let c = client.clone();
+            let url = format!("http://{gw}/slow?ms=2000");
+            tokio::spawn(async move { c.get(url).send().await?.text().await })
+        })
+        .collect();
+    let sse: Vec<_> = (0..10)
+        .map(|_| {
+            let c = client.clone();
+            let url = format!("http://{gw}/sse?events=1000&interval_ms=100");
+            tokio::spawn(async move {
+                let mut stream = c.get(url).send().await?.bytes_stream();
+                let mut text = String::new();
+                while let Some(chunk) = stream.next().await {
+                    text.push_str(&String::from_utf8_lossy(&chunk?));
+                }
+                Ok::<_, reqwest::Error>(text)
+            })
+        })
+        .collect();
+    // 30 clients sending fast requests in a loop until the gateway refuses them.
+    let fast: Vec<_> = (0..30)
+        .map(|_| {
+            let c = client.clone();
+            let url = format!("http://{gw}/");
+            tokio::spawn(async move {
+                let mut ok = 0;
+                loop {
+                    match c.get(&url).send().await {
+                        Ok(res) => {
+                            assert_eq!(res.status(), 200);
+                            assert!(res.text().await.unwrap().starts_with("hello from"));
+                            ok += 1;
+                        }
+                        Err(_) => return ok,
+                    }
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await; // let the load build up
+
+    let dir = p.dir.path().to_path_buf();
+    let stop = tokio::task::spawn_blocking(move || {
+        let start = tokio::time::Instant::now();
+        let out = Cmd::harbormaster([
+            "-c",
+            dir.join("harbormaster.toml").to_str().unwrap(),
+            "stop",
+        ])
+        .current_dir(&dir)
+        .run();
+        (out, start.elapsed())
+    });
+    for r in slow {
+        let body = r.await.unwrap().expect("a slow request was cut");
+        assert!(body.starts_with("slept 2000 ms in web-0-"), "{body}");
+    }
+    for r in sse {
+        let text = r
+            .await
+            .unwrap()
+            .expect("the SSE stream ended with an error");
+        assert!(
+            text.contains("data: event 0") && text.ends_with("\n\n"),
+            "not a clean end: {:?}",
+            &text[text.len().saturating_sub(40)..]
+        );
+    }
+    let served: u32 = futures_util::future::join_all(fast)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap())
+        .sum();
+    assert!(served > 0);
+    let (out, took) = stop.await.unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(took < SECS(10), "stop took {took:?}");
+    assert!(gone(pid));
+    assert!(!p.runtime().join("runtime.json").exists());
+    assert!(
+        std::net::TcpStream::connect(&gw).is_err(),
+        "the gateway port still accepts"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_refuses_new_requests_while_in_flight_and_other_streams_go_on() {
+    let apps = web(&[])
+        + &format!(
+            "[apps.events]\nroutes = [{{ host = \"events.localhost\" }}]\ncommand = {}\n",
+            testapp_command(&[])
+        );
+    let p = Project::new(&apps, "");
+    assert_eq!(p.verb(&["start"]).code, 0);
+    let gw = p.gateway();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let mut stream = client
+        .get(format!("http://{gw}/sse?events=50&interval_ms=50"))
+        .header("host", "events.localhost")
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
+    stream.next().await.unwrap().unwrap();
+    let slow = {
+        let c = client.clone();
+        let url = format!("http://{gw}/slow?ms=1000");
+        tokio::spawn(async move { c.get(url).send().await.unwrap().text().await.unwrap() })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await; // the slow request is in flight
+
+    let dir = p.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        Cmd::harbormaster([
+            "-c",
+            dir.join("harbormaster.toml").to_str().unwrap(),
+            "drain",
+            "web",
+        ])
+        .current_dir(&dir)
+        .run()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    let res = client.get(format!("http://{gw}/")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert!(slow.await.unwrap().starts_with("slept 1000 ms"));
+    // The other app's stream kept flowing throughout.
+    let mut events = 1;
+    while let Some(chunk) = stream.next().await {
+        events += String::from_utf8_lossy(&chunk.unwrap())
+            .matches("data:")
+            .count();
+    }
+    assert_eq!(events, 50);
+    assert_eq!(p.verb(&["resume", "web"]).code, 0);
+    assert_eq!(
+        client
+            .get(format!("http://{gw}/"))
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(p.verb(&["drain", "nope"]).code, 1);
+}
