@@ -337,3 +337,20 @@ async fn drain_refuses_new_requests_while_in_flight_and_other_streams_go_on() {
     );
     assert_eq!(p.verb(&["drain", "nope"]).code, 1);
 }
+
+#[test]
+fn logs_show_the_recent_output_of_an_app() {
+    let p = Project::new(&web(&[]), "");
+    assert_eq!(p.verb(&["start"]).code, 0);
+    let out = p.verb(&["logs", "web", "-n", "5"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.lines().count() <= 5);
+    assert!(
+        out.stdout
+            .contains(" web#0 stdout| testapp: listening on 127.0.0.1:"),
+        "{out:?}"
+    );
+    let unknown = p.verb(&["logs", "nope"]);
+    assert_eq!(unknown.code, 1);
+    assert!(unknown.stderr.contains("unknown app `nope`"));
+}

@@ -8,6 +8,7 @@ mod check;
 mod client;
 mod control;
 mod logging;
+mod logs;
 mod run;
 mod start;
 
@@ -73,6 +74,16 @@ pub enum Verb {
     Drain { app: String },
     /// Undo `drain`.
     Resume { app: String },
+    /// Recent output of APP's instances.
+    Logs {
+        app: String,
+        /// Keep printing new output.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// How many lines to show first.
+        #[arg(short = 'n', long, default_value_t = 50)]
+        lines: usize,
+    },
     /// Validate the configuration; exit 0 if valid, 1 with every error (file:line:col) if not.
     Check,
 }
@@ -91,6 +102,7 @@ pub fn main() -> ExitCode {
         Verb::Status { json } => control::status(&cli, *json),
         Verb::Drain { app } => control::app_switch(&cli, app, "drain"),
         Verb::Resume { app } => control::app_switch(&cli, app, "resume"),
+        Verb::Logs { app, follow, lines } => logs::logs(&cli, app, *follow, *lines),
         Verb::Check => check::run(&cli.config),
     }
 }

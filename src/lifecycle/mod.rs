@@ -73,6 +73,35 @@ pub async fn run(
     options: Options,
     shutdown: impl Future<Output = ()>,
 ) -> anyhow::Result<()> {
+    launch(config, runtime, listeners, options)
+        .await?
+        .serve(shutdown)
+        .await
+}
+
+/// A harbor whose sockets are served and whose runtime.json is written;
+/// apps start when it is served.
+pub struct Launched {
+    config: Arc<Config>,
+    runtime: RuntimeDir,
+    supervisor: Supervisor,
+    gateway: Arc<Gateway>,
+    view: Arc<admin::View>,
+    cancel: CancellationToken,
+    stop_accepting: CancellationToken,
+    shutting_down: Arc<AtomicBool>,
+    routing: tokio::task::JoinHandle<()>,
+    admin_server: tokio::task::JoinHandle<std::io::Result<()>>,
+    servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+/// Sets everything up and serves the sockets; no app is started yet.
+pub async fn launch(
+    config: Config,
+    runtime: RuntimeDir,
+    listeners: Listeners,
+    options: Options,
+) -> anyhow::Result<Launched> {
     let config = Arc::new(config);
     let runtime_dir = runtime.path().to_path_buf();
     let supervisor = Supervisor::new(&runtime_dir).with_context(|| {
@@ -153,74 +182,180 @@ pub async fn run(
         runtime_dir = %runtime_dir.display(),
         apps = config.apps.len(),
     );
+    Ok(Launched {
+        config,
+        runtime,
+        supervisor,
+        gateway,
+        view,
+        cancel,
+        stop_accepting,
+        shutting_down,
+        routing,
+        admin_server,
+        servers,
+    })
+}
 
-    let requested = view.shutdown.clone();
-    let shutdown = async move {
+impl Launched {
+    /// Starts the apps and serves until `shutdown` (or a shutdown request),
+    /// then stops in order.
+    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let Self {
+            config,
+            runtime,
+            supervisor,
+            gateway,
+            view,
+            cancel,
+            stop_accepting,
+            shutting_down,
+            routing,
+            admin_server,
+            servers,
+        } = self;
+        let requested = view.shutdown.clone();
+        let shutdown = async move {
+            tokio::select! {
+                _ = shutdown => {}
+                _ = requested.cancelled() => {}
+            }
+        };
+        tokio::pin!(shutdown);
         tokio::select! {
-            _ = shutdown => {}
-            _ = requested.cancelled() => {}
+            _ = supervisor.start_all(&config) => {
+                tracing::info!(event = "started", "every app was started");
+                shutdown.await;
+            }
+            _ = &mut shutdown => {}
         }
-    };
-    tokio::pin!(shutdown);
-    tokio::select! {
-        _ = supervisor.start_all(&config) => {
-            tracing::info!(event = "started", "every app was started");
-            shutdown.await;
+
+        // 1.
+        let started = Instant::now();
+        shutting_down.store(true, Ordering::Release);
+        tracing::info!(event = "shutdown_started", in_flight = gateway.in_flight());
+        tokio::time::sleep(config.gateway.drain_delay).await;
+        // 2.
+        stop_accepting.cancel();
+        let drain_start = Instant::now();
+        let deadline = drain_start + config.gateway.drain_timeout;
+        // 3.
+        let streams = {
+            let (gateway, grace) = (gateway.clone(), config.gateway.stream_grace);
+            tokio::spawn(async move {
+                tokio::time::sleep(grace).await;
+                gateway.end_streams();
+            })
+        };
+        let in_flight = gateway.in_flight();
+        if gateway.wait_idle(deadline).await {
+            tracing::info!(
+                event = "shutdown_drained",
+                in_flight,
+                duration_ms = drain_start.elapsed().as_millis() as u64
+            );
+        } else {
+            tracing::warn!(
+                event = "shutdown_timeout_reached",
+                in_flight,
+                cut = gateway.in_flight(),
+                "in-flight requests cut at drain_timeout"
+            );
         }
-        _ = &mut shutdown => {}
+        streams.abort();
+        gateway.end_streams();
+        for server in servers {
+            if tokio::time::timeout_at(deadline, server).await.is_err() {
+                tracing::warn!("connections still open at the drain deadline were closed");
+            }
+        }
+        // 4.
+        supervisor.stop_all(&config).await;
+        cancel.cancel();
+        let _ = routing.await;
+        let _ = admin_server.await;
+        // 5.
+        runtime.retire();
+        tracing::info!(
+            event = "shutdown_complete",
+            duration_ms = started.elapsed().as_millis() as u64
+        );
+        Ok(())
+    }
+}
+
+/// A running harbor, for programs that embed harbormaster (a desktop app
+/// supervising its own local server): subscribe to state changes, drain or
+/// resume apps, ask for a graceful shutdown and await its completion.
+pub struct Harbor {
+    supervisor: Supervisor,
+    view: Arc<admin::View>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl Harbor {
+    /// Takes the runtime dir, binds every listener, and starts the apps in
+    /// the background. Fails at once (nothing started) if any of that fails.
+    pub async fn start(config: Config, options: Options) -> anyhow::Result<Self> {
+        let runtime = RuntimeDir::acquire(&config.runtime.dir)?;
+        let listeners = bind(&config)?;
+        let launched = launch(config, runtime, listeners, options).await?;
+        let (supervisor, view) = (launched.supervisor.clone(), launched.view.clone());
+        let task = tokio::spawn(launched.serve(std::future::pending()));
+        Ok(Self {
+            supervisor,
+            view,
+            task,
+        })
     }
 
-    // 1.
-    let started = Instant::now();
-    shutting_down.store(true, Ordering::Release);
-    tracing::info!(event = "shutdown_started", in_flight = gateway.in_flight());
-    tokio::time::sleep(config.gateway.drain_delay).await;
-    // 2.
-    stop_accepting.cancel();
-    let drain_start = Instant::now();
-    let deadline = drain_start + config.gateway.drain_timeout;
-    // 3.
-    let streams = {
-        let (gateway, grace) = (gateway.clone(), config.gateway.stream_grace);
-        tokio::spawn(async move {
-            tokio::time::sleep(grace).await;
-            gateway.end_streams();
-        })
-    };
-    let in_flight = gateway.in_flight();
-    if gateway.wait_idle(deadline).await {
-        tracing::info!(
-            event = "shutdown_drained",
-            in_flight,
-            duration_ms = drain_start.elapsed().as_millis() as u64
-        );
-    } else {
-        tracing::warn!(
-            event = "shutdown_timeout_reached",
-            in_flight,
-            cut = gateway.in_flight(),
-            "in-flight requests cut at drain_timeout"
-        );
+    /// Every instance state change from now on.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::supervisor::StateChange> {
+        self.supervisor.subscribe()
     }
-    streams.abort();
-    gateway.end_streams();
-    for server in servers {
-        if tokio::time::timeout_at(deadline, server).await.is_err() {
-            tracing::warn!("connections still open at the drain deadline were closed");
+
+    /// What `GET /health` answers: apps, instances, states, breakers, in-flight.
+    pub fn status(&self) -> admin::api::Health {
+        self.view.health()
+    }
+
+    /// Whether every required app is ready (what `GET /ready` answers).
+    pub fn readiness(&self) -> admin::api::Ready {
+        self.view.readiness()
+    }
+
+    /// Stop routing new requests to `app` (503 + Retry-After); `false` if unknown.
+    pub fn drain(&self, app: &str) -> bool {
+        self.switch(app, true)
+    }
+
+    /// Undo [`Harbor::drain`]; `false` if the app is unknown.
+    pub fn resume(&self, app: &str) -> bool {
+        self.switch(app, false)
+    }
+
+    fn switch(&self, app: &str, draining: bool) -> bool {
+        match crate::config::AppName::new(app)
+            .ok()
+            .filter(|a| self.view.config.apps.contains_key(a))
+        {
+            Some(name) => {
+                self.view.gateway.set_draining(&name, draining);
+                true
+            }
+            None => false,
         }
     }
-    // 4.
-    supervisor.stop_all(&config).await;
-    cancel.cancel();
-    let _ = routing.await;
-    let _ = admin_server.await;
-    // 5.
-    runtime.retire();
-    tracing::info!(
-        event = "shutdown_complete",
-        duration_ms = started.elapsed().as_millis() as u64
-    );
-    Ok(())
+
+    /// Asks for the ordered graceful shutdown; [`Harbor::wait`] sees it end.
+    pub fn shutdown(&self) {
+        self.view.shutdown.cancel();
+    }
+
+    /// Waits until the harbor has stopped.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("the harbor task panicked")?
+    }
 }
 
 /// Logs one `ready` event when every required app first has a ready instance.
