@@ -354,3 +354,80 @@ fn logs_show_the_recent_output_of_an_app() {
     assert_eq!(unknown.code, 1);
     assert!(unknown.stderr.contains("unknown app `nope`"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_restart_under_load_fails_no_request() {
+    let p = Project::new(&(web(&[]) + "instances = 2\n"), "");
+    assert_eq!(p.verb(&["start"]).code, 0);
+    let gw = p.gateway();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..20)
+        .map(|i| {
+            let (c, stop) = (client.clone(), stop.clone());
+            // Every fourth client sends 200 ms requests, so some are in flight on retiring instances.
+            let url = if i % 4 == 0 {
+                format!("http://{gw}/slow?ms=200")
+            } else {
+                format!("http://{gw}/")
+            };
+            tokio::spawn(async move {
+                let (mut ok, mut bad) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match c.get(&url).send().await {
+                        Ok(res) if res.status().is_success() => {
+                            res.bytes().await.unwrap();
+                            ok += 1;
+                        }
+                        Ok(res) => bad.push(res.status().to_string()),
+                        Err(e) => bad.push(e.to_string()),
+                    }
+                }
+                (ok, bad)
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = p.dir.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        Cmd::harbormaster([
+            "-c",
+            dir.join("harbormaster.toml").to_str().unwrap(),
+            "restart",
+            "web",
+        ])
+        .current_dir(&dir)
+        .run()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "web: restarted (web#2, web#3)");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut served = 0;
+    for r in load {
+        let (ok, bad) = r.await.unwrap();
+        assert!(
+            bad.is_empty(),
+            "failed requests during the restart: {bad:?}"
+        );
+        served += ok;
+    }
+    assert!(served > 100, "too little load: {served}");
+    // Only the new instances answer now.
+    for _ in 0..10 {
+        let body = client
+            .get(format!("http://{gw}/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            body.starts_with("hello from web-2-") || body.starts_with("hello from web-3-"),
+            "{body}"
+        );
+    }
+}

@@ -38,6 +38,12 @@ pub struct AppHealth {
     pub required: bool,
     pub ready: bool,
     pub draining: bool,
+    /// A rolling restart is under way.
+    #[serde(default)]
+    pub restarting: bool,
+    /// Why the last rolling restart failed, if it did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart_error: Option<String>,
     pub in_flight: usize,
     pub instances: Vec<InstanceHealth>,
 }

@@ -1,7 +1,7 @@
 //! The admin HTTP API on its own listener and its own tasks, so it answers
 //! while the gateway is under load: health endpoints with Kubernetes
 //! conventions (`/live`, `/ready`, `/health`), status, and the mutating calls
-//! (`/v1/shutdown`, `/v1/apps/{app}/drain|resume`), which need
+//! (`/v1/shutdown`, `/v1/apps/{app}/drain|resume|restart`), which need
 //! `Authorization: Bearer <admin.token>`; without it they answer 401 and
 //! change nothing.
 
@@ -24,6 +24,7 @@ pub fn router(view: Arc<View>) -> Router {
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/apps/{app}/drain", post(drain))
         .route("/v1/apps/{app}/resume", post(resume))
+        .route("/v1/apps/{app}/restart", post(restart))
         .route_layer(axum::middleware::from_fn_with_state(
             view.clone(),
             authorize,
@@ -149,4 +150,45 @@ pub async fn serve(
     axum::serve(listener, router(view))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+async fn restart(
+    State(view): State<Arc<View>>,
+    Path(app): Path<String>,
+) -> axum::response::Response {
+    let Some(name) = known_app(&view, &app) else {
+        return unknown_app(&app);
+    };
+    if !view
+        .restarting
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(name.clone())
+    {
+        let body = api::ErrorBody {
+            error: format!("a restart of `{app}` is already under way"),
+        };
+        return (StatusCode::CONFLICT, Json(body)).into_response();
+    }
+    view.restart_errors
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(&name);
+    let task_view = view.clone();
+    tokio::spawn(async move {
+        if let Err(e) = (task_view.restart)(name.clone()).await {
+            tracing::error!(event = "restart_failed", app = %name, reason = %e);
+            task_view
+                .restart_errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(name.clone(), e);
+        }
+        task_view
+            .restarting
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&name);
+    });
+    accepted("restarting", Some(app))
 }

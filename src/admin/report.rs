@@ -28,7 +28,23 @@ pub struct View {
     pub token: String,
     /// Cancelled to ask for a graceful shutdown.
     pub shutdown: tokio_util::sync::CancellationToken,
+    /// Apps with a rolling restart under way.
+    pub restarting: std::sync::Mutex<std::collections::HashSet<crate::config::AppName>>,
+    /// Why the last rolling restart of an app failed (cleared by the next one).
+    pub restart_errors: std::sync::Mutex<std::collections::HashMap<crate::config::AppName, String>>,
+    /// Runs a rolling restart (installed by the lifecycle).
+    pub restart: RestartHook,
 }
+
+/// A rolling restart of one app, as the lifecycle provides it.
+pub type RestartHook = Arc<
+    dyn Fn(
+            crate::config::AppName,
+        )
+            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
 
 impl View {
     /// Ready when no shutdown is under way, nothing required is draining and
@@ -174,6 +190,17 @@ impl View {
                     }
                     .into(),
                     required: app.required,
+                    restarting: self
+                        .restarting
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .contains(name),
+                    restart_error: self
+                        .restart_errors
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .get(name)
+                        .cloned(),
                     ready: instances.iter().any(|i| i.ready),
                     draining: self.gateway.is_draining(name),
                     in_flight: self.gateway.app_in_flight(name),

@@ -235,3 +235,72 @@ pub fn app_switch(cli: &Cli, app: &str, action: &str) -> ExitCode {
         }
     })
 }
+
+/// `harbormaster restart APP`: rolling restart; waits until it is done.
+pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
+    let dir = client::runtime_dir(cli);
+    client::block_on(async {
+        let info = match client::find(&dir).await {
+            Found::Running(info) => info,
+            Found::Nothing => return not_running(&dir),
+            Found::Stale { why, .. } => {
+                eprintln!("stale: harbormaster is not running ({why})");
+                return ExitCode::from(NOT_RUNNING);
+            }
+        };
+        let token = client::token(&dir).unwrap_or_default();
+        let path = format!("/v1/apps/{app}/restart");
+        match client::request(&info.admin, "POST", &path, Some(&token), ADMIN_TIMEOUT).await {
+            Ok((202, _)) => {}
+            Ok((code, body)) => {
+                eprintln!("restart {app}: {code} {body}");
+                return ExitCode::FAILURE;
+            }
+            Err(e) => {
+                eprintln!("restart {app}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            // A client following another process's progress: poll the
+            // status, bounded by the deadline.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let health = match client::request(
+                &info.admin,
+                "GET",
+                "/v1/status",
+                None,
+                ADMIN_TIMEOUT,
+            )
+            .await
+            {
+                Ok((200, body)) => serde_json::from_str::<Health>(&body).ok(),
+                _ => None,
+            };
+            if let Some(a) = health.as_ref().and_then(|h| h.apps.get(app)) {
+                if !a.restarting {
+                    return match &a.restart_error {
+                        Some(e) => {
+                            eprintln!("restart {app} failed: {e}");
+                            ExitCode::FAILURE
+                        }
+                        None => {
+                            let ids: Vec<&str> =
+                                a.instances.iter().map(|i| i.id.as_str()).collect();
+                            println!("{app}: restarted ({})", ids.join(", "));
+                            ExitCode::SUCCESS
+                        }
+                    };
+                }
+            }
+            if Instant::now() >= deadline {
+                eprintln!(
+                    "restart {app}: not finished after {}",
+                    humantime::format_duration(timeout)
+                );
+                return ExitCode::FAILURE;
+            }
+        }
+    })
+}

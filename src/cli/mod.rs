@@ -74,6 +74,13 @@ pub enum Verb {
     Drain { app: String },
     /// Undo `drain`.
     Resume { app: String },
+    /// Rolling restart: each new instance is ready before the old one drains and stops.
+    Restart {
+        app: String,
+        /// How long to wait for the restart to finish.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Recent output of APP's instances.
     Logs {
         app: String,
@@ -102,6 +109,7 @@ pub fn main() -> ExitCode {
         Verb::Status { json } => control::status(&cli, *json),
         Verb::Drain { app } => control::app_switch(&cli, app, "drain"),
         Verb::Resume { app } => control::app_switch(&cli, app, "resume"),
+        Verb::Restart { app, timeout } => control::restart(&cli, app, *timeout),
         Verb::Logs { app, follow, lines } => logs::logs(&cli, app, *follow, *lines),
         Verb::Check => check::run(&cli.config),
     }

@@ -30,7 +30,7 @@ pub fn pick(app: &AppEntry, exclude: Option<SocketAddr>, now: Instant) -> Pick<'
     let rotated = || {
         (0..n)
             .map(move |k| &app.upstreams[(turn + k) % n.max(1)])
-            .filter(move |u| Some(u.addr) != exclude)
+            .filter(move |u| Some(u.addr) != exclude && !u.is_retired())
     };
     if app.balance == Balance::LeastInFlight {
         // Fewest in flight among closed/half-open breakers; the rotation

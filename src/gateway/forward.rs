@@ -71,29 +71,38 @@ pub(crate) async fn handle(
         gw.log_local(&req, Some(&app), res.status(), start, "draining");
         return res;
     }
-    let first = match balance::pick(&app, None, start) {
-        Pick::Upstream(u) => u.clone(),
-        Pick::NoneReady => {
-            let res = responses::no_ready_instance(app.name.as_str(), RETRY_AFTER_S);
-            gw.log_local(&req, Some(&app), res.status(), start, "no_ready_instance");
-            return res;
-        }
-        Pick::AllOpen { retry_after } => {
-            let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-            let res = responses::circuit_open(app.name.as_str(), secs);
-            gw.log_local(&req, Some(&app), res.status(), start, "circuit_open");
-            return res;
+    // Pick, count ourselves in flight, then re-check that the instance was
+    // not retired meanwhile (the rolling restart's half of the handshake
+    // sets the flag, then reads the count).
+    let mut attempts = 0;
+    let (first, mut guard) = loop {
+        let first = match balance::pick(&app, None, start) {
+            Pick::Upstream(u) => u.clone(),
+            Pick::NoneReady => {
+                let res = responses::no_ready_instance(app.name.as_str(), RETRY_AFTER_S);
+                gw.log_local(&req, Some(&app), res.status(), start, "no_ready_instance");
+                return res;
+            }
+            Pick::AllOpen { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                let res = responses::circuit_open(app.name.as_str(), secs);
+                gw.log_local(&req, Some(&app), res.status(), start, "circuit_open");
+                return res;
+            }
+        };
+        // Admitted: counted from here until the response's last byte.
+        let guard = Guard::new(&gw.in_flight, &app.shared.in_flight, &first.in_flight);
+        attempts += 1;
+        if !first.is_retired() || attempts > app.upstreams.len() {
+            break (first, guard);
         }
     };
-
     // What the access log names the request by (only computed when it is on).
     let seen = if gw.access_log {
         (req.method().to_string(), req.uri().path().to_string())
     } else {
         Default::default()
     };
-    // Admitted: counted from here until the response's last byte.
-    let mut guard = Guard::new(&gw.in_flight, &app.shared.in_flight, &first.in_flight);
     let upgrade = is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let retryable = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)

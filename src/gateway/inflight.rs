@@ -24,16 +24,19 @@ pub struct Counter {
 }
 
 impl Counter {
+    // SeqCst: a rolling restart retires an instance and then reads its count,
+    // while a request counts itself and then re-checks the retirement (see
+    // `Upstream::retired`); one total order makes one of them see the other.
     pub fn get(&self) -> usize {
-        self.n.load(Ordering::Acquire)
+        self.n.load(Ordering::SeqCst)
     }
 
     fn enter(&self) {
-        self.n.fetch_add(1, Ordering::AcqRel);
+        self.n.fetch_add(1, Ordering::SeqCst);
     }
 
     fn leave(&self) {
-        if self.n.fetch_sub(1, Ordering::AcqRel) == 1 {
+        if self.n.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.idle.notify_waiters();
         }
     }

@@ -62,6 +62,8 @@ pub struct Gateway {
     breakers: Mutex<HashMap<String, Arc<Mutex<Breaker>>>>,
     /// Cancelled to end long-lived streams (SSE) cleanly during a drain.
     streams_end: CancellationToken,
+    /// Instances a rolling restart is replacing, by label.
+    retired: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
 }
 
 impl Gateway {
@@ -91,6 +93,7 @@ impl Gateway {
             upstreams: Mutex::new(HashMap::new()),
             breakers: Mutex::new(HashMap::new()),
             streams_end: CancellationToken::new(),
+            retired: Mutex::new(HashMap::new()),
         })
     }
 
@@ -129,6 +132,56 @@ impl Gateway {
             .entry(label.to_string())
             .or_insert_with(|| Arc::new(Mutex::new(Breaker::new(cfg.clone()))))
             .clone()
+    }
+
+    /// A routable upstream with the counters, breaker and retirement flag
+    /// kept for `label` across table snapshots.
+    pub fn upstream(
+        &self,
+        label: &str,
+        addr: std::net::SocketAddr,
+        cfg: &CircuitBreaker,
+    ) -> Upstream {
+        let retired = {
+            let mut flags = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            flags.entry(label.to_string()).or_default().clone()
+        };
+        Upstream::new(
+            label.to_string(),
+            addr,
+            self.upstream_counter(label),
+            self.upstream_breaker(label, cfg),
+        )
+        .with_retired(retired)
+    }
+
+    /// No new request goes to `label` from now on; then waits until its
+    /// in-flight requests are done (true) or `deadline` passes (false).
+    pub async fn retire(&self, label: &str, deadline: Instant) -> bool {
+        {
+            let mut flags = self.retired.lock().unwrap_or_else(|p| p.into_inner());
+            flags
+                .entry(label.to_string())
+                .or_default()
+                .store(true, Ordering::SeqCst);
+        }
+        self.upstream_counter(label).wait_idle(deadline).await
+    }
+
+    /// Forgets a stopped instance's per-label state.
+    pub fn forget_upstream(&self, label: &str) {
+        self.retired
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(label);
+        self.upstreams
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(label);
+        self.breakers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(label);
     }
 
     /// An instance's breaker state now (`closed` when it never saw a request).

@@ -28,6 +28,8 @@ pub struct Upstream {
     pub in_flight: Arc<Counter>,
     /// Fed by request outcomes; an open breaker takes the instance out of rotation.
     pub breaker: Arc<Mutex<Breaker>>,
+    /// Set when a rolling restart replaces this instance: no new requests.
+    pub retired: Arc<AtomicBool>,
 }
 
 impl Upstream {
@@ -42,7 +44,18 @@ impl Upstream {
             addr,
             in_flight,
             breaker,
+            retired: Arc::default(),
         }
+    }
+
+    /// Shares a retirement flag kept across table snapshots.
+    pub fn with_retired(mut self, retired: Arc<AtomicBool>) -> Self {
+        self.retired = retired;
+        self
+    }
+
+    pub fn is_retired(&self) -> bool {
+        self.retired.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {

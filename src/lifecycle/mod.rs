@@ -5,6 +5,7 @@
 //! [`run`] is the library entry point: tests and embedders pass port-0
 //! listeners and their own shutdown future.
 
+pub mod rolling;
 pub mod routing;
 pub mod runtime_dir;
 
@@ -143,6 +144,26 @@ pub async fn launch(
         shutting_down: shutting_down.clone(),
         token: runtime.token().to_string(),
         shutdown: CancellationToken::new(),
+        restarting: Default::default(),
+        restart_errors: Default::default(),
+        restart: {
+            let (config, supervisor, gateway, externals) = (
+                config.clone(),
+                supervisor.clone(),
+                gateway.clone(),
+                externals.clone(),
+            );
+            Arc::new(move |app| {
+                let fut = rolling::restart(
+                    config.clone(),
+                    app,
+                    supervisor.clone(),
+                    gateway.clone(),
+                    externals.clone(),
+                );
+                Box::pin(fut)
+            })
+        },
     });
     let admin_addr = listeners.admin.local_addr()?;
     tracing::info!(event = "admin_listening", addr = %admin_addr);
@@ -345,6 +366,14 @@ impl Harbor {
             }
             None => false,
         }
+    }
+
+    /// Rolling restart of a managed app: each new instance is ready before
+    /// the old one drains and stops.
+    pub async fn restart(&self, app: &str) -> Result<(), String> {
+        let name =
+            crate::config::AppName::new(app).map_err(|e| format!("invalid app name: {e}"))?;
+        (self.view.restart)(name).await
     }
 
     /// Asks for the ordered graceful shutdown; [`Harbor::wait`] sees it end.

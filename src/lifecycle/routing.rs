@@ -23,13 +23,7 @@ pub fn table(
     gateway: &Gateway,
 ) -> RouteTable {
     let upstream = |app: &AppName, label: String, addr: SocketAddr| {
-        let cfg = &config.apps[app].circuit_breaker;
-        Upstream::new(
-            label.clone(),
-            addr,
-            gateway.upstream_counter(&label),
-            gateway.upstream_breaker(&label, cfg),
-        )
+        gateway.upstream(&label, addr, &config.apps[app].circuit_breaker)
     };
     let mut upstreams: HashMap<AppName, Vec<Upstream>> = HashMap::new();
     for st in supervisor.snapshot() {

@@ -117,6 +117,53 @@ impl Supervisor {
         let AppKind::Managed(managed) = &app.kind else {
             return;
         };
+        let handles = (0..managed.instances.get())
+            .map(|index| self.spawn_instance(app, index))
+            .collect();
+        self.apps().insert(app.name.clone(), handles);
+    }
+
+    /// Starts one more instance of `app` (a rolling restart's replacement),
+    /// with the next free index; returns its index and status watcher.
+    pub fn add_instance(&self, app: &AppConfig) -> Option<(u32, watch::Receiver<InstanceStatus>)> {
+        let mut apps = self.apps();
+        let list = apps.get_mut(&app.name)?;
+        let index = list
+            .iter()
+            .map(|h| h.status.borrow().index + 1)
+            .max()
+            .unwrap_or(0);
+        let handle = self.spawn_instance(app, index);
+        let rx = handle.status.clone();
+        list.push(handle);
+        Some((index, rx))
+    }
+
+    /// Indexes of an app's current instances.
+    pub fn indexes(&self, app: &AppName) -> Vec<u32> {
+        self.watch(app).iter().map(|rx| rx.borrow().index).collect()
+    }
+
+    /// Stops one instance and waits until it is confirmed stopped.
+    pub async fn stop_instance(&self, app: &AppName, index: u32) {
+        let handle = {
+            let mut apps = self.apps();
+            let Some(list) = apps.get_mut(app) else {
+                return;
+            };
+            let Some(pos) = list.iter().position(|h| h.status.borrow().index == index) else {
+                return;
+            };
+            list.remove(pos)
+        };
+        handle.stop.cancel();
+        let _ = handle.task.await;
+    }
+
+    fn spawn_instance(&self, app: &AppConfig, index: u32) -> InstanceHandle {
+        let AppKind::Managed(managed) = &app.kind else {
+            unreachable!("only managed apps have instances")
+        };
         let managed = Arc::new((**managed).clone());
         let probes = crate::health::monitor::Probes {
             startup: managed.startup.clone(),
@@ -130,36 +177,31 @@ impl Supervisor {
             &self.0.runtime_dir.join("logs"),
             app.name.as_str(),
         ));
-        let handles = (0..managed.instances.get())
-            .map(|index| {
-                let (status, rx) = watch::channel(Instance::initial_status(&app.name, index));
-                let ring = Arc::new(LogRing::default());
-                let instance = Instance {
-                    app: app.name.clone(),
-                    index,
-                    label: format!("{}#{index}", app.name),
-                    managed: managed.clone(),
-                    probes: probes.clone(),
-                    pids_dir: self.0.runtime_dir.join("pids"),
-                    status,
-                    events: self.0.events.clone(),
-                    ring: ring.clone(),
-                    log: log.clone(),
-                    children: self.0.children.clone(),
-                    run_id: self.0.run_id.clone(),
-                    starts: 0,
-                };
-                let stop = CancellationToken::new();
-                let task = tokio::spawn(instance.run(stop.clone()));
-                InstanceHandle {
-                    status: rx,
-                    output: ring,
-                    stop,
-                    task,
-                }
-            })
-            .collect();
-        self.apps().insert(app.name.clone(), handles);
+        let (status, rx) = watch::channel(Instance::initial_status(&app.name, index));
+        let ring = Arc::new(LogRing::default());
+        let instance = Instance {
+            app: app.name.clone(),
+            index,
+            label: format!("{}#{index}", app.name),
+            managed,
+            probes,
+            pids_dir: self.0.runtime_dir.join("pids"),
+            status,
+            events: self.0.events.clone(),
+            ring: ring.clone(),
+            log,
+            children: self.0.children.clone(),
+            run_id: self.0.run_id.clone(),
+            starts: 0,
+        };
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(instance.run(stop.clone()));
+        InstanceHandle {
+            status: rx,
+            output: ring,
+            stop,
+            task,
+        }
     }
 
     /// Starts every app, each after the apps it depends on meet their
