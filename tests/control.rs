@@ -431,3 +431,48 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_closes_websockets_with_1001_after_stream_grace() {
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+    use tokio_tungstenite::tungstenite::Message;
+    let p = Project::new(&web(&[]), "stream_grace = \"300ms\"");
+    assert_eq!(p.verb(&["start"]).code, 0);
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", p.gateway()))
+        .await
+        .unwrap();
+    futures_util::SinkExt::send(&mut ws, Message::text("hi"))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next()
+            .await
+            .unwrap()
+            .unwrap()
+            .into_text()
+            .unwrap()
+            .as_str(),
+        "hi"
+    );
+
+    let dir = p.dir.path().to_path_buf();
+    let stop = tokio::task::spawn_blocking(move || {
+        Cmd::harbormaster([
+            "-c",
+            dir.join("harbormaster.toml").to_str().unwrap(),
+            "stop",
+        ])
+        .current_dir(&dir)
+        .run()
+    });
+    // The socket keeps working during the grace period, then is closed with 1001.
+    let close = loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(frame))) => break frame,
+            Some(Ok(_)) => continue,
+            other => panic!("expected a close frame, got {other:?}"),
+        }
+    };
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+    assert_eq!(stop.await.unwrap().code, 0);
+}

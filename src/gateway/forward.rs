@@ -169,12 +169,11 @@ pub(crate) async fn handle(
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
         if let Some(client_upgrade) = client_upgrade {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
-            tokio::spawn(async move {
+            let end = gw.streams_end.clone();
+            gw.tunnels.spawn(async move {
                 let mut guard = guard;
                 if let (Ok(c), Ok(u)) = tokio::join!(client_upgrade, upstream_upgrade) {
-                    let _ =
-                        tokio::io::copy_bidirectional(&mut TokioIo::new(c), &mut TokioIo::new(u))
-                            .await;
+                    tunnel(TokioIo::new(c), TokioIo::new(u), end).await;
                     guard.complete();
                 }
             });
@@ -202,6 +201,40 @@ fn succeeded<B>(attempt: &Result<Response<B>, SendError>, trip_on_5xx: bool) -> 
     match attempt {
         Ok(res) => !(trip_on_5xx && res.status().is_server_error()),
         Err(_) => false,
+    }
+}
+
+/// Copies an upgraded connection both ways until either side closes, or
+/// until `end` (a drain's `stream_grace` ran out): then both sides get a
+/// WebSocket close frame with code 1001 "going away" — unmasked to the
+/// client, masked to the upstream (RFC 6455 §5.3) — and the tunnel closes.
+/// The cut happens between reads, so a frame larger than one read could be
+/// split; at shutdown the connection ends either way.
+async fn tunnel<C, U>(mut client: C, mut upstream: U, end: tokio_util::sync::CancellationToken)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let cut = {
+        let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
+        tokio::select! {
+            _ = copy => false,
+            _ = end.cancelled() => true,
+        }
+    };
+    if cut {
+        const GOING_AWAY: [u8; 2] = 1001u16.to_be_bytes();
+        let _ = client
+            .write_all(&[0x88, 0x02, GOING_AWAY[0], GOING_AWAY[1]])
+            .await;
+        let m = fastrand::u32(..).to_be_bytes();
+        let masked = [GOING_AWAY[0] ^ m[0], GOING_AWAY[1] ^ m[1]];
+        let _ = upstream
+            .write_all(&[0x88, 0x82, m[0], m[1], m[2], m[3], masked[0], masked[1]])
+            .await;
+        let _ = client.shutdown().await;
+        let _ = upstream.shutdown().await;
     }
 }
 

@@ -64,6 +64,9 @@ pub struct Gateway {
     streams_end: CancellationToken,
     /// Instances a rolling restart is replacing, by label.
     retired: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
+    /// Upgraded connections (WebSocket tunnels) outlive their HTTP
+    /// connection; workers wait for them before their runtime goes away.
+    tunnels: tokio_util::task::TaskTracker,
 }
 
 impl Gateway {
@@ -94,6 +97,7 @@ impl Gateway {
             breakers: Mutex::new(HashMap::new()),
             streams_end: CancellationToken::new(),
             retired: Mutex::new(HashMap::new()),
+            tunnels: tokio_util::task::TaskTracker::new(),
         })
     }
 
@@ -319,6 +323,9 @@ impl Gateway {
         }
         drop(listener);
         graceful.shutdown().await;
+        // Tunnels end by themselves or at the drain's stream_grace.
+        self.tunnels.close();
+        self.tunnels.wait().await;
     }
 }
 
