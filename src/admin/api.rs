@@ -29,6 +29,9 @@ pub struct Health {
     pub status: String,
     pub in_flight: usize,
     pub apps: BTreeMap<String, AppHealth>,
+    /// The last reload (ok or error, when, what).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_reload: Option<ReloadReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,4 +118,26 @@ pub struct Accepted {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub error: String,
+}
+
+/// The answer of `POST /v1/reload`: 200 `applied`, or 422 `invalid` with the
+/// same errors as `check` (nothing changed), or 409 `refused`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadResult {
+    pub status: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plan: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+    /// Parts of an applied plan that failed (the old state was kept for them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed: Vec<String>,
+}
+
+/// The last reload, for status.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    pub at: String,
+    pub ok: bool,
+    pub message: String,
 }

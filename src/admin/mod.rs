@@ -1,7 +1,7 @@
 //! The admin HTTP API on its own listener and its own tasks, so it answers
 //! while the gateway is under load: health endpoints with Kubernetes
 //! conventions (`/live`, `/ready`, `/health`), status, and the mutating calls
-//! (`/v1/shutdown`, `/v1/apps/{app}/drain|resume|restart`), which need
+//! (`/v1/shutdown`, `/v1/reload`, `/v1/apps/{app}/drain|resume|restart`), which need
 //! `Authorization: Bearer <admin.token>`; without it they answer 401 and
 //! change nothing.
 
@@ -22,6 +22,7 @@ pub use report::View;
 pub fn router(view: Arc<View>) -> Router {
     let mutating = Router::new()
         .route("/v1/shutdown", post(shutdown))
+        .route("/v1/reload", post(reload))
         .route("/v1/apps/{app}/drain", post(drain))
         .route("/v1/apps/{app}/resume", post(resume))
         .route("/v1/apps/{app}/restart", post(restart))
@@ -88,7 +89,7 @@ async fn shutdown(State(view): State<Arc<View>>) -> axum::response::Response {
 fn known_app(view: &View, app: &str) -> Option<crate::config::AppName> {
     crate::config::AppName::new(app)
         .ok()
-        .filter(|n| view.config.apps.contains_key(n))
+        .filter(|n| view.config.load().apps.contains_key(n))
 }
 
 fn unknown_app(app: &str) -> axum::response::Response {
@@ -191,4 +192,15 @@ async fn restart(
             .remove(&name);
     });
     accepted("restarting", Some(app))
+}
+
+async fn reload(State(view): State<Arc<View>>) -> axum::response::Response {
+    tracing::info!(event = "reload_requested", via = "admin API");
+    let result = (view.reload)().await;
+    let code = match result.status.as_str() {
+        "applied" => StatusCode::OK,
+        "refused" => StatusCode::CONFLICT,
+        _ => StatusCode::UNPROCESSABLE_ENTITY,
+    };
+    (code, Json(result)).into_response()
 }

@@ -18,7 +18,8 @@ use crate::supervisor::Supervisor;
 
 /// What the admin endpoints look at.
 pub struct View {
-    pub config: Arc<Config>,
+    /// The running configuration (swapped by reloads).
+    pub config: Arc<arc_swap::ArcSwap<Config>>,
     pub supervisor: Supervisor,
     pub gateway: Arc<Gateway>,
     pub externals: Arc<ExternalHealth>,
@@ -34,7 +35,18 @@ pub struct View {
     pub restart_errors: std::sync::Mutex<std::collections::HashMap<crate::config::AppName, String>>,
     /// Runs a rolling restart (installed by the lifecycle).
     pub restart: RestartHook,
+    /// The last reload's result.
+    pub last_reload: Arc<std::sync::Mutex<Option<ReloadReport>>>,
+    /// Reloads the config file (installed by the lifecycle).
+    pub reload: ReloadHook,
 }
+
+/// A reload of the config file, as the lifecycle provides it.
+pub type ReloadHook = Arc<
+    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ReloadResult> + Send>>
+        + Send
+        + Sync,
+>;
 
 /// A rolling restart of one app, as the lifecycle provides it.
 pub type RestartHook = Arc<
@@ -54,7 +66,8 @@ impl View {
         if self.shutting_down.load(Ordering::Acquire) {
             reasons.push("shutting down".to_string());
         }
-        for (name, app) in &self.config.apps {
+        let config = self.config.load();
+        for (name, app) in &config.apps {
             if !app.required {
                 continue;
             }
@@ -120,7 +133,8 @@ impl View {
             "degraded"
         };
         let mut apps = BTreeMap::new();
-        for (name, app) in &self.config.apps {
+        let config = self.config.load();
+        for (name, app) in &config.apps {
             let instances: Vec<InstanceHealth> = match &app.kind {
                 AppKind::Managed(_) => self
                     .supervisor
@@ -215,6 +229,11 @@ impl View {
             status: status.into(),
             in_flight: self.gateway.in_flight(),
             apps,
+            last_reload: self
+                .last_reload
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 }

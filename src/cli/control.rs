@@ -304,3 +304,104 @@ pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
         }
     })
 }
+
+/// `harbormaster reload`: apply config changes live; exit 1 with the
+/// validation errors (as `check` prints them) if the file is invalid.
+pub fn reload(cli: &Cli) -> ExitCode {
+    let dir = client::runtime_dir(cli);
+    client::block_on(async {
+        let info = match client::find(&dir).await {
+            Found::Running(info) => info,
+            Found::Nothing => return not_running(&dir),
+            Found::Stale { why, .. } => {
+                eprintln!("stale: harbormaster is not running ({why})");
+                return ExitCode::from(NOT_RUNNING);
+            }
+        };
+        let token = client::token(&dir).unwrap_or_default();
+        let answer = client::request(
+            &info.admin,
+            "POST",
+            "/v1/reload",
+            Some(&token),
+            Duration::from_secs(600),
+        )
+        .await;
+        let (code, body) = match answer {
+            Ok(a) => a,
+            Err(e) => {
+                eprintln!("reload: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let Ok(result) = serde_json::from_str::<crate::admin::api::ReloadResult>(&body) else {
+            eprintln!("reload: {code} {body}");
+            return ExitCode::FAILURE;
+        };
+        match (code, result.status.as_str()) {
+            (200, "applied") => {
+                let plan = result.plan.unwrap_or_default();
+                let list = |k: &str| -> Vec<String> {
+                    plan[k]
+                        .as_array()
+                        .map(|a| {
+                            a.iter()
+                                .filter_map(|v| v.as_str().map(String::from))
+                                .collect()
+                        })
+                        .unwrap_or_default()
+                };
+                let mut parts = Vec::new();
+                for (key, what) in [
+                    ("added", "added"),
+                    ("removed", "removed"),
+                    ("replaced", "replaced"),
+                    ("in_place", "changed in place"),
+                ] {
+                    let apps = list(key);
+                    if !apps.is_empty() {
+                        parts.push(format!("{what}: {}", apps.join(", ")));
+                    }
+                }
+                for key in ["listeners_added", "listeners_removed"] {
+                    let l = list(key);
+                    if !l.is_empty() {
+                        parts.push(format!("{}: {}", key.replace('_', " "), l.join(", ")));
+                    }
+                }
+                println!(
+                    "reloaded: {}",
+                    if parts.is_empty() {
+                        "nothing changed".into()
+                    } else {
+                        parts.join("; ")
+                    }
+                );
+                for what in list("not_applied") {
+                    eprintln!("not applied (restart harbormaster to apply): {what}");
+                }
+                if result.failed.is_empty() {
+                    ExitCode::SUCCESS
+                } else {
+                    for f in &result.failed {
+                        eprintln!("failed: {f}");
+                    }
+                    ExitCode::FAILURE
+                }
+            }
+            _ => {
+                for e in &result.errors {
+                    eprintln!("{e}");
+                }
+                if result.status == "invalid" {
+                    eprintln!(
+                        "{}: {} error(s); the running config was kept",
+                        cli.config.display(),
+                        result.errors.len()
+                    );
+                }
+                ExitCode::FAILURE
+            }
+        }
+    })
+}

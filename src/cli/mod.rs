@@ -74,6 +74,8 @@ pub enum Verb {
     Drain { app: String },
     /// Undo `drain`.
     Resume { app: String },
+    /// Apply config changes live; exit 1 with the validation errors if invalid.
+    Reload,
     /// Rolling restart: each new instance is ready before the old one drains and stops.
     Restart {
         app: String,
@@ -109,6 +111,7 @@ pub fn main() -> ExitCode {
         Verb::Status { json } => control::status(&cli, *json),
         Verb::Drain { app } => control::app_switch(&cli, app, "drain"),
         Verb::Resume { app } => control::app_switch(&cli, app, "resume"),
+        Verb::Reload => control::reload(&cli),
         Verb::Restart { app, timeout } => control::restart(&cli, app, *timeout),
         Verb::Logs { app, follow, lines } => logs::logs(&cli, app, *follow, *lines),
         Verb::Check => check::run(&cli.config),

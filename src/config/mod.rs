@@ -9,6 +9,7 @@
 //! The keys and defaults are the contract in `shared/config-contract.toml`
 //! and `docs/configuration.md`.
 
+pub mod diff;
 mod document;
 mod error;
 mod model;

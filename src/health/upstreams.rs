@@ -11,7 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::monitor::{self, HealthEvent, Probes};
 use super::probe::{self, ProbeOutcome};
-use crate::config::{AppKind, Config, Probe};
+use crate::config::{AppConfig, AppKind, AppName, Config, Probe};
 
 #[derive(Debug, Clone, Default)]
 pub struct UpstreamHealth {
@@ -61,24 +61,34 @@ impl ExternalHealth {
     /// Starts one readiness monitor per external upstream, until `cancel`.
     pub fn spawn_monitors(self: &Arc<Self>, config: &Config, cancel: CancellationToken) {
         for (name, app) in &config.apps {
-            let AppKind::External { upstreams } = &app.kind else {
-                continue;
-            };
-            let readiness = app
-                .readiness
-                .clone()
-                .unwrap_or_else(monitor::default_readiness);
-            for addr in upstreams {
-                let label = Self::label(name.as_str(), *addr);
-                let (registry, cancel, readiness, addr) =
-                    (self.clone(), cancel.clone(), readiness.clone(), *addr);
-                tokio::spawn(async move {
-                    tokio::select! {
-                        _ = registry.follow(label, addr, readiness) => {}
-                        _ = cancel.cancelled() => {}
-                    }
-                });
-            }
+            self.spawn_app_monitors(name, app, cancel.clone());
+        }
+    }
+
+    /// The monitors of one external app, until `cancel` (then it is not ready).
+    pub fn spawn_app_monitors(
+        self: &Arc<Self>,
+        name: &AppName,
+        app: &AppConfig,
+        cancel: CancellationToken,
+    ) {
+        let AppKind::External { upstreams } = &app.kind else {
+            return;
+        };
+        let readiness = app
+            .readiness
+            .clone()
+            .unwrap_or_else(monitor::default_readiness);
+        for addr in upstreams {
+            let label = Self::label(name.as_str(), *addr);
+            let (registry, cancel, readiness, addr) =
+                (self.clone(), cancel.clone(), readiness.clone(), *addr);
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = registry.follow(label.clone(), addr, readiness) => {}
+                    _ = cancel.cancelled() => registry.update(&label, |h| h.ready = false),
+                }
+            });
         }
     }
 

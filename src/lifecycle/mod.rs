@@ -5,6 +5,7 @@
 //! [`run`] is the library entry point: tests and embedders pass port-0
 //! listeners and their own shutdown future.
 
+pub mod reload;
 pub mod rolling;
 pub mod routing;
 pub mod runtime_dir;
@@ -12,6 +13,8 @@ pub mod runtime_dir;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+
+use arc_swap::ArcSwap;
 
 use anyhow::Context;
 use std::net::TcpListener;
@@ -83,7 +86,8 @@ pub async fn run(
 /// A harbor whose sockets are served and whose runtime.json is written;
 /// apps start when it is served.
 pub struct Launched {
-    config: Arc<Config>,
+    reloader: Arc<reload::Reloader>,
+    config: Arc<ArcSwap<Config>>,
     runtime: RuntimeDir,
     supervisor: Supervisor,
     gateway: Arc<Gateway>,
@@ -103,7 +107,8 @@ pub async fn launch(
     listeners: Listeners,
     options: Options,
 ) -> anyhow::Result<Launched> {
-    let config = Arc::new(config);
+    let current = Arc::new(ArcSwap::from_pointee(config));
+    let config = current.load_full();
     let runtime_dir = runtime.path().to_path_buf();
     let supervisor = Supervisor::new(&runtime_dir).with_context(|| {
         format!(
@@ -126,17 +131,31 @@ pub async fn launch(
 
     let gateway = Gateway::new(&config.gateway);
     let externals = Arc::new(ExternalHealth::default());
-    externals.spawn_monitors(&config, cancel.child_token());
+    let stop_accepting = cancel.child_token();
+    let shutting_down = Arc::new(AtomicBool::new(false));
+    let last_reload = Arc::new(std::sync::Mutex::new(None));
+    let reloader = Arc::new(reload::Reloader::new(
+        current.clone(),
+        supervisor.clone(),
+        gateway.clone(),
+        externals.clone(),
+        shutting_down.clone(),
+        cancel.child_token(),
+        stop_accepting.clone(),
+        last_reload.clone(),
+    ));
+    for (name, app) in &config.apps {
+        reloader.start_monitors(name, app);
+    }
     let routing = tokio::spawn(routing::keep_updated(
-        config.clone(),
+        current.clone(),
         supervisor.clone(),
         externals.clone(),
         gateway.clone(),
         cancel.child_token(),
     ));
-    let shutting_down = Arc::new(AtomicBool::new(false));
     let view = Arc::new(admin::View {
-        config: config.clone(),
+        config: current.clone(),
         supervisor: supervisor.clone(),
         gateway: gateway.clone(),
         externals: externals.clone(),
@@ -146,6 +165,14 @@ pub async fn launch(
         shutdown: CancellationToken::new(),
         restarting: Default::default(),
         restart_errors: Default::default(),
+        last_reload,
+        reload: {
+            let reloader = reloader.clone();
+            Arc::new(move || {
+                let reloader = reloader.clone();
+                Box::pin(async move { reloader.reload_file().await })
+            })
+        },
         restart: {
             let (config, supervisor, gateway, externals) = (
                 config.clone(),
@@ -174,16 +201,11 @@ pub async fn launch(
     ));
     tokio::spawn(announce_ready(view.clone(), cancel.child_token()));
 
-    let stop_accepting = cancel.child_token();
     let mut servers = Vec::new();
     let mut gateway_addrs = Vec::new();
     for listener in listeners.gateway {
-        let addr = listener.local_addr()?;
-        tracing::info!(event = "listening", %addr);
-        gateway_addrs.push(addr.to_string());
-        servers.push(tokio::spawn(
-            gateway.clone().serve(listener, stop_accepting.clone()),
-        ));
+        gateway_addrs.push(listener.local_addr()?.to_string());
+        servers.push(reloader.serve_listener(listener)?);
     }
     // Every listener is bound: "runtime.json exists" means "ports are held".
     runtime
@@ -204,7 +226,8 @@ pub async fn launch(
         apps = config.apps.len(),
     );
     Ok(Launched {
-        config,
+        reloader,
+        config: current,
         runtime,
         supervisor,
         gateway,
@@ -223,7 +246,8 @@ impl Launched {
     /// then stops in order.
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self {
-            config,
+            reloader,
+            config: current,
             runtime,
             supervisor,
             gateway,
@@ -235,6 +259,8 @@ impl Launched {
             admin_server,
             servers,
         } = self;
+        let config = current.load_full();
+        tokio::spawn(reload_on_sighup(reloader, cancel.child_token()));
         let requested = view.shutdown.clone();
         let shutdown = async move {
             tokio::select! {
@@ -290,8 +316,8 @@ impl Launched {
                 tracing::warn!("connections still open at the drain deadline were closed");
             }
         }
-        // 4.
-        supervisor.stop_all(&config).await;
+        // 4. (with the config as reloads left it)
+        supervisor.stop_all(&current.load_full()).await;
         cancel.cancel();
         let _ = routing.await;
         let _ = admin_server.await;
@@ -358,7 +384,7 @@ impl Harbor {
     fn switch(&self, app: &str, draining: bool) -> bool {
         match crate::config::AppName::new(app)
             .ok()
-            .filter(|a| self.view.config.apps.contains_key(a))
+            .filter(|a| self.view.config.load().apps.contains_key(a))
         {
             Some(name) => {
                 self.view.gateway.set_draining(&name, draining);
@@ -376,6 +402,11 @@ impl Harbor {
         (self.view.restart)(name).await
     }
 
+    /// Reloads the config file: applies exactly the change, or nothing if it is invalid.
+    pub async fn reload(&self) -> admin::api::ReloadResult {
+        (self.view.reload)().await
+    }
+
     /// Asks for the ordered graceful shutdown; [`Harbor::wait`] sees it end.
     pub fn shutdown(&self) {
         self.view.shutdown.cancel();
@@ -384,6 +415,23 @@ impl Harbor {
     /// Waits until the harbor has stopped.
     pub async fn wait(self) -> anyhow::Result<()> {
         self.task.await.context("the harbor task panicked")?
+    }
+}
+
+/// SIGHUP reloads the config file (errors are logged; nothing changes then).
+async fn reload_on_sighup(reloader: Arc<reload::Reloader>, cancel: CancellationToken) {
+    let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
+        tracing::warn!("cannot handle SIGHUP; reload with `harbormaster reload`");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                tracing::info!(event = "reload_requested", via = "SIGHUP");
+                reloader.reload_file().await;
+            }
+            _ = cancel.cancelled() => return,
+        }
     }
 }
 

@@ -61,7 +61,7 @@ pub fn table(
 /// it on every instance or upstream readiness change until `cancel`.
 /// Subscribing before the first build means no change falls between the two.
 pub fn keep_updated(
-    config: Arc<Config>,
+    config: Arc<arc_swap::ArcSwap<Config>>,
     supervisor: Supervisor,
     externals: Arc<ExternalHealth>,
     gateway: Arc<Gateway>,
@@ -69,7 +69,7 @@ pub fn keep_updated(
 ) -> impl std::future::Future<Output = ()> {
     let mut changes = supervisor.subscribe();
     let mut upstream_changes = externals.changes();
-    gateway.update(table(&config, &supervisor, &externals, &gateway));
+    gateway.update(table(&config.load(), &supervisor, &externals, &gateway));
     async move {
         loop {
             tokio::select! {
@@ -80,7 +80,7 @@ pub fn keep_updated(
                 changed = upstream_changes.changed() => if changed.is_err() { return },
                 _ = cancel.cancelled() => return,
             }
-            gateway.update(table(&config, &supervisor, &externals, &gateway));
+            gateway.update(table(&config.load(), &supervisor, &externals, &gateway));
         }
     }
 }

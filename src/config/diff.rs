@@ -1,0 +1,180 @@
+//! The difference between the running config and a new one: the reload plan.
+//!
+//! Pure, so the decision "what must change, and how" is tested on its own.
+//! An app whose processes are unaffected (routes, balance, required,
+//! dependencies, circuit breaker) changes in place; any other change (command,
+//! env, instances, port, probes, restart or stop settings) replaces its
+//! instances blue-green.
+
+use std::net::SocketAddr;
+
+use serde::Serialize;
+
+use super::model::{AppConfig, AppName, Config};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Plan {
+    pub added: Vec<AppName>,
+    pub removed: Vec<AppName>,
+    /// New instances replace the old ones.
+    pub replaced: Vec<AppName>,
+    /// Only routing settings changed: no process is touched.
+    pub in_place: Vec<AppName>,
+    pub unchanged: Vec<AppName>,
+    pub listeners_added: Vec<SocketAddr>,
+    pub listeners_removed: Vec<SocketAddr>,
+    /// Changed settings this reload cannot apply (a restart of harbormaster would).
+    pub not_applied: Vec<String>,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.added.is_empty()
+            && self.removed.is_empty()
+            && self.replaced.is_empty()
+            && self.in_place.is_empty()
+            && self.listeners_added.is_empty()
+            && self.listeners_removed.is_empty()
+    }
+}
+
+impl Serialize for AppName {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Whether two versions of an app differ only in what routing uses.
+fn routing_only(old: &AppConfig, new: &AppConfig) -> bool {
+    old.kind == new.kind && old.readiness == new.readiness
+}
+
+pub fn plan(old: &Config, new: &Config) -> Plan {
+    let mut plan = Plan::default();
+    for (name, app) in &new.apps {
+        match old.apps.get(name) {
+            None => plan.added.push(name.clone()),
+            Some(prev) if prev == app => plan.unchanged.push(name.clone()),
+            Some(prev) if routing_only(prev, app) => plan.in_place.push(name.clone()),
+            Some(_) => plan.replaced.push(name.clone()),
+        }
+    }
+    plan.removed = old
+        .apps
+        .keys()
+        .filter(|n| !new.apps.contains_key(*n))
+        .cloned()
+        .collect();
+    let (o, n) = (&old.gateway, &new.gateway);
+    plan.listeners_added = n
+        .listen
+        .iter()
+        .filter(|a| !o.listen.contains(a))
+        .copied()
+        .collect();
+    plan.listeners_removed = o
+        .listen
+        .iter()
+        .filter(|a| !n.listen.contains(a))
+        .copied()
+        .collect();
+    let mut o_rest = o.clone();
+    o_rest.listen = n.listen.clone();
+    if o_rest != *n {
+        plan.not_applied
+            .push("[gateway] settings other than listen".into());
+    }
+    if old.admin != new.admin {
+        plan.not_applied.push("[admin] listen".into());
+    }
+    if old.runtime != new.runtime {
+        plan.not_applied.push("[runtime] dir".into());
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/t.toml"));
+        super::super::from_str_with_env(text, path, &|_| None).unwrap()
+    }
+
+    const BASE: &str = r#"
+[gateway]
+listen = ["127.0.0.1:8080"]
+[apps.web]
+routes = [{ path = "/" }]
+command = ["web"]
+[apps.api]
+routes = [{ path = "/api" }]
+command = ["api"]
+[apps.old]
+routes = [{ path = "/old" }]
+upstreams = ["127.0.0.1:9"]
+"#;
+
+    fn names(v: &[AppName]) -> Vec<&str> {
+        v.iter().map(|n| n.as_str()).collect()
+    }
+
+    #[test]
+    fn the_same_config_changes_nothing() {
+        let p = plan(&config(BASE), &config(BASE));
+        assert!(p.is_empty());
+        assert_eq!(names(&p.unchanged), ["api", "old", "web"]);
+    }
+
+    #[test]
+    fn classifies_every_app() {
+        let new = BASE
+            .replace(r#"command = ["api"]"#, "command = [\"api\", \"--v2\"]")
+            .replace(
+                r#"routes = [{ path = "/" }]"#,
+                r#"routes = [{ path = "/" }, { host = "web.localhost" }]"#,
+            )
+            .replace(
+                "[apps.old]\nroutes = [{ path = \"/old\" }]\nupstreams = [\"127.0.0.1:9\"]\n",
+                "[apps.new]\nroutes = [{ path = \"/new\" }]\nupstreams = [\"127.0.0.1:10\"]\n",
+            );
+        let p = plan(&config(BASE), &config(&new));
+        assert_eq!(names(&p.added), ["new"]);
+        assert_eq!(names(&p.removed), ["old"]);
+        assert_eq!(names(&p.replaced), ["api"]);
+        assert_eq!(names(&p.in_place), ["web"]);
+        assert!(p.unchanged.is_empty());
+    }
+
+    #[test]
+    fn env_instances_and_probes_replace_instances() {
+        for change in [
+            "env = { A = \"1\" }",
+            "instances = 2",
+            "[apps.web.readiness]\nhttp = \"/\"",
+        ] {
+            let new = BASE.replace(
+                "command = [\"web\"]",
+                &format!("command = [\"web\"]\n{change}"),
+            );
+            let p = plan(&config(BASE), &config(&new));
+            assert_eq!(names(&p.replaced), ["web"], "{change}");
+        }
+    }
+
+    #[test]
+    fn listeners_and_settings_it_cannot_apply() {
+        let new = BASE.replace(
+            r#"listen = ["127.0.0.1:8080"]"#,
+            "listen = [\"127.0.0.1:8080\", \"127.0.0.1:8081\"]\ndrain_timeout = \"5s\"",
+        );
+        let p = plan(&config(BASE), &config(&new));
+        assert_eq!(
+            p.listeners_added,
+            ["127.0.0.1:8081".parse::<SocketAddr>().unwrap()]
+        );
+        assert!(p.listeners_removed.is_empty());
+        assert_eq!(p.not_applied, ["[gateway] settings other than listen"]);
+    }
+}
