@@ -1,0 +1,309 @@
+//! Hot reload through the real binary, under traffic: exactly the change is
+//! applied and nothing more.
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::Value;
+use support::harbor::{eventually, testapp_command, Harbor};
+
+const SECS: fn(u64) -> Duration = Duration::from_secs;
+
+fn app(name: &str, routes: &str, extra: &str) -> String {
+    format!(
+        "[apps.{name}]\nroutes = {routes}\ncommand = {}\n{extra}\n",
+        testapp_command(&[])
+    )
+}
+
+fn config(apps: &str) -> String {
+    format!("[gateway]\nlisten = [\"127.0.0.1:0\"]\ndrain_timeout = \"10s\"\n{apps}")
+}
+
+/// Rewrites the config file and runs `harbormaster reload`.
+fn reload(h: &Harbor, text: &str) -> support::Output {
+    let file = h.dir.join("harbormaster.toml");
+    std::fs::write(&file, text).unwrap();
+    support::Cmd::harbormaster(["-c", file.to_str().unwrap(), "reload"])
+        .current_dir(&h.dir)
+        .run()
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder().no_proxy().build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_app_finishes_its_requests_then_answers_503_then_404() {
+    let base = app("web", r#"[{ path = "/" }]"#, "")
+        + &app("api", r#"[{ path = "/api", strip_prefix = true }]"#, "");
+    let h = Harbor::start(&config(&base));
+    let gw = h.gateway(0);
+    h.wait_routable(2, "x", "/api/");
+    let c = client();
+    let slow: Vec<_> = (0..3)
+        .map(|_| {
+            let (c, url) = (c.clone(), format!("http://{gw}/api/slow?ms=2000"));
+            tokio::spawn(async move { c.get(url).send().await.unwrap().text().await.unwrap() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let dir = h.dir.clone();
+    let text = config(&app("web", r#"[{ path = "/" }]"#, ""));
+    let handle = tokio::task::spawn_blocking(move || {
+        std::fs::write(dir.join("harbormaster.toml"), text).unwrap();
+        support::Cmd::harbormaster([
+            "-c",
+            dir.join("harbormaster.toml").to_str().unwrap(),
+            "reload",
+        ])
+        .current_dir(&dir)
+        .run()
+    });
+    // While it drains: 503 + Retry-After for new requests to the app.
+    eventually(SECS(5), "the app drains", || {
+        h.events().iter().any(|e| e["event"] == "app_drain_start")
+    });
+    let res = c.get(format!("http://{gw}/api/")).send().await.unwrap();
+    assert_eq!(res.status(), 503);
+    assert_eq!(res.headers()["retry-after"], "1");
+    assert!(res
+        .text()
+        .await
+        .unwrap()
+        .starts_with(r#"{"error":"app draining","app":"api""#));
+    for s in slow {
+        assert!(
+            s.await.unwrap().starts_with("slept 2000 ms"),
+            "an in-flight request was cut"
+        );
+    }
+    let out = handle.await.unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "reloaded: removed: api");
+    // Removed: the path now falls through to `web` ("/"), which proves the route is gone.
+    let body = c.get(format!("http://{gw}/api/info")).send().await.unwrap();
+    assert_eq!(body.status(), 404, "{:?}", body.text().await);
+    let order: Vec<String> = h
+        .events()
+        .iter()
+        .filter_map(|e| e["event"].as_str().map(String::from))
+        .filter(|n| ["app_drain_start", "app_drained", "app_removed"].contains(&n.as_str()))
+        .collect();
+    assert_eq!(order, ["app_drain_start", "app_drained", "app_removed"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changing_env_switches_to_new_instances_without_a_failed_request() {
+    let h = Harbor::start(&config(&app(
+        "web",
+        r#"[{ path = "/" }]"#,
+        "instances = 2\nenv = { V = \"1\" }",
+    )));
+    let gw = h.gateway(0);
+    h.wait_routable(2, "x", "/");
+    let c = client();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..12)
+        .map(|i| {
+            let (c, stop) = (c.clone(), stop.clone());
+            let (method, url) = if i % 3 == 0 {
+                (reqwest::Method::POST, format!("http://{gw}/echo"))
+            } else {
+                (reqwest::Method::GET, format!("http://{gw}/slow?ms=50"))
+            };
+            tokio::spawn(async move {
+                let mut bad = Vec::new();
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match c.request(method.clone(), &url).body("x").send().await {
+                        Ok(r) if r.status().is_success() => drop(r.bytes().await),
+                        Ok(r) => bad.push(r.status().to_string()),
+                        Err(e) => bad.push(e.to_string()),
+                    }
+                }
+                bad
+            })
+        })
+        .collect();
+    let dir = h.dir.clone();
+    let text = config(&app(
+        "web",
+        r#"[{ path = "/" }]"#,
+        "instances = 2\nenv = { V = \"2\" }",
+    ));
+    let out = tokio::task::spawn_blocking(move || {
+        std::fs::write(dir.join("harbormaster.toml"), text).unwrap();
+        support::Cmd::harbormaster([
+            "-c",
+            dir.join("harbormaster.toml").to_str().unwrap(),
+            "reload",
+        ])
+        .current_dir(&dir)
+        .run()
+    })
+    .await
+    .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "reloaded: replaced: web");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in load {
+        let bad = l.await.unwrap();
+        assert!(bad.is_empty(), "failed requests across the switch: {bad:?}");
+    }
+    for _ in 0..6 {
+        let body = c
+            .get(format!("http://{gw}/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            body.starts_with("hello from web-2-") || body.starts_with("hello from web-3-"),
+            "{body}"
+        );
+    }
+}
+
+#[test]
+fn an_added_app_is_routable_once_ready_not_before() {
+    let base = app("web", r#"[{ path = "/" }]"#, "");
+    let h = Harbor::start(&config(&base));
+    h.wait_routable(1, "x", "/");
+    let added = base.clone()
+        + &format!(
+            "[apps.late]\nroutes = [{{ host = \"late.localhost\" }}]\ncommand = {}\n",
+            testapp_command(&["--startup-delay", "600ms"])
+        );
+    let out = reload(&h, &config(&added));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "reloaded: added: late");
+    // Not ready yet: 503, never a 502 or a response from another app.
+    let gw = h.gateway(0);
+    assert_eq!(
+        support::harbor::status(gw, "late.localhost", "/"),
+        Some(503)
+    );
+    h.wait_state("late#0", "ready", 0);
+    eventually(SECS(5), "the new app is routed", || {
+        support::harbor::status(gw, "late.localhost", "/") == Some(200)
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sse_stream_on_an_unchanged_app_survives_10_reloads() {
+    let base = app("events", r#"[{ host = "events.localhost" }]"#, "");
+    let h = Harbor::start(&config(&base));
+    h.wait_routable(1, "events.localhost", "/");
+    let gw = h.gateway(0);
+    let mut stream = client()
+        .get(format!("http://{gw}/sse?events=40&interval_ms=100"))
+        .header("host", "events.localhost")
+        .send()
+        .await
+        .unwrap()
+        .bytes_stream();
+    let mut events = 0;
+    for n in 0..10 {
+        // Each reload adds, changes or removes another app.
+        let other = match n % 3 {
+            0 => app(
+                "other",
+                r#"[{ path = "/o" }]"#,
+                &format!("env = {{ N = \"{n}\" }}"),
+            ),
+            1 => app(
+                "other",
+                r#"[{ path = "/o" }, { path = "/p" }]"#,
+                &format!("env = {{ N = \"{n}\" }}"),
+            ),
+            _ => String::new(),
+        };
+        let text = config(&(base.clone() + &other));
+        let dir = h.dir.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            std::fs::write(dir.join("harbormaster.toml"), text).unwrap();
+            support::Cmd::harbormaster([
+                "-c",
+                dir.join("harbormaster.toml").to_str().unwrap(),
+                "reload",
+            ])
+            .current_dir(&dir)
+            .run()
+        })
+        .await
+        .unwrap();
+        assert_eq!(out.code, 0, "reload {n}: {out:?}");
+        if let Some(chunk) = stream.next().await {
+            events += String::from_utf8_lossy(&chunk.unwrap())
+                .matches("data:")
+                .count();
+        }
+    }
+    while let Some(chunk) = stream.next().await {
+        events += String::from_utf8_lossy(&chunk.expect("the stream was cut"))
+            .matches("data:")
+            .count();
+    }
+    assert_eq!(events, 40);
+    // The unchanged app's process was never touched.
+    assert_eq!(
+        h.events()
+            .iter()
+            .filter(|e| e["instance"] == "events#0" && e["to"] == "running")
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn an_invalid_config_keeps_the_old_one_serving() {
+    let base = app("web", r#"[{ path = "/" }]"#, "");
+    let h = Harbor::start(&config(&base));
+    h.wait_routable(1, "x", "/");
+    let broken = config(&base) + "[apps.web2]\nroutes = []\ncommand = [\"x\"]\ninstances = 0\n";
+    let out = reload(&h, &broken);
+    assert_eq!(out.code, 1, "{out:?}");
+    let file = h.dir.join("harbormaster.toml");
+    assert!(
+        out.stderr.contains(&format!(
+            "{}:9:10: apps.web2.routes: app has no routes",
+            file.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "{}:11:13: apps.web2.instances: must be at least 1",
+            file.display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(support::harbor::status(h.gateway(0), "x", "/"), Some(200));
+    let failed = h.wait_for(SECS(5), |e| e["event"] == "reload_failed");
+    assert_eq!(failed["status"], "invalid");
+}
+
+#[test]
+fn sighup_reloads() {
+    let base = app("web", r#"[{ path = "/" }]"#, "");
+    let h = Harbor::start(&config(&base));
+    h.wait_routable(1, "x", "/");
+    let added = base + &app("api", r#"[{ host = "api.localhost" }]"#, "");
+    std::fs::write(h.dir.join("harbormaster.toml"), config(&added)).unwrap();
+    h.signal(nix::sys::signal::Signal::SIGHUP);
+    let applied: Value = h.wait_for(SECS(10), |e| e["event"] == "reload_applied");
+    assert!(
+        applied["plan"]
+            .as_str()
+            .unwrap()
+            .contains(r#""added":["api"]"#),
+        "{applied}"
+    );
+    h.wait_state("api#0", "ready", 0);
+}
