@@ -10,6 +10,8 @@ use serde_json::Value;
 use support::harbor::{eventually, testapp_command, Harbor};
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
+/// These tests drive reloads with the CLI or SIGHUP; the file watch would race them.
+const NO_WATCH: &[&str] = &["--no-watch"];
 
 fn app(name: &str, routes: &str, extra: &str) -> String {
     format!(
@@ -39,7 +41,7 @@ fn client() -> reqwest::Client {
 async fn a_removed_app_finishes_its_requests_then_answers_503_then_404() {
     let base = app("web", r#"[{ path = "/" }]"#, "")
         + &app("api", r#"[{ path = "/api", strip_prefix = true }]"#, "");
-    let h = Harbor::start(&config(&base));
+    let h = Harbor::start_with(&config(&base), NO_WATCH);
     let gw = h.gateway(0);
     h.wait_routable(2, "x", "/api/");
     let c = client();
@@ -97,11 +99,14 @@ async fn a_removed_app_finishes_its_requests_then_answers_503_then_404() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changing_env_switches_to_new_instances_without_a_failed_request() {
-    let h = Harbor::start(&config(&app(
-        "web",
-        r#"[{ path = "/" }]"#,
-        "instances = 2\nenv = { V = \"1\" }",
-    )));
+    let h = Harbor::start_with(
+        &config(&app(
+            "web",
+            r#"[{ path = "/" }]"#,
+            "instances = 2\nenv = { V = \"1\" }",
+        )),
+        NO_WATCH,
+    );
     let gw = h.gateway(0);
     h.wait_routable(2, "x", "/");
     let c = client();
@@ -171,7 +176,7 @@ async fn changing_env_switches_to_new_instances_without_a_failed_request() {
 #[test]
 fn an_added_app_is_routable_once_ready_not_before() {
     let base = app("web", r#"[{ path = "/" }]"#, "");
-    let h = Harbor::start(&config(&base));
+    let h = Harbor::start_with(&config(&base), NO_WATCH);
     h.wait_routable(1, "x", "/");
     let added = base.clone()
         + &format!(
@@ -196,7 +201,7 @@ fn an_added_app_is_routable_once_ready_not_before() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_sse_stream_on_an_unchanged_app_survives_10_reloads() {
     let base = app("events", r#"[{ host = "events.localhost" }]"#, "");
-    let h = Harbor::start(&config(&base));
+    let h = Harbor::start_with(&config(&base), NO_WATCH);
     h.wait_routable(1, "events.localhost", "/");
     let gw = h.gateway(0);
     let mut stream = client()
@@ -262,7 +267,7 @@ async fn an_sse_stream_on_an_unchanged_app_survives_10_reloads() {
 #[test]
 fn an_invalid_config_keeps_the_old_one_serving() {
     let base = app("web", r#"[{ path = "/" }]"#, "");
-    let h = Harbor::start(&config(&base));
+    let h = Harbor::start_with(&config(&base), NO_WATCH);
     h.wait_routable(1, "x", "/");
     let broken = config(&base) + "[apps.web2]\nroutes = []\ncommand = [\"x\"]\ninstances = 0\n";
     let out = reload(&h, &broken);
@@ -292,7 +297,7 @@ fn an_invalid_config_keeps_the_old_one_serving() {
 #[test]
 fn sighup_reloads() {
     let base = app("web", r#"[{ path = "/" }]"#, "");
-    let h = Harbor::start(&config(&base));
+    let h = Harbor::start_with(&config(&base), NO_WATCH);
     h.wait_routable(1, "x", "/");
     let added = base + &app("api", r#"[{ host = "api.localhost" }]"#, "");
     std::fs::write(h.dir.join("harbormaster.toml"), config(&added)).unwrap();
@@ -306,4 +311,34 @@ fn sighup_reloads() {
         "{applied}"
     );
     h.wait_state("api#0", "ready", 0);
+}
+
+#[test]
+fn saving_the_config_file_reloads_it() {
+    let base = app("web", r#"[{ path = "/" }]"#, "");
+    let h = Harbor::start(&config(&base));
+    h.wait_routable(1, "x", "/");
+    h.wait_for(SECS(10), |e| e["event"] == "watching_config");
+    // Save the way editors do: write a new file, rename it over the old one.
+    let added = base + &app("api", r#"[{ host = "api.localhost" }]"#, "");
+    let tmp = h.dir.join(".harbormaster.toml.swp");
+    std::fs::write(&tmp, config(&added)).unwrap();
+    std::fs::rename(&tmp, h.dir.join("harbormaster.toml")).unwrap();
+    let applied: Value = h.wait_for(SECS(10), |e| e["event"] == "reload_applied");
+    assert!(
+        applied["plan"]
+            .as_str()
+            .unwrap()
+            .contains(r#""added":["api"]"#),
+        "{applied}"
+    );
+    h.wait_state("api#0", "ready", 0);
+    assert_eq!(
+        h.events()
+            .iter()
+            .filter(|e| e["event"] == "reload_requested")
+            .count(),
+        1,
+        "debounced to one reload"
+    );
 }

@@ -17,6 +17,9 @@ pub struct RunArgs {
     /// to harbormaster and reaped (automatic when running as PID 1).
     #[arg(long)]
     pub subreaper: bool,
+    /// Do not reload when the config file changes (SIGHUP and `reload` still work).
+    #[arg(long)]
+    pub no_watch: bool,
 }
 
 /// Loads the config or prints every error the way `check` does.
@@ -79,6 +82,7 @@ async fn serve(config: Config, dir: PathBuf, args: &RunArgs) -> anyhow::Result<E
     let listeners = lifecycle::bind(&config)?;
     let options = lifecycle::Options {
         subreaper: args.subreaper,
+        watch_config: !args.no_watch,
     };
     let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<&'static str>();
     let signals = async move {

@@ -9,6 +9,7 @@ pub mod reload;
 pub mod rolling;
 pub mod routing;
 pub mod runtime_dir;
+mod watch;
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -34,6 +35,8 @@ pub use runtime_dir::RuntimeDir;
 pub struct Options {
     /// Become a child subreaper (orphans are re-parented to us and reaped).
     pub subreaper: bool,
+    /// Reload when the config file changes.
+    pub watch_config: bool,
 }
 
 /// The sockets a harbor serves, bound before anything starts.
@@ -87,6 +90,7 @@ pub async fn run(
 /// apps start when it is served.
 pub struct Launched {
     reloader: Arc<reload::Reloader>,
+    watch_config: bool,
     config: Arc<ArcSwap<Config>>,
     runtime: RuntimeDir,
     supervisor: Supervisor,
@@ -227,6 +231,7 @@ pub async fn launch(
     );
     Ok(Launched {
         reloader,
+        watch_config: options.watch_config,
         config: current,
         runtime,
         supervisor,
@@ -247,6 +252,7 @@ impl Launched {
     pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let Self {
             reloader,
+            watch_config,
             config: current,
             runtime,
             supervisor,
@@ -260,6 +266,12 @@ impl Launched {
             servers,
         } = self;
         let config = current.load_full();
+        if watch_config {
+            tokio::spawn(watch::reload_on_change(
+                reloader.clone(),
+                cancel.child_token(),
+            ));
+        }
         tokio::spawn(reload_on_sighup(reloader, cancel.child_token()));
         let requested = view.shutdown.clone();
         let shutdown = async move {

@@ -156,9 +156,8 @@ impl Reloader {
             errors: vec![why.into()],
             failed: Vec::new(),
         };
-        let Ok(_one) = self.one_at_a_time.try_lock() else {
-            return refused("another reload is under way; try again when it is done");
-        };
+        // One at a time: a second reload waits for the first to finish.
+        let _one = self.one_at_a_time.lock().await;
         if self.shutting_down.load(Ordering::Acquire) {
             return refused("harbormaster is shutting down; a reload is not possible now");
         }

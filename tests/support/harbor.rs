@@ -61,6 +61,14 @@ impl Harbor {
         h
     }
 
+    /// Starts it in a new temp dir with extra `run` arguments.
+    pub fn start_with(config: &str, extra: &[&str]) -> Self {
+        let owned = tempfile::tempdir().unwrap();
+        let mut h = Self::start_in(owned.path(), config, extra);
+        h._owned = Some(owned);
+        h
+    }
+
     /// Starts it in `dir`, which the caller keeps (so runs can share it).
     pub fn start_in(dir: &Path, config: &str, extra: &[&str]) -> Self {
         let file = dir.join("harbormaster.toml");

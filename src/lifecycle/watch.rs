@@ -1,0 +1,65 @@
+//! Reload when the config file changes: the folder is watched (editors save
+//! by writing a new file and renaming it over the old one), events for the
+//! file are debounced, then the file is reloaded like SIGHUP would.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio_util::sync::CancellationToken;
+
+use super::reload::Reloader;
+
+/// Quiet time after the last change before reloading (editors write in bursts).
+const DEBOUNCE: Duration = Duration::from_millis(300);
+
+pub async fn reload_on_change(reloader: Arc<Reloader>, cancel: CancellationToken) {
+    let file: PathBuf = reloader.current.load().source.clone();
+    let (Some(dir), Some(name)) = (
+        file.parent().map(PathBuf::from),
+        file.file_name().map(|n| n.to_os_string()),
+    ) else {
+        return;
+    };
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        if let Ok(event) = event {
+            let ours = event
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()));
+            if ours && !event.kind.is_access() {
+                let _ = tx.send(());
+            }
+        }
+    });
+    let mut watcher = match watcher {
+        Ok(w) => w,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot watch the config file; reload with SIGHUP or `harbormaster reload`");
+            return;
+        }
+    };
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config folder; reload with SIGHUP or `harbormaster reload`");
+        return;
+    }
+    tracing::info!(event = "watching_config", file = %file.display());
+    loop {
+        tokio::select! {
+            got = rx.recv() => if got.is_none() { return },
+            _ = cancel.cancelled() => return,
+        }
+        // Debounce: wait until the file has been quiet for a moment.
+        loop {
+            tokio::select! {
+                got = rx.recv() => if got.is_none() { return },
+                _ = tokio::time::sleep(DEBOUNCE) => break,
+                _ = cancel.cancelled() => return,
+            }
+        }
+        tracing::info!(event = "reload_requested", via = "config file change");
+        reloader.reload_file().await;
+    }
+}
