@@ -237,6 +237,8 @@ fn a_resetting_instance_trips_its_breaker_and_recovers_through_half_open() {
     eventually(SECS(10), "the breaker closes again", || {
         fetch(gw, "/").0 == 200
     });
+    // The log line follows the response by a moment.
+    h.wait_for(SECS(5), |e| e["event"] == "breaker" && e["to"] == "closed");
     let moves: Vec<String> = h
         .events()
         .iter()
