@@ -88,6 +88,7 @@ async fn a_removed_app_finishes_its_requests_then_answers_503_then_404() {
     // Removed: the path now falls through to `web` ("/"), which proves the route is gone.
     let body = c.get(format!("http://{gw}/api/info")).send().await.unwrap();
     assert_eq!(body.status(), 404, "{:?}", body.text().await);
+    h.wait_for(SECS(5), |e| e["event"] == "app_removed");
     let order: Vec<String> = h
         .events()
         .iter()

@@ -138,7 +138,14 @@ pub async fn launch(
     let stop_accepting = cancel.child_token();
     let shutting_down = Arc::new(AtomicBool::new(false));
     let last_reload = Arc::new(std::sync::Mutex::new(None));
+    let router = Arc::new(routing::Router::new(
+        current.clone(),
+        supervisor.clone(),
+        externals.clone(),
+        gateway.clone(),
+    ));
     let reloader = Arc::new(reload::Reloader::new(
+        router.clone(),
         current.clone(),
         supervisor.clone(),
         gateway.clone(),
@@ -151,13 +158,7 @@ pub async fn launch(
     for (name, app) in &config.apps {
         reloader.start_monitors(name, app);
     }
-    let routing = tokio::spawn(routing::keep_updated(
-        current.clone(),
-        supervisor.clone(),
-        externals.clone(),
-        gateway.clone(),
-        cancel.child_token(),
-    ));
+    let routing = tokio::spawn(routing::keep_updated(router.clone(), cancel.child_token()));
     let view = Arc::new(admin::View {
         config: current.clone(),
         supervisor: supervisor.clone(),
@@ -178,22 +179,8 @@ pub async fn launch(
             })
         },
         restart: {
-            let (config, supervisor, gateway, externals) = (
-                config.clone(),
-                supervisor.clone(),
-                gateway.clone(),
-                externals.clone(),
-            );
-            Arc::new(move |app| {
-                let fut = rolling::restart(
-                    config.clone(),
-                    app,
-                    supervisor.clone(),
-                    gateway.clone(),
-                    externals.clone(),
-                );
-                Box::pin(fut)
-            })
+            let router = router.clone();
+            Arc::new(move |app| Box::pin(rolling::restart(router.clone(), app)))
         },
     });
     let admin_addr = listeners.admin.local_addr()?;

@@ -32,6 +32,7 @@ use crate::supervisor::Supervisor;
 const READY_TIMEOUT: Duration = Duration::from_secs(120);
 
 pub struct Reloader {
+    pub router: Arc<routing::Router>,
     pub current: Arc<ArcSwap<Config>>,
     pub supervisor: Supervisor,
     pub gateway: Arc<Gateway>,
@@ -50,6 +51,7 @@ pub struct Reloader {
 impl Reloader {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        router: Arc<routing::Router>,
         current: Arc<ArcSwap<Config>>,
         supervisor: Supervisor,
         gateway: Arc<Gateway>,
@@ -60,6 +62,7 @@ impl Reloader {
         last: Arc<Mutex<Option<ReloadReport>>>,
     ) -> Self {
         Self {
+            router,
             current,
             supervisor,
             gateway,

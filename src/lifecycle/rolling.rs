@@ -8,20 +8,13 @@ use std::sync::Arc;
 
 use tokio::time::Instant;
 
-use super::routing;
-use crate::config::{AppKind, AppName, Config};
-use crate::gateway::Gateway;
-use crate::health::upstreams::ExternalHealth;
+use super::routing::Router;
+use crate::config::{AppKind, AppName};
 use crate::supervisor::state::State;
-use crate::supervisor::Supervisor;
 
-pub async fn restart(
-    config: Arc<Config>,
-    app: AppName,
-    supervisor: Supervisor,
-    gateway: Arc<Gateway>,
-    externals: Arc<ExternalHealth>,
-) -> Result<(), String> {
+pub async fn restart(router: Arc<Router>, app: AppName) -> Result<(), String> {
+    let config = router.current.load_full();
+    let (supervisor, gateway) = (&router.supervisor, &router.gateway);
     let Some(app_cfg) = config.apps.get(&app) else {
         return Err(format!("unknown app `{app}`"));
     };
@@ -53,14 +46,14 @@ pub async fn restart(
             }
         }
         // The replacement is routable before the old instance leaves.
-        gateway.update(routing::table(&config, &supervisor, &externals, &gateway));
+        router.rebuild();
         let label = format!("{app}#{old}");
         let deadline = Instant::now() + config.gateway.drain_timeout;
         if !gateway.retire(&label, deadline).await {
             tracing::warn!(event = "app_drain_timeout", app = %app, instance = %label, cut = gateway.upstream_in_flight(&label));
         }
         supervisor.stop_instance(&app, old).await;
-        gateway.update(routing::table(&config, &supervisor, &externals, &gateway));
+        router.rebuild();
         gateway.forget_upstream(&label);
         tracing::info!(event = "instance_replaced", app = %app, old = %label, new = %format!("{app}#{new}"));
     }

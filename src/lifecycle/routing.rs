@@ -57,19 +57,55 @@ pub fn table(
     RouteTable::build(config, &upstreams, &shared)
 }
 
+/// The one place route tables are built and published. Loading the config,
+/// building and storing happen under one lock, so a rebuild that starts
+/// later always publishes later: a stale table cannot overwrite a newer one.
+pub struct Router {
+    pub current: Arc<arc_swap::ArcSwap<Config>>,
+    pub supervisor: Supervisor,
+    pub externals: Arc<ExternalHealth>,
+    pub gateway: Arc<Gateway>,
+    lock: std::sync::Mutex<()>,
+}
+
+impl Router {
+    pub fn new(
+        current: Arc<arc_swap::ArcSwap<Config>>,
+        supervisor: Supervisor,
+        externals: Arc<ExternalHealth>,
+        gateway: Arc<Gateway>,
+    ) -> Self {
+        Self {
+            current,
+            supervisor,
+            externals,
+            gateway,
+            lock: std::sync::Mutex::new(()),
+        }
+    }
+
+    pub fn rebuild(&self) {
+        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
+        let config = self.current.load();
+        self.gateway.update(table(
+            &config,
+            &self.supervisor,
+            &self.externals,
+            &self.gateway,
+        ));
+    }
+}
+
 /// Publishes the current table now, then returns a task body that rebuilds
 /// it on every instance or upstream readiness change until `cancel`.
 /// Subscribing before the first build means no change falls between the two.
 pub fn keep_updated(
-    config: Arc<arc_swap::ArcSwap<Config>>,
-    supervisor: Supervisor,
-    externals: Arc<ExternalHealth>,
-    gateway: Arc<Gateway>,
+    router: Arc<Router>,
     cancel: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
-    let mut changes = supervisor.subscribe();
-    let mut upstream_changes = externals.changes();
-    gateway.update(table(&config.load(), &supervisor, &externals, &gateway));
+    let mut changes = router.supervisor.subscribe();
+    let mut upstream_changes = router.externals.changes();
+    router.rebuild();
     async move {
         loop {
             tokio::select! {
@@ -80,7 +116,7 @@ pub fn keep_updated(
                 changed = upstream_changes.changed() => if changed.is_err() { return },
                 _ = cancel.cancelled() => return,
             }
-            gateway.update(table(&config.load(), &supervisor, &externals, &gateway));
+            router.rebuild();
         }
     }
 }

@@ -157,11 +157,17 @@ impl Harbor {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
     }
 
-    /// Waits for the process to exit; returns its exit code.
+    /// Waits for the process to exit and its log to be read to the end;
+    /// returns its exit code.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
         let deadline = std::time::Instant::now() + timeout;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
+                let mut log = self.log.0.lock().unwrap();
+                while !log.closed && std::time::Instant::now() < deadline {
+                    let left = deadline - std::time::Instant::now();
+                    log = self.log.1.wait_timeout(log, left).unwrap().0;
+                }
                 return status.code();
             }
             assert!(
