@@ -39,7 +39,7 @@ fn client() -> reqwest::Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_removed_app_finishes_its_requests_then_answers_503_then_404() {
-    let base = app("web", r#"[{ path = "/" }]"#, "")
+    let base = app("web", r#"[{ host = "web.localhost" }]"#, "")
         + &app("api", r#"[{ path = "/api", strip_prefix = true }]"#, "");
     let h = Harbor::start_with(&config(&base), NO_WATCH);
     let gw = h.gateway(0);
@@ -53,7 +53,7 @@ async fn a_removed_app_finishes_its_requests_then_answers_503_then_404() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dir = h.dir.clone();
-    let text = config(&app("web", r#"[{ path = "/" }]"#, ""));
+    let text = config(&app("web", r#"[{ host = "web.localhost" }]"#, ""));
     let handle = tokio::task::spawn_blocking(move || {
         std::fs::write(dir.join("harbormaster.toml"), text).unwrap();
         support::Cmd::harbormaster([
@@ -85,9 +85,13 @@ async fn a_removed_app_finishes_its_requests_then_answers_503_then_404() {
     let out = handle.await.unwrap();
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.trim(), "reloaded: removed: api");
-    // Removed: the path now falls through to `web` ("/"), which proves the route is gone.
+    // Removed: nothing routes /api any more.
     let body = c.get(format!("http://{gw}/api/info")).send().await.unwrap();
-    assert_eq!(body.status(), 404, "{:?}", body.text().await);
+    assert_eq!(body.status(), 404);
+    assert_eq!(
+        body.text().await.unwrap(),
+        r#"{"error":"no route","host":"127.0.0.1","path":"/api/info"}"#
+    );
     h.wait_for(SECS(5), |e| e["event"] == "app_removed");
     let order: Vec<String> = h
         .events()
@@ -341,5 +345,91 @@ fn saving_the_config_file_reloads_it() {
             .count(),
         1,
         "debounced to one reload"
+    );
+}
+
+#[test]
+fn listeners_are_added_and_removed_and_unchanged_ones_keep_their_socket() {
+    let base = app("web", r#"[{ path = "/" }]"#, "");
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    };
+    let (first, extra) = (free(), free());
+    let one = format!("[gateway]\nlisten = [\"{first}\"]\ndrain_timeout = \"10s\"\n{base}");
+    let h = Harbor::start_with(&one, NO_WATCH);
+    h.wait_routable(1, "x", "/");
+    assert_eq!(h.gateway(0), first);
+    // A kept-alive connection on the first listener must survive both reloads.
+    let mut kept = std::net::TcpStream::connect(first).unwrap();
+    let ask = |s: &mut std::net::TcpStream| {
+        use std::io::{Read, Write};
+        s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+        let mut buf = [0u8; 512];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(ask(&mut kept).starts_with("HTTP/1.1 200"));
+    let two =
+        format!("[gateway]\nlisten = [\"{first}\", \"{extra}\"]\ndrain_timeout = \"10s\"\n{base}");
+    let out = reload(&h, &two);
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(
+        out.stdout.trim(),
+        format!("reloaded: listeners added: {extra}")
+    );
+    assert_eq!(support::harbor::status(extra, "x", "/"), Some(200));
+    assert!(ask(&mut kept).starts_with("HTTP/1.1 200"));
+    let out = reload(&h, &one);
+    assert_eq!(out.code, 0, "{out:?}");
+    eventually(SECS(5), "the removed listener is closed", || {
+        std::net::TcpStream::connect(extra).is_err()
+    });
+    assert!(
+        ask(&mut kept).starts_with("HTTP/1.1 200"),
+        "the unchanged listener's connection was cut"
+    );
+}
+
+#[test]
+fn a_probe_change_applies_in_place_without_restarting_the_process() {
+    let base = app("web", r#"[{ path = "/" }]"#, "");
+    let h = Harbor::start_with(&config(&base), NO_WATCH);
+    h.wait_routable(1, "x", "/");
+    let port = support::harbor::port_of(&h.wait_spawned("web#0", 0));
+    // The app reports not ready, but the default TCP readiness cannot see that.
+    {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.write_all(b"POST /control/ready?ok=false HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+        s.read_to_end(&mut Vec::new()).unwrap();
+    }
+    assert_eq!(support::harbor::status(h.gateway(0), "x", "/"), Some(200));
+    let with_probe = base + "\n[apps.web.readiness]\nhttp = \"/ready\"\ninterval = \"100ms\"\nfailure_threshold = 2\n";
+    let out = reload(&h, &config(&with_probe));
+    assert_eq!(out.code, 0, "{out:?}");
+    assert_eq!(out.stdout.trim(), "reloaded: changed in place: web");
+    // The new probe takes the instance out of rotation; the process is the same.
+    let unready = h.wait_state("web#0", "running", 1);
+    assert!(
+        unready["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("readiness failed: status 503"),
+        "{unready}"
+    );
+    eventually(SECS(5), "out of rotation", || {
+        support::harbor::status(h.gateway(0), "x", "/") == Some(503)
+    });
+    assert_eq!(
+        h.events()
+            .iter()
+            .filter(|e| e["instance"] == "web#0"
+                && e["to"] == "running"
+                && e["reason"].as_str().is_some_and(|r| r.starts_with("pid ")))
+            .count(),
+        1
     );
 }

@@ -177,6 +177,17 @@ fn table(info: &RuntimeInfo, h: &Health) -> String {
             ]);
         }
     }
+    if let Some(r) = &h.last_reload {
+        out.push_str(&format!(
+            "last reload {}: {}\n",
+            r.at,
+            if r.ok {
+                "ok".to_string()
+            } else {
+                format!("failed — {}", r.message.lines().next().unwrap_or(""))
+            }
+        ));
+    }
     let widths: Vec<usize> = (0..header.len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();

@@ -2,15 +2,15 @@
 //!
 //! Pure, so the decision "what must change, and how" is tested on its own.
 //! An app whose processes are unaffected (routes, balance, required,
-//! dependencies, circuit breaker) changes in place; any other change (command,
-//! env, instances, port, probes, restart or stop settings) replaces its
+//! dependencies, circuit breaker, probes) changes in place; any other change
+//! (command, env, instances, port, restart or stop settings) replaces its
 //! instances blue-green.
 
 use std::net::SocketAddr;
 
 use serde::Serialize;
 
-use super::model::{AppConfig, AppName, Config};
+use super::model::{AppConfig, AppKind, AppName, Config};
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
@@ -44,9 +44,19 @@ impl Serialize for AppName {
     }
 }
 
-/// Whether two versions of an app differ only in what routing uses.
-fn routing_only(old: &AppConfig, new: &AppConfig) -> bool {
-    old.kind == new.kind && old.readiness == new.readiness
+/// Whether two versions of an app run the same processes (they may differ in
+/// routes, balance, breaker, dependencies and probes, which apply in place).
+fn same_processes(old: &AppConfig, new: &AppConfig) -> bool {
+    let without_probes = |app: &AppConfig| match &app.kind {
+        AppKind::Managed(m) => {
+            let mut m = (**m).clone();
+            m.startup = None;
+            m.liveness = None;
+            AppKind::Managed(Box::new(m))
+        }
+        other => other.clone(),
+    };
+    without_probes(old) == without_probes(new)
 }
 
 pub fn plan(old: &Config, new: &Config) -> Plan {
@@ -55,7 +65,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         match old.apps.get(name) {
             None => plan.added.push(name.clone()),
             Some(prev) if prev == app => plan.unchanged.push(name.clone()),
-            Some(prev) if routing_only(prev, app) => plan.in_place.push(name.clone()),
+            Some(prev) if same_processes(prev, app) => plan.in_place.push(name.clone()),
             Some(_) => plan.replaced.push(name.clone()),
         }
     }
@@ -147,19 +157,33 @@ upstreams = ["127.0.0.1:9"]
         assert!(p.unchanged.is_empty());
     }
 
+    fn with(change: &str) -> Plan {
+        let new = BASE.replace(
+            "command = [\"web\"]",
+            &format!("command = [\"web\"]\n{change}"),
+        );
+        plan(&config(BASE), &config(&new))
+    }
+
     #[test]
-    fn env_instances_and_probes_replace_instances() {
+    fn env_instances_and_stop_settings_replace_instances() {
         for change in [
             "env = { A = \"1\" }",
             "instances = 2",
-            "[apps.web.readiness]\nhttp = \"/\"",
+            "[apps.web.stop]\ntimeout = \"1s\"",
         ] {
-            let new = BASE.replace(
-                "command = [\"web\"]",
-                &format!("command = [\"web\"]\n{change}"),
-            );
-            let p = plan(&config(BASE), &config(&new));
-            assert_eq!(names(&p.replaced), ["web"], "{change}");
+            assert_eq!(names(&with(change).replaced), ["web"], "{change}");
+        }
+    }
+
+    #[test]
+    fn probe_changes_apply_in_place() {
+        for change in [
+            "[apps.web.readiness]\nhttp = \"/\"",
+            "[apps.web.liveness]\ntcp = true",
+            "[apps.web.startup]\ntcp = true",
+        ] {
+            assert_eq!(names(&with(change).in_place), ["web"], "{change}");
         }
     }
 

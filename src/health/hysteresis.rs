@@ -31,6 +31,14 @@ impl Hysteresis {
         }
     }
 
+    /// Starts from a passing verdict (probes replaced on a ready instance).
+    pub fn passing(success_threshold: u32, failure_threshold: u32) -> Self {
+        Self {
+            verdict: Verdict::Passing,
+            ..Self::new(success_threshold, failure_threshold)
+        }
+    }
+
     pub fn verdict(&self) -> Verdict {
         self.verdict
     }

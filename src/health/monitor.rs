@@ -31,11 +31,15 @@ pub enum HealthEvent {
     Probed(ProbeOutcome),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Probes {
     pub startup: Option<Probe>,
     pub readiness: Probe,
     pub liveness: Option<Probe>,
+    /// The instance is already started and ready (probes changed by a
+    /// reload): skip the startup probe and keep it ready until readiness
+    /// fails its threshold.
+    pub assume_ready: bool,
 }
 
 /// Readiness when none is configured: a TCP connect with the readiness defaults.
@@ -64,7 +68,7 @@ where
     C: Fn(Probe) -> F,
     F: Future<Output = ProbeOutcome>,
 {
-    if let Some(startup) = &probes.startup {
+    if let Some(startup) = probes.startup.as_ref().filter(|_| !probes.assume_ready) {
         let mut h = Hysteresis::new(
             startup.success_threshold.get(),
             startup.failure_threshold.get(),
@@ -89,8 +93,13 @@ where
 
     let readiness = async {
         let p = &probes.readiness;
-        let mut h = Hysteresis::new(p.success_threshold.get(), p.failure_threshold.get());
-        let mut ever_ready = false;
+        let (s, f) = (p.success_threshold.get(), p.failure_threshold.get());
+        let mut h = if probes.assume_ready {
+            Hysteresis::passing(s, f)
+        } else {
+            Hysteresis::new(s, f)
+        };
+        let mut ever_ready = probes.assume_ready;
         let mut wait = FIRST_WAIT.min(p.interval);
         loop {
             let outcome = check(p.clone()).await;
@@ -241,6 +250,7 @@ mod tests {
             startup: Some(probe(http("/startup"), 100, 1, 10)),
             readiness: probe(http("/ready"), 1000, 1, 3),
             liveness: Some(probe(http("/live"), 1000, 1, 3)),
+            assume_ready: false,
         };
         let events = collect(probes, check, 2).await;
         assert_eq!(events, ["Started", "Ready"]);
@@ -255,6 +265,7 @@ mod tests {
             startup: Some(probe(http("/startup"), 100, 1, 3)),
             readiness: probe(http("/ready"), 1000, 1, 3),
             liveness: None,
+            assume_ready: false,
         };
         let (tx, mut rx) = mpsc::channel(8);
         watch(probes, check, tx).await;
@@ -274,6 +285,7 @@ mod tests {
             startup: None,
             readiness: probe(http("/ready"), 1000, 2, 3),
             liveness: None,
+            assume_ready: false,
         };
         let events = collect(probes, check, 2).await;
         assert_eq!(events, ["Ready", "Unready"]);
@@ -286,6 +298,7 @@ mod tests {
             startup: None,
             readiness: probe(http("/ready"), 1000, 1, 3),
             liveness: Some(probe(http("/live"), 1000, 1, 3)),
+            assume_ready: false,
         };
         let start = tokio::time::Instant::now();
         let events = collect(probes, check, 2).await;

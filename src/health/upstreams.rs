@@ -94,10 +94,12 @@ impl ExternalHealth {
 
     async fn follow(&self, label: String, addr: SocketAddr, readiness: Probe) {
         let (tx, mut rx) = mpsc::channel(16);
+        let assume_ready = self.get(&label).ready;
         let probes = Probes {
             startup: None,
             readiness,
             liveness: None,
+            assume_ready,
         };
         let check = move |p: Probe| async move { probe::check(&p.kind, addr, p.timeout).await };
         let watcher = monitor::watch(probes, check, tx);

@@ -228,6 +228,17 @@ impl Reloader {
                 self.route();
             }
         }
+        // Probe settings changed in place: running instances switch probes.
+        for name in &plan.in_place {
+            let (before, after) = (&old.apps[name], &new.apps[name]);
+            match &after.kind {
+                AppKind::Managed(_) => self.supervisor.update_probes(after),
+                AppKind::External { .. } if before.readiness != after.readiness => {
+                    self.start_monitors(name, after)
+                }
+                AppKind::External { .. } => {}
+            }
+        }
         // Removed apps: wait for their in-flight work, then stop them.
         let deadline = Instant::now() + new.gateway.drain_timeout;
         for name in &plan.removed {

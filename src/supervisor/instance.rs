@@ -78,7 +78,8 @@ pub(crate) struct Instance {
     pub index: u32,
     pub label: String,
     pub managed: Arc<ManagedApp>,
-    pub probes: Probes,
+    /// Current probe settings (a reload may change them in place).
+    pub probes: watch::Receiver<Probes>,
     pub pids_dir: PathBuf,
     pub status: watch::Sender<InstanceStatus>,
     pub events: broadcast::Sender<StateChange>,
@@ -321,12 +322,28 @@ impl Instance {
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, p.port));
         let check =
             move |probe: Probe| async move { probe::check(&probe.kind, addr, probe.timeout).await };
-        let _monitor =
-            AbortOnDropHandle::new(tokio::spawn(monitor::watch(self.probes.clone(), check, tx)));
+        let mut probes_rx = self.probes.clone();
+        let mut probes = probes_rx.borrow_and_update().clone();
+        let mut _monitor = AbortOnDropHandle::new(tokio::spawn(monitor::watch(
+            probes.clone(),
+            check,
+            tx.clone(),
+        )));
         let mut monitoring = true;
         let mut ready = false;
         loop {
             tokio::select! {
+                changed = probes_rx.changed() => {
+                    if changed.is_err() {
+                        continue;
+                    }
+                    probes = probes_rx.borrow_and_update().clone();
+                    let mut next = probes.clone();
+                    next.assume_ready = ready;
+                    _monitor = AbortOnDropHandle::new(tokio::spawn(monitor::watch(next, check, tx.clone())));
+                    monitoring = true;
+                    tracing::info!(event = "probes_updated", app = %self.app, instance = %self.label);
+                }
                 status = p.child.wait() => {
                     let exit = status.map(Exit::from_status).unwrap_or(Exit::Code(-1));
                     return Supervised::Ended { end: End::Exited(exit), uptime: p.started.elapsed(), why: exit.to_string() };
@@ -337,16 +354,17 @@ impl Instance {
                     Some(HealthEvent::Started(outcome)) => {
                         tracing::info!(event = "startup_passed", app = %self.app, instance = %self.label, probe = %outcome);
                     }
-                    Some(HealthEvent::Ready(outcome)) => {
+                    Some(HealthEvent::Ready(outcome)) if !ready => {
                         ready = true;
                         self.apply(Event::BecameReady, format!("readiness passed: {outcome}"));
                     }
+                    Some(HealthEvent::Ready(_)) => {}
                     Some(HealthEvent::Unready(outcome)) => {
                         ready = false;
                         self.apply(Event::BecameUnready, format!("readiness failed: {outcome}"));
                     }
                     Some(HealthEvent::StartupFailed(outcome) | HealthEvent::LivenessFailed(outcome)) => {
-                        let what = if ready || self.probes.startup.is_none() { "liveness failed" } else { "startup probe failed" };
+                        let what = if ready || probes.startup.is_none() { "liveness failed" } else { "startup probe failed" };
                         let why = format!("{what} (last probe: {outcome})");
                         tracing::warn!(app = %self.app, instance = %self.label, reason = %why, "stopping unhealthy instance");
                         if ready {

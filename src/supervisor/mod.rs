@@ -37,6 +37,7 @@ use crate::config::{AppConfig, AppKind, AppName, Config, DependsOn};
 pub struct InstanceHandle {
     pub status: watch::Receiver<InstanceStatus>,
     pub output: Arc<LogRing>,
+    probes: watch::Sender<crate::health::monitor::Probes>,
     stop: CancellationToken,
     task: JoinHandle<()>,
 }
@@ -47,6 +48,23 @@ struct Inner {
     children: Arc<DirectChildren>,
     run_id: String,
     apps: Mutex<BTreeMap<AppName, Vec<InstanceHandle>>>,
+}
+
+/// The probes an app's instances run.
+fn probes_of(app: &AppConfig) -> crate::health::monitor::Probes {
+    let (startup, liveness) = match &app.kind {
+        AppKind::Managed(m) => (m.startup.clone(), m.liveness.clone()),
+        AppKind::External { .. } => (None, None),
+    };
+    crate::health::monitor::Probes {
+        startup,
+        readiness: app
+            .readiness
+            .clone()
+            .unwrap_or_else(crate::health::monitor::default_readiness),
+        liveness,
+        assume_ready: false,
+    }
 }
 
 /// Cheap to clone; all clones share the same processes.
@@ -165,14 +183,7 @@ impl Supervisor {
             unreachable!("only managed apps have instances")
         };
         let managed = Arc::new((**managed).clone());
-        let probes = crate::health::monitor::Probes {
-            startup: managed.startup.clone(),
-            readiness: app
-                .readiness
-                .clone()
-                .unwrap_or_else(crate::health::monitor::default_readiness),
-            liveness: managed.liveness.clone(),
-        };
+        let (probes_tx, probes) = watch::channel(probes_of(app));
         let log = Arc::new(AppLog::new(
             &self.0.runtime_dir.join("logs"),
             app.name.as_str(),
@@ -199,8 +210,19 @@ impl Supervisor {
         InstanceHandle {
             status: rx,
             output: ring,
+            probes: probes_tx,
             stop,
             task,
+        }
+    }
+
+    /// Gives running instances of `app` new probe settings (a reload that
+    /// changed only probes): no process restarts, readiness carries over.
+    pub fn update_probes(&self, app: &AppConfig) {
+        if let Some(list) = self.apps().get(&app.name) {
+            for h in list {
+                h.probes.send_replace(probes_of(app));
+            }
         }
     }
 
