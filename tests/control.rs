@@ -229,18 +229,8 @@ async fn stop_under_load_completes_every_accepted_request() {
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await; // let the load build up
 
-    let dir = p.dir.path().to_path_buf();
-    let stop = tokio::task::spawn_blocking(move || {
-        let start = tokio::time::Instant::now();
-        let out = Cmd::harbormaster([
-            "-c",
-            dir.join("harbormaster.toml").to_str().unwrap(),
-            "stop",
-        ])
-        .current_dir(&dir)
-        .run();
-        (out, start.elapsed())
-    });
+    let stopping = tokio::time::Instant::now();
+    let stop = support::verb_in(p.dir.path(), &["stop"]);
     for r in slow {
         let body = r.await.unwrap().expect("a slow request was cut");
         assert!(body.starts_with("slept 2000 ms in web-0-"), "{body}");
@@ -262,7 +252,8 @@ async fn stop_under_load_completes_every_accepted_request() {
         .map(|r| r.unwrap())
         .sum();
     assert!(served > 0);
-    let (out, took) = stop.await.unwrap();
+    let out = stop.await.unwrap();
+    let took = stopping.elapsed();
     assert_eq!(out.code, 0, "{out:?}");
     assert!(took < SECS(10), "stop took {took:?}");
     assert!(gone(pid));
@@ -299,19 +290,9 @@ async fn drain_refuses_new_requests_while_in_flight_and_other_streams_go_on() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await; // the slow request is in flight
 
-    let dir = p.dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        Cmd::harbormaster([
-            "-c",
-            dir.join("harbormaster.toml").to_str().unwrap(),
-            "drain",
-            "web",
-        ])
-        .current_dir(&dir)
-        .run()
-    })
-    .await
-    .unwrap();
+    let out = support::verb_in(p.dir.path(), &["drain", "web"])
+        .await
+        .unwrap();
     assert_eq!(out.code, 0, "{out:?}");
     let res = client.get(format!("http://{gw}/")).send().await.unwrap();
     assert_eq!(res.status(), 503);
@@ -388,19 +369,9 @@ async fn a_rolling_restart_under_load_fails_no_request() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let dir = p.dir.path().to_path_buf();
-    let out = tokio::task::spawn_blocking(move || {
-        Cmd::harbormaster([
-            "-c",
-            dir.join("harbormaster.toml").to_str().unwrap(),
-            "restart",
-            "web",
-        ])
-        .current_dir(&dir)
-        .run()
-    })
-    .await
-    .unwrap();
+    let out = support::verb_in(p.dir.path(), &["restart", "web"])
+        .await
+        .unwrap();
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.trim(), "web: restarted (web#2, web#3)");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -455,16 +426,7 @@ async fn stop_closes_websockets_with_1001_after_stream_grace() {
         "hi"
     );
 
-    let dir = p.dir.path().to_path_buf();
-    let stop = tokio::task::spawn_blocking(move || {
-        Cmd::harbormaster([
-            "-c",
-            dir.join("harbormaster.toml").to_str().unwrap(),
-            "stop",
-        ])
-        .current_dir(&dir)
-        .run()
-    });
+    let stop = support::verb_in(p.dir.path(), &["stop"]);
     // The socket keeps working during the grace period, then is closed with 1001.
     let close = loop {
         match ws.next().await {

@@ -54,16 +54,7 @@ async fn a_removed_app_finishes_its_requests_then_answers_503_then_404() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let dir = h.dir.clone();
     let text = config(&app("web", r#"[{ host = "web.localhost" }]"#, ""));
-    let handle = tokio::task::spawn_blocking(move || {
-        std::fs::write(dir.join("harbormaster.toml"), text).unwrap();
-        support::Cmd::harbormaster([
-            "-c",
-            dir.join("harbormaster.toml").to_str().unwrap(),
-            "reload",
-        ])
-        .current_dir(&dir)
-        .run()
-    });
+    let handle = support::reload_in(&dir, text);
     // While it drains: 503 + Retry-After for new requests to the app.
     eventually(SECS(5), "the app drains", || {
         h.events().iter().any(|e| e["event"] == "app_drain_start")
@@ -143,18 +134,7 @@ async fn changing_env_switches_to_new_instances_without_a_failed_request() {
         r#"[{ path = "/" }]"#,
         "instances = 2\nenv = { V = \"2\" }",
     ));
-    let out = tokio::task::spawn_blocking(move || {
-        std::fs::write(dir.join("harbormaster.toml"), text).unwrap();
-        support::Cmd::harbormaster([
-            "-c",
-            dir.join("harbormaster.toml").to_str().unwrap(),
-            "reload",
-        ])
-        .current_dir(&dir)
-        .run()
-    })
-    .await
-    .unwrap();
+    let out = support::reload_in(&dir, text).await.unwrap();
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.trim(), "reloaded: replaced: web");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
@@ -234,18 +214,7 @@ async fn an_sse_stream_on_an_unchanged_app_survives_10_reloads() {
         };
         let text = config(&(base.clone() + &other));
         let dir = h.dir.clone();
-        let out = tokio::task::spawn_blocking(move || {
-            std::fs::write(dir.join("harbormaster.toml"), text).unwrap();
-            support::Cmd::harbormaster([
-                "-c",
-                dir.join("harbormaster.toml").to_str().unwrap(),
-                "reload",
-            ])
-            .current_dir(&dir)
-            .run()
-        })
-        .await
-        .unwrap();
+        let out = support::reload_in(&dir, text).await.unwrap();
         assert_eq!(out.code, 0, "reload {n}: {out:?}");
         if let Some(chunk) = stream.next().await {
             events += String::from_utf8_lossy(&chunk.unwrap())

@@ -14,6 +14,21 @@ use crate::supervisor::process_group;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The running harbormaster, or the exit code that says why there is none.
+async fn running(dir: &std::path::Path) -> Result<RuntimeInfo, ExitCode> {
+    match client::find(dir).await {
+        Found::Running(info) => Ok(info),
+        Found::Nothing => Err(not_running(dir)),
+        Found::Stale { why, .. } => {
+            eprintln!(
+                "stale: harbormaster is not running ({why}); runtime dir {}",
+                dir.display()
+            );
+            Err(ExitCode::from(NOT_RUNNING))
+        }
+    }
+}
+
 fn not_running(dir: &std::path::Path) -> ExitCode {
     eprintln!("no running harbormaster (runtime dir {})", dir.display());
     ExitCode::from(NOT_RUNNING)
@@ -91,16 +106,9 @@ fn signal_term(info: &RuntimeInfo) {
 pub fn status(cli: &Cli, json: bool) -> ExitCode {
     let dir = client::runtime_dir(cli);
     client::block_on(async {
-        let info = match client::find(&dir).await {
-            Found::Nothing => return not_running(&dir),
-            Found::Stale { why, .. } => {
-                eprintln!(
-                    "stale: harbormaster is not running ({why}); runtime dir {}",
-                    dir.display()
-                );
-                return ExitCode::from(NOT_RUNNING);
-            }
-            Found::Running(info) => info,
+        let info = match running(&dir).await {
+            Ok(info) => info,
+            Err(code) => return code,
         };
         let body =
             match client::request(&info.admin, "GET", "/v1/status", None, ADMIN_TIMEOUT).await {
@@ -207,13 +215,9 @@ fn table(info: &RuntimeInfo, h: &Health) -> String {
 pub fn app_switch(cli: &Cli, app: &str, action: &str) -> ExitCode {
     let dir = client::runtime_dir(cli);
     client::block_on(async {
-        let info = match client::find(&dir).await {
-            Found::Running(info) => info,
-            Found::Nothing => return not_running(&dir),
-            Found::Stale { why, .. } => {
-                eprintln!("stale: harbormaster is not running ({why})");
-                return ExitCode::from(NOT_RUNNING);
-            }
+        let info = match running(&dir).await {
+            Ok(info) => info,
+            Err(code) => return code,
         };
         let token = match client::token(&dir) {
             Ok(t) => t,
@@ -251,13 +255,9 @@ pub fn app_switch(cli: &Cli, app: &str, action: &str) -> ExitCode {
 pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
     let dir = client::runtime_dir(cli);
     client::block_on(async {
-        let info = match client::find(&dir).await {
-            Found::Running(info) => info,
-            Found::Nothing => return not_running(&dir),
-            Found::Stale { why, .. } => {
-                eprintln!("stale: harbormaster is not running ({why})");
-                return ExitCode::from(NOT_RUNNING);
-            }
+        let info = match running(&dir).await {
+            Ok(info) => info,
+            Err(code) => return code,
         };
         let token = client::token(&dir).unwrap_or_default();
         let path = format!("/v1/apps/{app}/restart");
@@ -321,13 +321,9 @@ pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
 pub fn reload(cli: &Cli) -> ExitCode {
     let dir = client::runtime_dir(cli);
     client::block_on(async {
-        let info = match client::find(&dir).await {
-            Found::Running(info) => info,
-            Found::Nothing => return not_running(&dir),
-            Found::Stale { why, .. } => {
-                eprintln!("stale: harbormaster is not running ({why})");
-                return ExitCode::from(NOT_RUNNING);
-            }
+        let info = match running(&dir).await {
+            Ok(info) => info,
+            Err(code) => return code,
         };
         let token = client::token(&dir).unwrap_or_default();
         let answer = client::request(

@@ -47,3 +47,22 @@ impl Cmd {
         }
     }
 }
+
+/// Runs `harbormaster -c DIR/harbormaster.toml ARGS…` off the async runtime
+/// (for tokio tests that keep traffic flowing meanwhile).
+pub fn verb_in(dir: &Path, args: &[&str]) -> tokio::task::JoinHandle<Output> {
+    let dir = dir.to_path_buf();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || {
+        let config = dir.join("harbormaster.toml");
+        let mut all = vec!["-c".to_string(), config.to_string_lossy().into_owned()];
+        all.extend(args);
+        Cmd::harbormaster(all).current_dir(&dir).run()
+    })
+}
+
+/// Writes `text` as DIR/harbormaster.toml, then runs `harbormaster reload` (see [`verb_in`]).
+pub fn reload_in(dir: &Path, text: String) -> tokio::task::JoinHandle<Output> {
+    std::fs::write(dir.join("harbormaster.toml"), text).unwrap();
+    verb_in(dir, &["reload"])
+}
