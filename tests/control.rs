@@ -342,32 +342,17 @@ async fn a_rolling_restart_under_load_fails_no_request() {
     assert_eq!(p.verb(&["start"]).code, 0);
     let gw = p.gateway();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load: Vec<_> = (0..20)
-        .map(|i| {
-            let (c, stop) = (client.clone(), stop.clone());
-            // Every fourth client sends 200 ms requests, so some are in flight on retiring instances.
-            let url = if i % 4 == 0 {
-                format!("http://{gw}/slow?ms=200")
-            } else {
-                format!("http://{gw}/")
-            };
-            tokio::spawn(async move {
-                let (mut ok, mut bad) = (0u32, Vec::new());
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match c.get(&url).send().await {
-                        Ok(res) if res.status().is_success() => {
-                            res.bytes().await.unwrap();
-                            ok += 1;
-                        }
-                        Ok(res) => bad.push(res.status().to_string()),
-                        Err(e) => bad.push(e.to_string()),
-                    }
-                }
-                (ok, bad)
+    // A mix: 200 ms requests (in flight on retiring instances), POSTs (never
+    // retried by the gateway) and plain GETs.
+    let load = support::load::Load::start(
+        (0..20)
+            .map(|i| match i % 4 {
+                0 => (reqwest::Method::GET, format!("http://{gw}/slow?ms=200")),
+                1 => (reqwest::Method::POST, format!("http://{gw}/echo")),
+                _ => (reqwest::Method::GET, format!("http://{gw}/")),
             })
-        })
-        .collect();
+            .collect(),
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     let out = support::verb_in(p.dir.path(), &["restart", "web"])
         .await
@@ -375,16 +360,11 @@ async fn a_rolling_restart_under_load_fails_no_request() {
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.trim(), "web: restarted (web#2, web#3)");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let mut served = 0;
-    for r in load {
-        let (ok, bad) = r.await.unwrap();
-        assert!(
-            bad.is_empty(),
-            "failed requests during the restart: {bad:?}"
-        );
-        served += ok;
-    }
+    let (served, bad) = load.finish().await;
+    assert!(
+        bad.is_empty(),
+        "failed requests during the restart: {bad:?}"
+    );
     assert!(served > 100, "too little load: {served}");
     // Only the new instances answer now.
     for _ in 0..10 {

@@ -26,6 +26,19 @@ fn external(name: &str, routes: &str, ports: &[u16]) -> String {
     )
 }
 
+/// A testapp backend behind an external app `name` on path `/`, with the
+/// given `[gateway]` section, once the gateway serves it.
+fn proxied(name: &str, gateway: &str) -> (Backend, Harbor) {
+    let backend = Backend::start(&[]);
+    let config = format!(
+        "{gateway}{}",
+        external(name, r#"[{ path = "/" }]"#, &[backend.port])
+    );
+    let h = Harbor::start(&config);
+    h.wait_serving("x");
+    (backend, h)
+}
+
 fn client() -> reqwest::Client {
     reqwest::Client::builder().no_proxy().build().unwrap()
 }
@@ -171,13 +184,7 @@ async fn a_dead_upstream_never_takes_traffic() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_reset_before_response_is_502() {
-    let backend = Backend::start(&[]);
-    let config = format!(
-        "{LISTEN}{}",
-        external("web", r#"[{ path = "/" }]"#, &[backend.port])
-    );
-    let h = Harbor::start(&config);
-    h.wait_serving("x");
+    let (_backend, h) = proxied("web", LISTEN);
     let (s, _, body) = get(&format!("http://{}/crash", h.gateway(0)), "x").await;
     assert_eq!(
         (s, body.as_str()),
@@ -187,13 +194,10 @@ async fn upstream_reset_before_response_is_502() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_upstream_is_504() {
-    let backend = Backend::start(&[]);
-    let config = format!(
-        "[gateway]\nlisten = [\"127.0.0.1:0\"]\nupstream_response_timeout = \"300ms\"\n{}",
-        external("web", r#"[{ path = "/" }]"#, &[backend.port])
+    let (_backend, h) = proxied(
+        "web",
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\nupstream_response_timeout = \"300ms\"\n",
     );
-    let h = Harbor::start(&config);
-    h.wait_serving("x");
     let (s, _, body) = get(&format!("http://{}/hang", h.gateway(0)), "x").await;
     assert_eq!(
         (s, body.as_str()),
@@ -291,13 +295,7 @@ async fn websocket_echoes_through_the_gateway() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_100_mb_up_and_down_with_flat_memory() {
     const SIZE: u64 = 100 * 1024 * 1024;
-    let backend = Backend::start(&[]);
-    let config = format!(
-        "{LISTEN}{}",
-        external("big", r#"[{ path = "/" }]"#, &[backend.port])
-    );
-    let h = Harbor::start(&config);
-    h.wait_serving("x");
+    let (_backend, h) = proxied("big", LISTEN);
     let base = format!("http://{}", h.gateway(0));
     let before = h.peak_rss_kib();
 
@@ -359,13 +357,7 @@ async fn http2_prior_knowledge_requests_work() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarded_headers_are_set_host_kept_hop_by_hop_removed() {
-    let backend = Backend::start(&[]);
-    let config = format!(
-        "{LISTEN}{}",
-        external("web", r#"[{ path = "/" }]"#, &[backend.port])
-    );
-    let h = Harbor::start(&config);
-    h.wait_serving("x");
+    let (_backend, h) = proxied("web", LISTEN);
     let res = client()
         .get(format!("http://{}/echo", h.gateway(0)))
         .header("host", "Example.test:9")
@@ -418,13 +410,10 @@ fn oversized_headers_get_431_and_slow_clients_are_cut() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_log_has_one_line_per_request() {
-    let backend = Backend::start(&[]);
-    let config = format!(
-        "[gateway]\nlisten = [\"127.0.0.1:0\"]\naccess_log = true\n{}",
-        external("web", r#"[{ path = "/" }]"#, &[backend.port])
+    let (backend, h) = proxied(
+        "web",
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\naccess_log = true\n",
     );
-    let h = Harbor::start(&config);
-    h.wait_serving("x");
     let res = client()
         .post(format!("http://{}/echo", h.gateway(0)))
         .body("12345")
@@ -449,14 +438,11 @@ async fn access_log_has_one_line_per_request() {
 #[test]
 fn excess_connections_wait_for_a_free_slot() {
     use std::io::{Read, Write};
-    let backend = Backend::start(&[]);
-    let config = format!(
-        "[gateway]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 1\n{}",
-        external("web", r#"[{ path = "/" }]"#, &[backend.port])
+    let (_backend, h) = proxied(
+        "web",
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 1\n",
     );
-    let h = Harbor::start(&config);
     let gw = h.gateway(0);
-    h.wait_serving("x");
     let request = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
     let mut first = std::net::TcpStream::connect(gw).unwrap();
     first.write_all(request).unwrap();
@@ -485,13 +471,10 @@ fn excess_connections_wait_for_a_free_slot() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn listens_on_several_addresses_including_ipv6() {
-    let backend = Backend::start(&[]);
-    let config = format!(
-        "[gateway]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n{}",
-        external("web", r#"[{ path = "/" }]"#, &[backend.port])
+    let (_backend, h) = proxied(
+        "web",
+        "[gateway]\nlisten = [\"127.0.0.1:0\", \"[::1]:0\"]\n",
     );
-    let h = Harbor::start(&config);
-    h.wait_serving("x");
     for n in 0..2 {
         let addr = h.gateway(n);
         let (s, _, _) = get(&format!("http://{addr}/"), "x").await;

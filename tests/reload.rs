@@ -106,28 +106,14 @@ async fn changing_env_switches_to_new_instances_without_a_failed_request() {
     let gw = h.gateway(0);
     h.wait_routable(2, "x", "/");
     let c = client();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let load: Vec<_> = (0..12)
-        .map(|i| {
-            let (c, stop) = (c.clone(), stop.clone());
-            let (method, url) = if i % 3 == 0 {
-                (reqwest::Method::POST, format!("http://{gw}/echo"))
-            } else {
-                (reqwest::Method::GET, format!("http://{gw}/slow?ms=50"))
-            };
-            tokio::spawn(async move {
-                let mut bad = Vec::new();
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    match c.request(method.clone(), &url).body("x").send().await {
-                        Ok(r) if r.status().is_success() => drop(r.bytes().await),
-                        Ok(r) => bad.push(r.status().to_string()),
-                        Err(e) => bad.push(e.to_string()),
-                    }
-                }
-                bad
+    let load = support::load::Load::start(
+        (0..12)
+            .map(|i| match i % 3 {
+                0 => (reqwest::Method::POST, format!("http://{gw}/echo")),
+                _ => (reqwest::Method::GET, format!("http://{gw}/slow?ms=50")),
             })
-        })
-        .collect();
+            .collect(),
+    );
     let dir = h.dir.clone();
     let text = config(&app(
         "web",
@@ -137,11 +123,8 @@ async fn changing_env_switches_to_new_instances_without_a_failed_request() {
     let out = support::reload_in(&dir, text).await.unwrap();
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.trim(), "reloaded: replaced: web");
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    for l in load {
-        let bad = l.await.unwrap();
-        assert!(bad.is_empty(), "failed requests across the switch: {bad:?}");
-    }
+    let (_, bad) = load.finish().await;
+    assert!(bad.is_empty(), "failed requests across the switch: {bad:?}");
     for _ in 0..6 {
         let body = c
             .get(format!("http://{gw}/"))

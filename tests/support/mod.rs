@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod harbor;
+pub mod load;
 
 use std::ffi::OsStr;
 use std::path::Path;
