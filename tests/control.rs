@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{Read, Write};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -68,22 +67,8 @@ fn web(args: &[&str]) -> String {
     )
 }
 
-fn raw_post(addr: &str, path: &str, token: Option<&str>) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr.trim_start_matches("http://")).unwrap();
-    let auth = token
-        .map(|t| format!("Authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\n{auth}Content-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    (
-        out[9..12].parse().unwrap(),
-        out.split_once("\r\n\r\n").unwrap().1.to_string(),
-    )
+fn raw_post(admin: &str, path: &str, token: Option<&str>) -> (u16, String) {
+    support::harbor::post(admin.trim_start_matches("http://"), path, token)
 }
 
 #[test]
@@ -367,20 +352,7 @@ async fn a_rolling_restart_under_load_fails_no_request() {
     );
     assert!(served > 100, "too little load: {served}");
     // Only the new instances answer now.
-    for _ in 0..10 {
-        let body = client
-            .get(format!("http://{gw}/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            body.starts_with("hello from web-2-") || body.starts_with("hello from web-3-"),
-            "{body}"
-        );
-    }
+    support::load::only_from(&client, &gw, &["web-2-", "web-3-"], 10).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

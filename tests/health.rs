@@ -15,36 +15,15 @@ use support::harbor::{eventually, port_of, status, testapp_command, Harbor};
 const LISTEN: &str = "[gateway]\nlisten = [\"127.0.0.1:0\"]\n";
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
+/// POST to an instance's control endpoint; it must answer 200.
 fn post(port: u16, path: &str) {
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(
-        s,
-        "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    let (code, body) = support::harbor::post(("127.0.0.1", port), path, None);
+    assert_eq!(code, 200, "{body}");
 }
 
-/// GET through the gateway: (status, body).
+/// GET through the gateway: (status, body); (0, "") when nothing answered.
 fn fetch(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(SECS(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let code = out.get(9..12).and_then(|c| c.parse().ok()).unwrap_or(0);
-    (
-        code,
-        out.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
+    support::harbor::fetch(addr, "x", path).unwrap_or_default()
 }
 
 /// Steady traffic from a thread: counts statuses until stopped.

@@ -125,20 +125,7 @@ async fn changing_env_switches_to_new_instances_without_a_failed_request() {
     assert_eq!(out.stdout.trim(), "reloaded: replaced: web");
     let (_, bad) = load.finish().await;
     assert!(bad.is_empty(), "failed requests across the switch: {bad:?}");
-    for _ in 0..6 {
-        let body = c
-            .get(format!("http://{gw}/"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert!(
-            body.starts_with("hello from web-2-") || body.starts_with("hello from web-3-"),
-            "{body}"
-        );
-    }
+    support::load::only_from(&c, gw, &["web-2-", "web-3-"], 6).await;
 }
 
 #[test]
@@ -352,12 +339,10 @@ fn a_probe_change_applies_in_place_without_restarting_the_process() {
     h.wait_routable(1, "x", "/");
     let port = support::harbor::port_of(&h.wait_spawned("web#0", 0));
     // The app reports not ready, but the default TCP readiness cannot see that.
-    {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
-        s.write_all(b"POST /control/ready?ok=false HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-        s.read_to_end(&mut Vec::new()).unwrap();
-    }
+    assert_eq!(
+        support::harbor::post(("127.0.0.1", port), "/control/ready?ok=false", None).0,
+        200
+    );
     assert_eq!(support::harbor::status(h.gateway(0), "x", "/"), Some(200));
     let with_probe = base + "\n[apps.web.readiness]\nhttp = \"/ready\"\ninterval = \"100ms\"\nfailure_threshold = 2\n";
     let out = reload(&h, &config(&with_probe));

@@ -237,37 +237,55 @@ pub fn eventually(timeout: Duration, what: &str, cond: impl Fn() -> bool) {
     }
 }
 
-/// The status of `GET path` with `Host: host` sent to `addr`.
-pub fn status(addr: std::net::SocketAddr, host: &str, path: &str) -> Option<u16> {
+/// One HTTP/1.1 request on its own connection (`Connection: close`):
+/// `(status, body)`, or `None` when nothing answered.
+pub fn request(
+    addr: impl std::net::ToSocketAddrs,
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &str,
+) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\n{headers}Content-Length: 0\r\nConnection: close\r\n\r\n"
     )
     .ok()?;
-    let mut head = [0u8; 12];
-    s.read_exact(&mut head).ok()?;
-    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
-}
-
-/// GET `http://127.0.0.1:port/path` with a blocking client; the body as text.
-pub fn get(port: u16, path: &str) -> Result<String, String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
-    )
-    .map_err(|e| e.to_string())?;
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    Ok(out
+    let code = out.get(9..12)?.parse().ok()?;
+    let body = out
         .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or(out))
+        .map_or(String::new(), |(_, b)| b.to_string());
+    Some((code, body))
+}
+
+/// `GET path` with `Host: host`: `(status, body)`.
+pub fn fetch(addr: impl std::net::ToSocketAddrs, host: &str, path: &str) -> Option<(u16, String)> {
+    request(addr, "GET", host, path, "")
+}
+
+/// The status of `GET path` with `Host: host` sent to `addr`.
+pub fn status(addr: std::net::SocketAddr, host: &str, path: &str) -> Option<u16> {
+    fetch(addr, host, path).map(|(code, _)| code)
+}
+
+/// `POST path` (empty body), with a bearer token when given: `(status, body)`.
+pub fn post(addr: impl std::net::ToSocketAddrs, path: &str, token: Option<&str>) -> (u16, String) {
+    let auth = token
+        .map(|t| format!("Authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    request(addr, "POST", "x", path, &auth).expect("an answer to the POST")
+}
+
+/// GET `http://127.0.0.1:port/path`; the body as text.
+pub fn get(port: u16, path: &str) -> Result<String, String> {
+    fetch(("127.0.0.1", port), "127.0.0.1", path)
+        .map(|(_, body)| body)
+        .ok_or_else(|| format!("no answer from 127.0.0.1:{port}{path}"))
 }
 
 impl Harbor {

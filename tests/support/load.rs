@@ -49,3 +49,29 @@ impl Load {
         (ok, bad)
     }
 }
+
+/// Asserts that `n` requests to `http://gw/` are all answered by instances
+/// whose names start with one of `names` (testapp's "hello from NAME").
+pub async fn only_from(
+    client: &reqwest::Client,
+    gw: impl std::fmt::Display,
+    names: &[&str],
+    n: usize,
+) {
+    for _ in 0..n {
+        let body = client
+            .get(format!("http://{gw}/"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            names
+                .iter()
+                .any(|name| body.starts_with(&format!("hello from {name}"))),
+            "{body}"
+        );
+    }
+}
