@@ -29,6 +29,27 @@ async fn running(dir: &std::path::Path) -> Result<RuntimeInfo, ExitCode> {
     }
 }
 
+/// POST to the admin API with the runtime dir's token. A missing token or an
+/// unreachable API is printed (prefixed with `what`) and becomes exit 1.
+async fn post_admin(
+    dir: &std::path::Path,
+    info: &RuntimeInfo,
+    path: &str,
+    timeout: Duration,
+    what: &str,
+) -> Result<(u16, String), ExitCode> {
+    let token = client::token(dir).map_err(|e| {
+        eprintln!("{what}: {e}");
+        ExitCode::FAILURE
+    })?;
+    client::request(&info.admin, "POST", path, Some(&token), timeout)
+        .await
+        .map_err(|e| {
+            eprintln!("{what}: {e}");
+            ExitCode::FAILURE
+        })
+}
+
 fn not_running(dir: &std::path::Path) -> ExitCode {
     eprintln!("no running harbormaster (runtime dir {})", dir.display());
     ExitCode::from(NOT_RUNNING)
@@ -219,15 +240,10 @@ pub fn app_switch(cli: &Cli, app: &str, action: &str) -> ExitCode {
             Ok(info) => info,
             Err(code) => return code,
         };
-        let token = match client::token(&dir) {
-            Ok(t) => t,
-            Err(e) => {
-                eprintln!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
+        let what = format!("{action} {app}");
         let path = format!("/v1/apps/{app}/{action}");
-        match client::request(&info.admin, "POST", &path, Some(&token), ADMIN_TIMEOUT).await {
+        match post_admin(&dir, &info, &path, ADMIN_TIMEOUT, &what).await {
+            Err(code) => code,
             Ok((202, _)) => {
                 println!(
                     "{app}: {}",
@@ -240,11 +256,7 @@ pub fn app_switch(cli: &Cli, app: &str, action: &str) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Ok((code, body)) => {
-                eprintln!("{action} {app}: {code} {body}");
-                ExitCode::FAILURE
-            }
-            Err(e) => {
-                eprintln!("{action} {app}: {e}");
+                eprintln!("{what}: {code} {body}");
                 ExitCode::FAILURE
             }
         }
@@ -259,16 +271,12 @@ pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
             Ok(info) => info,
             Err(code) => return code,
         };
-        let token = client::token(&dir).unwrap_or_default();
         let path = format!("/v1/apps/{app}/restart");
-        match client::request(&info.admin, "POST", &path, Some(&token), ADMIN_TIMEOUT).await {
+        match post_admin(&dir, &info, &path, ADMIN_TIMEOUT, &format!("restart {app}")).await {
+            Err(code) => return code,
             Ok((202, _)) => {}
             Ok((code, body)) => {
                 eprintln!("restart {app}: {code} {body}");
-                return ExitCode::FAILURE;
-            }
-            Err(e) => {
-                eprintln!("restart {app}: {e}");
                 return ExitCode::FAILURE;
             }
         }
@@ -325,21 +333,18 @@ pub fn reload(cli: &Cli) -> ExitCode {
             Ok(info) => info,
             Err(code) => return code,
         };
-        let token = client::token(&dir).unwrap_or_default();
-        let answer = client::request(
-            &info.admin,
-            "POST",
+        // A reload waits for new instances to become ready: allow minutes.
+        let (code, body) = match post_admin(
+            &dir,
+            &info,
             "/v1/reload",
-            Some(&token),
             Duration::from_secs(600),
+            "reload",
         )
-        .await;
-        let (code, body) = match answer {
-            Ok(a) => a,
-            Err(e) => {
-                eprintln!("reload: {e}");
-                return ExitCode::FAILURE;
-            }
+        .await
+        {
+            Ok(answer) => answer,
+            Err(code) => return code,
         };
         let Ok(result) = serde_json::from_str::<crate::admin::api::ReloadResult>(&body) else {
             eprintln!("reload: {code} {body}");
