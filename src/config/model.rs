@@ -85,9 +85,17 @@ pub struct GatewayConfig {
     pub header_read_timeout: Duration,
     pub upstream_connect_timeout: Duration,
     pub upstream_response_timeout: Duration,
-    pub max_connections: u32,
+    /// `None`: derived from the open-file limit at start (see `gateway::limits`).
+    pub max_connections: Option<u32>,
     pub max_header_bytes: u32,
     pub access_log: bool,
+    /// Idle keep-alive client connections (HTTP/1 and HTTP/2) close after this.
+    pub client_idle_timeout: Duration,
+    /// Pooled upstream connections idle this long are closed, never reused.
+    pub upstream_idle_timeout: Duration,
+    pub http2_max_concurrent_streams: u32,
+    /// Open connections per upstream instance, all workers together.
+    pub max_upstream_connections: u32,
 }
 
 #[derive(Debug, Clone, PartialEq)]

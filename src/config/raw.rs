@@ -35,6 +35,10 @@ pub struct RawGateway {
     pub max_connections: Option<S<i64>>,
     pub max_header_bytes: Option<S<i64>>,
     pub access_log: Option<bool>,
+    pub client_idle_timeout: Option<S<String>>,
+    pub upstream_idle_timeout: Option<S<String>>,
+    pub http2_max_concurrent_streams: Option<S<i64>>,
+    pub max_upstream_connections: Option<S<i64>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -132,13 +132,10 @@ impl Checker<'_, '_> {
                 SECS(60),
                 Zero::Rejected,
             ),
-            max_connections: self.int(
-                g.max_connections.as_ref(),
-                "gateway.max_connections",
-                10_000,
-                1,
-                1_000_000,
-            ),
+            max_connections: g
+                .max_connections
+                .as_ref()
+                .map(|v| self.int(Some(v), "gateway.max_connections", 10_000, 1, 1_000_000)),
             max_header_bytes: self.int(
                 g.max_header_bytes.as_ref(),
                 "gateway.max_header_bytes",
@@ -147,6 +144,34 @@ impl Checker<'_, '_> {
                 16 << 20,
             ),
             access_log: g.access_log.unwrap_or(false),
+            client_idle_timeout: d(
+                self,
+                &g.client_idle_timeout,
+                "client_idle_timeout",
+                SECS(60),
+                Zero::Rejected,
+            ),
+            upstream_idle_timeout: d(
+                self,
+                &g.upstream_idle_timeout,
+                "upstream_idle_timeout",
+                SECS(4),
+                Zero::Rejected,
+            ),
+            http2_max_concurrent_streams: self.int(
+                g.http2_max_concurrent_streams.as_ref(),
+                "gateway.http2_max_concurrent_streams",
+                100,
+                1,
+                10_000,
+            ),
+            max_upstream_connections: self.int(
+                g.max_upstream_connections.as_ref(),
+                "gateway.max_upstream_connections",
+                512,
+                1,
+                1_000_000,
+            ),
         }
     }
 

@@ -1,38 +1,30 @@
-//! Forwarding one request: route, admit, pick, rewrite headers, send, and
+//! Forwarding one request: check, route, admit, pick, rewrite, send, and
 //! hand the response back with the in-flight guard inside its body.
+//!
+//! Every failure says whose it is ([`Failure::side`], as pingora's errors
+//! do): only the upstream's feed its circuit breaker; a client that breaks
+//! or stalls its own upload, or an instance at its connection limit, never
+//! counts against the instance.
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use http_body_util::BodyExt;
 use hyper::body::{Body, Incoming};
-use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
-use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper::header::{self, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
 use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
 use super::balance::{self, Pick};
 use super::inflight::{Guard, GuardedBody};
-use super::routes::{normalize_host, AppEntry, Upstream};
+use super::pool::{clone_parts, empty, PoolError, PooledBody};
+use super::request::{self, ClientBody, Progress, Refused};
+use super::routes::{normalize_host, Upstream};
 use super::{responses, Gateway, ProxyBody, Upstreams};
 
 /// Seconds clients are asked to wait before retrying a 503.
 const RETRY_AFTER_S: u64 = 1;
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-
-/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 pub(crate) async fn handle(
     gw: Arc<Gateway>,
@@ -41,14 +33,21 @@ pub(crate) async fn handle(
     client: &HeaderValue,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
-    // The Host header's bytes are shared with the request buffer: cloning is cheap.
-    let raw_host = match req.headers().get(header::HOST) {
-        Some(h) => h.clone(),
-        None => req
-            .uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-            .unwrap_or_else(|| HeaderValue::from_static("")),
+    if gw.refusing.load(std::sync::atomic::Ordering::Acquire) {
+        let res = responses::shutting_down(RETRY_AFTER_S);
+        gw.log_local(&req, None, res.status(), start, "shutting_down");
+        return res;
+    }
+    let raw_host = match request::host_of(&req) {
+        Ok(h) => h,
+        Err(refused) => {
+            let res = match refused {
+                Refused::BadRequest(reason) => responses::bad_request(reason),
+                Refused::Connect => responses::method_not_allowed(),
+            };
+            gw.log_local(&req, None, res.status(), start, "refused");
+            return res;
+        }
     };
     let host = normalize_host(raw_host.to_str().unwrap_or(""));
     let table = gw.table.load();
@@ -103,47 +102,47 @@ pub(crate) async fn handle(
     } else {
         Default::default()
     };
-    let upgrade = is_upgrade(req.headers());
+    let version = req.version();
+    let upgrade = request::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let retryable = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
-        && req.body().is_end_stream()
-        && !upgrade;
+    let has_body = !req.body().is_end_stream();
+    let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let (mut parts, body) = req.into_parts();
     let strip = route.strip;
     drop(table);
-    prepare_request(&mut parts, &raw_host, client, upgrade, strip);
+    request::prepare(&mut parts, &raw_host, client, upgrade, strip, has_body);
     let bytes_in = gw.access_log.then(|| Arc::new(AtomicU64::new(0)));
-    let body = count_bytes(body, bytes_in.clone());
-    let retry_parts = retryable.then(|| clone_parts(&parts));
+    let (body, progress) = client_body(body, bytes_in.clone());
+    // A body-less request can be sent again as it was.
+    let replay = (!has_body && !upgrade).then(|| clone_parts(&parts));
 
     let mut upstream = first;
-    let mut attempt = gw.send(&pool, &upstream, parts, body).await;
-    upstream.record(succeeded(&attempt, app.trip_on_5xx), Instant::now());
-    if let (Err(SendError::Connect), Some(parts)) = (&attempt, retry_parts) {
+    let mut attempt = gw
+        .send(&pool, &upstream, parts, body, progress, replay.as_ref())
+        .await;
+    upstream.record_result(&attempt, app.trip_on_5xx);
+    if let (Err(Failure::Connect), Some(parts), true) = (&attempt, &replay, idempotent) {
         if let Pick::Upstream(other) = balance::pick(&app, Some(upstream.addr), Instant::now()) {
             let other = other.clone();
             tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
             guard.retarget(&other.in_flight);
             upstream = other;
-            attempt = gw.send(&pool, &upstream, parts, empty_body()).await;
-            upstream.record(succeeded(&attempt, app.trip_on_5xx), Instant::now());
+            let parts2 = clone_parts(parts);
+            attempt = gw
+                .send(&pool, &upstream, parts2, empty(), None, Some(parts))
+                .await;
+            upstream.record_result(&attempt, app.trip_on_5xx);
         }
     }
     let mut res = match attempt {
         Ok(res) => res,
-        Err(e) => {
-            let (res, outcome) = match e {
-                SendError::Timeout => (
-                    responses::gateway_timeout(app.name.as_str()),
-                    "upstream_timeout",
-                ),
-                SendError::Connect => (
-                    responses::bad_gateway(app.name.as_str()),
-                    "upstream_connect_error",
-                ),
-                SendError::Other => (responses::bad_gateway(app.name.as_str()), "upstream_error"),
-            };
-            tracing::warn!(app = %app.name, instance = %upstream.label, outcome, "upstream request failed");
+        Err(failure) => {
+            let (res, outcome) = failure.response(app.name.as_str());
+            if failure.side() == Side::Client {
+                tracing::info!(app = %app.name, instance = %upstream.label, outcome, "client broke its request");
+            } else {
+                tracing::warn!(app = %app.name, instance = %upstream.label, outcome, "upstream request failed");
+            }
             if gw.access_log {
                 gw.record(&app, &upstream, &seen, res.status(), start, None, None)
                     .log(outcome);
@@ -177,10 +176,17 @@ pub(crate) async fn handle(
                     guard.complete();
                 }
             });
-            return res.map(|_| empty_body());
+            return res.map(|_| empty());
         }
     }
-    strip_hop_by_hop(res.headers_mut(), false);
+    request::strip_hop_by_hop(res.headers_mut(), false);
+    // The client gets HTTP/1.1 (with keep-alive) or HTTP/2, whatever the
+    // upstream spoke.
+    *res.version_mut() = if version == Version::HTTP_2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
     let streaming = res
         .headers()
         .get(header::CONTENT_TYPE)
@@ -194,14 +200,6 @@ pub(crate) async fn handle(
             body.boxed()
         }
     })
-}
-
-/// A breaker success: a response head arrived (and is not a 5xx, when those count).
-fn succeeded<B>(attempt: &Result<Response<B>, SendError>, trip_on_5xx: bool) -> bool {
-    match attempt {
-        Ok(res) => !(trip_on_5xx && res.status().is_server_error()),
-        Err(_) => false,
-    }
 }
 
 /// Copies an upgraded connection both ways until either side closes, or
@@ -238,14 +236,73 @@ where
     }
 }
 
+/// Whose fault a failed request is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The instance: counts against its circuit breaker.
+    Upstream,
+    /// The client broke or stalled its own request.
+    Client,
+    /// Neither is broken: the instance is at its connection limit.
+    Capacity,
+}
+
 #[derive(Debug)]
-pub(crate) enum SendError {
+pub(crate) enum Failure {
     /// Could not connect: nothing reached the instance (safe to retry).
     Connect,
-    /// No response head within `upstream_response_timeout`.
+    /// No response head within `upstream_response_timeout` of the body's end.
     Timeout,
     /// Refused or reset after connecting, before a response.
-    Other,
+    Upstream,
+    /// Every connection the instance may have was busy for
+    /// `upstream_connect_timeout`.
+    Saturated,
+    /// The client's body broke (closed early, bad framing).
+    ClientAborted,
+    /// The client sent no body bytes for `client_idle_timeout`.
+    ClientStalled,
+}
+
+impl Failure {
+    pub fn side(&self) -> Side {
+        match self {
+            Self::Connect | Self::Timeout | Self::Upstream => Side::Upstream,
+            Self::ClientAborted | Self::ClientStalled => Side::Client,
+            Self::Saturated => Side::Capacity,
+        }
+    }
+
+    /// The response the client gets, and the outcome the log names.
+    fn response(&self, app: &str) -> (Response<ProxyBody>, &'static str) {
+        match self {
+            Self::Timeout => (responses::gateway_timeout(app), "upstream_timeout"),
+            Self::Connect => (responses::bad_gateway(app), "upstream_connect_error"),
+            Self::Upstream => (responses::bad_gateway(app), "upstream_error"),
+            Self::Saturated => (
+                responses::no_connection(app, RETRY_AFTER_S),
+                "upstream_saturated",
+            ),
+            Self::ClientAborted => (
+                responses::bad_request("request body incomplete"),
+                "client_aborted",
+            ),
+            Self::ClientStalled => (responses::request_timeout(), "client_stalled"),
+        }
+    }
+}
+
+impl Upstream {
+    /// Tells the breaker about an attempt, if it was the upstream's doing:
+    /// a response head is a success (unless a 5xx and those count).
+    fn record_result<B>(&self, attempt: &Result<Response<B>, Failure>, trip_on_5xx: bool) {
+        let success = match attempt {
+            Ok(res) => !(trip_on_5xx && res.status().is_server_error()),
+            Err(f) if f.side() == Side::Upstream => false,
+            Err(_) => return,
+        };
+        self.record(success, Instant::now());
+    }
 }
 
 impl Gateway {
@@ -253,126 +310,59 @@ impl Gateway {
         &self,
         pool: &Upstreams,
         upstream: &Upstream,
-        mut parts: hyper::http::request::Parts,
+        parts: hyper::http::request::Parts,
         body: ProxyBody,
-    ) -> Result<Response<super::pool::PooledBody>, SendError> {
-        // Origin-form (`/path?query`): the upstream is an origin server, and
-        // `Host` already names the site.
-        if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
-            let pq = parts.uri.path_and_query().cloned();
-            parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
-        }
+        progress: Option<Arc<Progress>>,
+        replay: Option<&hyper::http::request::Parts>,
+    ) -> Result<Response<PooledBody>, Failure> {
         let req = Request::from_parts(parts, body);
-        match tokio::time::timeout(self.response_timeout, pool.send(upstream.addr, req)).await {
-            Err(_) => Err(SendError::Timeout),
-            Ok(Err(super::pool::PoolError::Connect(e))) => {
-                tracing::debug!(upstream = %upstream.label, error = %e, "cannot connect to upstream");
-                Err(SendError::Connect)
+        let sent = pool.send(upstream.addr, &upstream.conns, req, replay);
+        let result = match &progress {
+            None => match tokio::time::timeout(self.response_timeout, sent).await {
+                Ok(r) => r,
+                Err(_) => return Err(Failure::Timeout),
+            },
+            Some(p) => {
+                // The response timeout starts once the body is sent; until
+                // then the client must keep sending.
+                let (response_timeout, idle) = (self.response_timeout, self.timeouts.idle);
+                tokio::select! {
+                    r = sent => r,
+                    _ = async { p.sent().await; tokio::time::sleep(response_timeout).await } => {
+                        return Err(Failure::Timeout)
+                    }
+                    _ = p.stalled(idle) => return Err(Failure::ClientStalled),
+                }
             }
-            Ok(Err(super::pool::PoolError::Request(e))) => {
-                tracing::debug!(upstream = %upstream.label, error = %e, "upstream request failed");
-                Err(SendError::Other)
-            }
-            Ok(Ok(res)) => Ok(res),
-        }
-    }
-}
-
-/// Rewrites the request for the upstream: path (strip_prefix), hop-by-hop
-/// headers out, `X-Forwarded-*` in, `Host` kept, HTTP/1.1 upstream.
-fn prepare_request(
-    parts: &mut hyper::http::request::Parts,
-    raw_host: &HeaderValue,
-    client: &HeaderValue,
-    upgrade: bool,
-    strip: usize,
-) {
-    if strip > 0 {
-        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let rest = &pq[strip.min(pq.len())..];
-        let new = if rest.starts_with('/') {
-            rest.to_string()
-        } else {
-            format!("/{rest}")
         };
-        if let Ok(pq) = new.parse::<hyper::http::uri::PathAndQuery>() {
-            parts.uri = Uri::from(pq);
-        }
-    }
-    let headers = &mut parts.headers;
-    strip_hop_by_hop(headers, upgrade);
-    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => {
-            HeaderValue::from_str(&format!("{prev}, {}", client.to_str().unwrap_or(""))).ok()
-        }
-        None => Some(client.clone()),
-    };
-    if let Some(v) = xff {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
-    headers.insert(X_FORWARDED_HOST, raw_host.clone());
-    if !headers.contains_key(header::HOST) {
-        headers.insert(header::HOST, raw_host.clone());
-    }
-    parts.version = Version::HTTP_11;
-}
-
-/// Removes hop-by-hop headers (and those `Connection` names); an upgrade
-/// keeps `Connection: upgrade` and `Upgrade` so the upstream sees it.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
-        if upgrade
-            && (name == header::UPGRADE || name == header::CONNECTION || name.as_str() == "upgrade")
-        {
-            continue;
-        }
-        headers.remove(name);
-    }
-    if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        result.map_err(|e| match e {
+            PoolError::Connect(e) => {
+                tracing::debug!(upstream = %upstream.label, error = %e, "cannot connect to upstream");
+                Failure::Connect
+            }
+            PoolError::Saturated => Failure::Saturated,
+            PoolError::Request(_) if progress.as_ref().is_some_and(|p| p.client_failed()) => {
+                Failure::ClientAborted
+            }
+            PoolError::Request(e) => {
+                tracing::debug!(upstream = %upstream.label, error = %e, "upstream request failed");
+                Failure::Upstream
+            }
+        })
     }
 }
 
-fn is_upgrade(headers: &HeaderMap) -> bool {
-    headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-            })
-}
-
-fn clone_parts(parts: &hyper::http::request::Parts) -> hyper::http::request::Parts {
-    let mut req = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version)
-        .body(())
-        .expect("parts of a valid request");
-    *req.headers_mut() = parts.headers.clone();
-    req.into_parts().0
-}
-
-fn empty_body() -> ProxyBody {
-    http_body_util::Empty::new()
-        .map_err(|never| match never {})
-        .boxed()
-}
-
-/// The request body for the upstream, counting bytes when the access log wants them.
-fn count_bytes(body: Incoming, counter: Option<Arc<AtomicU64>>) -> ProxyBody {
-    match counter {
+/// The request body for the upstream (counting bytes when the access log
+/// wants them), and its progress when there is a body at all.
+fn client_body(
+    body: Incoming,
+    counter: Option<Arc<AtomicU64>>,
+) -> (ProxyBody, Option<Arc<Progress>>) {
+    if body.is_end_stream() {
+        return (body.boxed(), None);
+    }
+    let (body, progress) = ClientBody::new(body);
+    let body = match counter {
         None => body.boxed(),
         Some(counter) => body
             .map_frame(move |frame| {
@@ -382,87 +372,6 @@ fn count_bytes(body: Incoming, counter: Option<Arc<AtomicU64>>) -> ProxyBody {
                 frame
             })
             .boxed(),
-    }
-}
-
-/// One access log line, written when the response is done.
-pub(crate) struct AccessRecord {
-    pub app: String,
-    pub instance: String,
-    pub method: String,
-    pub path: String,
-    pub status: u16,
-    pub start: Instant,
-    pub bytes_in: Option<Arc<AtomicU64>>,
-    pub bytes_out: Option<Arc<AtomicU64>>,
-}
-
-impl AccessRecord {
-    pub fn log(&self, outcome: &str) {
-        let load = |b: &Option<Arc<AtomicU64>>| {
-            b.as_ref()
-                .map_or(0, |b| b.load(std::sync::atomic::Ordering::Relaxed))
-        };
-        tracing::info!(
-            event = "access",
-            app = %self.app,
-            instance = %self.instance,
-            method = %self.method,
-            path = %self.path,
-            status = self.status,
-            bytes_in = load(&self.bytes_in),
-            bytes_out = load(&self.bytes_out),
-            duration_ms = self.start.elapsed().as_secs_f64() * 1000.0,
-            outcome,
-        );
-    }
-}
-
-impl Gateway {
-    /// Access log for a response the gateway made itself.
-    fn log_local(
-        &self,
-        req: &Request<Incoming>,
-        app: Option<&Arc<AppEntry>>,
-        status: StatusCode,
-        start: Instant,
-        outcome: &str,
-    ) {
-        if self.access_log {
-            AccessRecord {
-                app: app.map(|a| a.name.to_string()).unwrap_or_default(),
-                instance: String::new(),
-                method: req.method().to_string(),
-                path: req.uri().path().to_string(),
-                status: status.as_u16(),
-                start,
-                bytes_in: None,
-                bytes_out: None,
-            }
-            .log(outcome);
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn record(
-        &self,
-        app: &AppEntry,
-        upstream: &Upstream,
-        (method, path): &(String, String),
-        status: StatusCode,
-        start: Instant,
-        bytes_in: Option<Arc<AtomicU64>>,
-        bytes_out: Option<Arc<AtomicU64>>,
-    ) -> AccessRecord {
-        AccessRecord {
-            app: app.name.to_string(),
-            instance: upstream.label.clone(),
-            method: method.clone(),
-            path: path.clone(),
-            status: status.as_u16(),
-            start,
-            bytes_in,
-            bytes_out,
-        }
-    }
+    };
+    (body, Some(progress))
 }

@@ -13,16 +13,20 @@
 //! (client task ⇄ pooled connection task), and the wake-ups cost half the
 //! throughput (bench/RESULTS.md). The route table and counters are shared.
 
+mod access;
 mod balance;
+pub mod conn;
 mod forward;
 pub mod inflight;
+pub mod limits;
 mod pool;
+mod request;
 mod responses;
 pub mod routes;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -40,30 +44,47 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{AppName, CircuitBreaker, GatewayConfig};
 use crate::health::breaker::Breaker;
 pub use inflight::Counter;
+pub use pool::ConnLimit;
 pub use routes::{AppShared, RouteTable, Upstream};
 
 /// Bodies going both ways: streamed, never buffered whole.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// What an instance (or external address) keeps across table snapshots.
+#[derive(Debug)]
+struct InstanceShared {
+    in_flight: Arc<Counter>,
+    breaker: Arc<Mutex<Breaker>>,
+    /// Set when a rolling restart replaces the instance.
+    retired: Arc<AtomicBool>,
+    /// `max_upstream_connections`, one permit per open connection.
+    conns: Arc<ConnLimit>,
+}
 
 pub struct Gateway {
     table: ArcSwap<RouteTable>,
     connect_timeout: Duration,
     server: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
+    timeouts: conn::Timeouts,
     response_timeout: Duration,
+    upstream_idle_timeout: Duration,
+    max_upstream_connections: usize,
     access_log: bool,
     /// Every request in flight, all apps.
     in_flight: Arc<Counter>,
     /// Per-app state kept across table snapshots.
     apps: Mutex<HashMap<AppName, Arc<AppShared>>>,
-    /// Per-instance counters kept across snapshots, by label.
-    upstreams: Mutex<HashMap<String, Arc<Counter>>>,
-    /// Per-instance circuit breakers kept across snapshots, by label.
-    breakers: Mutex<HashMap<String, Arc<Mutex<Breaker>>>>,
+    /// Per-instance state kept across snapshots, by label.
+    instances: Mutex<HashMap<String, Arc<InstanceShared>>>,
+    /// Every worker's upstream pool, so a saturated instance can take back
+    /// a connection another worker keeps idle.
+    pools: pool::Registry,
+    /// Set once apps are being stopped at shutdown: a request that still
+    /// arrives gets `503 shutting down` rather than a 502.
+    refusing: AtomicBool,
     /// Cancelled to end long-lived streams (SSE) cleanly during a drain.
     streams_end: CancellationToken,
-    /// Instances a rolling restart is replacing, by label.
-    retired: Mutex<HashMap<String, Arc<std::sync::atomic::AtomicBool>>>,
     /// Upgraded connections (WebSocket tunnels) outlive their HTTP
     /// connection; workers wait for them before their runtime goes away.
     tunnels: tokio_util::task::TaskTracker,
@@ -75,28 +96,44 @@ impl Gateway {
         server
             .http1()
             .timer(TokioTimer::new())
-            .header_read_timeout(cfg.header_read_timeout)
+            // Head and idle limits are kept per connection (`conn`), which
+            // also covers protocol detection; hyper's own would close idle
+            // keep-alive connections at the header timeout.
+            .header_read_timeout(None)
             // hyper's floor is 8 KiB; the head is refused with 431 past it.
             .max_buf_size((cfg.max_header_bytes as usize).max(8192))
             .keep_alive(true);
         server
             .http2()
             .timer(TokioTimer::new())
-            .max_header_list_size(cfg.max_header_bytes);
+            .max_header_list_size(cfg.max_header_bytes)
+            .max_concurrent_streams(cfg.http2_max_concurrent_streams)
+            .keep_alive_interval(Some(cfg.client_idle_timeout))
+            .keep_alive_timeout(cfg.header_read_timeout);
+        let max_connections = cfg
+            .max_connections
+            .map_or_else(limits::default_max_connections, |n| n as usize);
+        tracing::debug!(max_connections, "gateway connection limit");
 
         Arc::new(Self {
             table: ArcSwap::from_pointee(RouteTable::default()),
             connect_timeout: cfg.upstream_connect_timeout,
             server,
-            connections: Arc::new(Semaphore::new(cfg.max_connections as usize)),
+            connections: Arc::new(Semaphore::new(max_connections)),
+            timeouts: conn::Timeouts {
+                header: cfg.header_read_timeout,
+                idle: cfg.client_idle_timeout,
+            },
             response_timeout: cfg.upstream_response_timeout,
+            upstream_idle_timeout: cfg.upstream_idle_timeout,
+            max_upstream_connections: cfg.max_upstream_connections as usize,
             access_log: cfg.access_log,
             in_flight: Arc::new(Counter::default()),
             apps: Mutex::new(HashMap::new()),
-            upstreams: Mutex::new(HashMap::new()),
-            breakers: Mutex::new(HashMap::new()),
+            instances: Mutex::new(HashMap::new()),
+            pools: pool::Registry::default(),
+            refusing: AtomicBool::new(false),
             streams_end: CancellationToken::new(),
-            retired: Mutex::new(HashMap::new()),
             tunnels: tokio_util::task::TaskTracker::new(),
         })
     }
@@ -123,66 +160,59 @@ impl Gateway {
             .collect()
     }
 
-    /// The in-flight counter of an instance or external address, by label.
-    pub fn upstream_counter(&self, label: &str) -> Arc<Counter> {
-        let mut ups = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
-        ups.entry(label.to_string()).or_default().clone()
-    }
-
-    /// The circuit breaker of an instance or external address, by label.
-    pub fn upstream_breaker(&self, label: &str, cfg: &CircuitBreaker) -> Arc<Mutex<Breaker>> {
-        let mut breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        breakers
+    /// What `label` keeps across snapshots, created on first use.
+    fn instance(&self, label: &str, cfg: &CircuitBreaker) -> Arc<InstanceShared> {
+        let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        instances
             .entry(label.to_string())
-            .or_insert_with(|| Arc::new(Mutex::new(Breaker::new(cfg.clone()))))
+            .or_insert_with(|| {
+                Arc::new(InstanceShared {
+                    in_flight: Arc::default(),
+                    breaker: Arc::new(Mutex::new(Breaker::new(cfg.clone()))),
+                    retired: Arc::default(),
+                    conns: ConnLimit::new(self.max_upstream_connections),
+                })
+            })
             .clone()
     }
 
-    /// A routable upstream with the counters, breaker and retirement flag
-    /// kept for `label` across table snapshots.
+    /// What `label` keeps, if it was ever routed (reads create nothing).
+    fn known(&self, label: &str) -> Option<Arc<InstanceShared>> {
+        let instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
+        instances.get(label).cloned()
+    }
+
+    /// A routable upstream with the counters, breaker, retirement flag and
+    /// connection limit kept for `label` across table snapshots.
     pub fn upstream(
         &self,
         label: &str,
         addr: std::net::SocketAddr,
         cfg: &CircuitBreaker,
     ) -> Upstream {
-        let retired = {
-            let mut flags = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-            flags.entry(label.to_string()).or_default().clone()
-        };
+        let shared = self.instance(label, cfg);
         Upstream::new(
             label.to_string(),
             addr,
-            self.upstream_counter(label),
-            self.upstream_breaker(label, cfg),
+            shared.in_flight.clone(),
+            shared.breaker.clone(),
         )
-        .with_retired(retired)
+        .with_shared(shared.retired.clone(), shared.conns.clone())
     }
 
     /// No new request goes to `label` from now on; then waits until its
     /// in-flight requests are done (true) or `deadline` passes (false).
     pub async fn retire(&self, label: &str, deadline: Instant) -> bool {
-        {
-            let mut flags = self.retired.lock().unwrap_or_else(|p| p.into_inner());
-            flags
-                .entry(label.to_string())
-                .or_default()
-                .store(true, Ordering::SeqCst);
-        }
-        self.upstream_counter(label).wait_idle(deadline).await
+        let Some(shared) = self.known(label) else {
+            return true;
+        };
+        shared.retired.store(true, Ordering::SeqCst);
+        shared.in_flight.wait_idle(deadline).await
     }
 
     /// Forgets a stopped instance's per-label state.
     pub fn forget_upstream(&self, label: &str) {
-        self.retired
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(label);
-        self.upstreams
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(label);
-        self.breakers
+        self.instances
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .remove(label);
@@ -190,9 +220,9 @@ impl Gateway {
 
     /// An instance's breaker state now (`closed` when it never saw a request).
     pub fn breaker_state(&self, label: &str) -> &'static str {
-        let breakers = self.breakers.lock().unwrap_or_else(|p| p.into_inner());
-        breakers.get(label).map_or("closed", |b| {
-            b.lock()
+        self.known(label).map_or("closed", |s| {
+            s.breaker
+                .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .state(Instant::now())
                 .name()
@@ -201,7 +231,7 @@ impl Gateway {
 
     /// In flight to one instance, by label.
     pub fn upstream_in_flight(&self, label: &str) -> usize {
-        self.upstream_counter(label).get()
+        self.known(label).map_or(0, |s| s.in_flight.get())
     }
 
     /// Whether an app is draining.
@@ -236,10 +266,17 @@ impl Gateway {
         self.in_flight.wait_idle(deadline).await
     }
 
+    /// From now on a request that still arrives gets `503 shutting down`
+    /// (the apps are being stopped).
+    pub fn refuse_requests(&self) {
+        self.refusing.store(true, Ordering::Release);
+    }
+
     /// Serves `listener` on one worker thread per core until `shutdown`;
     /// then every worker stops accepting (the socket closes with the last
-    /// one) and asks open connections to finish: `Connection: close` for
-    /// HTTP/1, GOAWAY for HTTP/2. Resolves once every connection has closed.
+    /// one) and its connections close as `conn` describes: GOAWAY for
+    /// HTTP/2, `Connection: close` on every further HTTP/1 response, idle
+    /// ones once quiet. Resolves once every connection has closed.
     pub async fn serve(
         self: Arc<Self>,
         listener: std::net::TcpListener,
@@ -281,8 +318,12 @@ impl Gateway {
                 return;
             }
         };
-        let upstreams = pool::Pool::new(self.connect_timeout);
-        let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+        let upstreams = self
+            .pools
+            .pool(self.connect_timeout, self.upstream_idle_timeout);
+        let sweeper = tokio::spawn(upstreams.clone().sweep_idle());
+        let connections = tokio_util::task::TaskTracker::new();
+        let mut refused = limits::AcceptErrors::default();
         loop {
             let permit = tokio::select! {
                 p = self.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -292,40 +333,84 @@ impl Gateway {
                 accepted = listener.accept() => match accepted {
                     Ok(a) => a,
                     Err(e) => {
-                        // EMFILE and friends: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        if let Some(pause) = refused.failed(&e) {
+                            tokio::select! {
+                                _ = tokio::time::sleep(pause) => {}
+                                _ = shutdown.cancelled() => break,
+                            }
+                        }
                         continue;
                     }
                 },
                 _ = shutdown.cancelled() => break,
             };
+            refused.accepted();
             let _ = stream.set_nodelay(true);
-            let (gw, upstreams) = (self.clone(), upstreams.clone());
-            // X-Forwarded-For for this connection, made once.
-            let client = hyper::header::HeaderValue::from_str(&peer.ip().to_string())
-                .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("unknown"));
-            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let (gw, upstreams, client) = (gw.clone(), upstreams.clone(), client.clone());
-                async move { Ok::<_, Infallible>(forward::handle(gw, upstreams, req, &client).await) }
-            });
-            let conn = self
+            let state = conn::ConnState::new();
+            let service = self.service(upstreams.clone(), peer, state.clone(), shutdown.clone());
+            let io = TokioIo::new(conn::Watched::new(stream, state.clone()));
+            let served = self
                 .server
-                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                .serve_connection_with_upgrades(io, service)
                 .into_owned();
-            let conn = graceful.watch(conn);
-            tokio::spawn(async move {
-                if let Err(e) = conn.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
-                }
+            let (timeouts, closing) = (self.timeouts, shutdown.clone());
+            connections.spawn(async move {
+                conn::drive(served, state, timeouts, closing).await;
                 drop(permit);
             });
         }
         drop(listener);
-        graceful.shutdown().await;
+        connections.close();
+        connections.wait().await;
+        sweeper.abort();
         // Tunnels end by themselves or at the drain's stream_grace.
         self.tunnels.close();
         self.tunnels.wait().await;
+    }
+
+    /// The hyper service of one client connection.
+    fn service(
+        self: &Arc<Self>,
+        upstreams: Upstreams,
+        peer: std::net::SocketAddr,
+        state: Arc<conn::ConnState>,
+        closing: CancellationToken,
+    ) -> impl hyper::service::Service<
+        hyper::Request<Incoming>,
+        Response = hyper::Response<conn::ActiveBody<ProxyBody>>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+           + Send
+           + 'static {
+        let gw = self.clone();
+        // X-Forwarded-For for this connection, made once.
+        let client = hyper::header::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("unknown"));
+        hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            let active = state.begin();
+            let h1 = !state.is_h2();
+            let (gw, upstreams, client, closing) = (
+                gw.clone(),
+                upstreams.clone(),
+                client.clone(),
+                closing.clone(),
+            );
+            async move {
+                let mut res = forward::handle(gw, upstreams, req, &client).await;
+                // Shutting down: this response is the connection's last.
+                if h1
+                    && closing.is_cancelled()
+                    && res.status() != hyper::StatusCode::SWITCHING_PROTOCOLS
+                {
+                    res.headers_mut().insert(
+                        hyper::header::CONNECTION,
+                        hyper::header::HeaderValue::from_static("close"),
+                    );
+                }
+                Ok::<_, Infallible>(res.map(|b| conn::ActiveBody::new(b, active)))
+            }
+        })
     }
 }
 

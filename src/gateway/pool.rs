@@ -7,11 +7,25 @@
 //!
 //! A connection goes back to the pool only when its response body has been
 //! read to the end; a failed, upgraded or half-read connection is dropped.
+//!
+//! Bounds and staleness:
+//! - every open connection to an instance holds one of its
+//!   `max_upstream_connections` permits ([`ConnLimit`]); at the limit a
+//!   request takes an idle connection from any worker, or waits for one (or
+//!   a permit) up to `upstream_connect_timeout`, then gets
+//!   [`PoolError::Saturated`] — the instance is busy, not broken;
+//! - a connection idle for `upstream_idle_timeout` is closed, never reused
+//!   (backends close idle keep-alive connections, and reusing one in that
+//!   instant loses the request);
+//! - a request that fails on a *reused* connection before any response
+//!   arrived is sent once more on a new connection when that is safe: hyper
+//!   hands back a request it never wrote, and a body-less one can be
+//!   rebuilt (`replay`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -19,10 +33,12 @@ use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 use super::ProxyBody;
 
-/// Idle connections kept per upstream address.
+/// Idle connections kept per upstream address and worker.
 const MAX_IDLE: usize = 256;
 
 #[derive(Debug)]
@@ -31,75 +47,237 @@ pub enum PoolError {
     Connect(std::io::Error),
     /// The connection failed after the request was (maybe) sent.
     Request(hyper::Error),
+    /// Every connection the instance may have is busy, for longer than
+    /// `upstream_connect_timeout`.
+    Saturated,
 }
 
-#[derive(Clone)]
-pub struct Pool {
-    idle: Arc<Mutex<HashMap<SocketAddr, Vec<SendRequest<ProxyBody>>>>>,
-    connect_timeout: Duration,
+/// An instance's connection limit, shared by every worker's pool.
+#[derive(Debug)]
+pub struct ConnLimit {
+    permits: Arc<Semaphore>,
+    /// Woken when a connection to the instance goes back to a pool idle.
+    returned: Notify,
 }
 
-impl Pool {
-    pub fn new(connect_timeout: Duration) -> Self {
-        Self {
-            idle: Arc::default(),
-            connect_timeout,
-        }
+impl ConnLimit {
+    pub fn new(max: usize) -> Arc<Self> {
+        Arc::new(Self {
+            permits: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
+            returned: Notify::new(),
+        })
     }
 
-    /// Sends `req` to `addr` on an idle connection, or a new one. The
-    /// response body gives the connection back when it ends.
+    /// Connections open to the instance now.
+    #[cfg(test)]
+    pub fn available(&self) -> usize {
+        self.permits.available_permits()
+    }
+}
+
+struct Idle {
+    sender: SendRequest<ProxyBody>,
+    since: Instant,
+}
+
+struct Inner {
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    connect_timeout: Duration,
+    idle_timeout: Duration,
+    /// Every worker's pool, to borrow idle connections at the limit.
+    registry: Registry,
+}
+
+/// Every worker's pool (weakly: a worker's pool goes away with it).
+#[derive(Clone, Default)]
+pub struct Registry(Arc<Mutex<Vec<Weak<Inner>>>>);
+
+impl Registry {
+    /// A new worker pool, registered.
+    pub fn pool(&self, connect_timeout: Duration, idle_timeout: Duration) -> Pool {
+        let inner = Arc::new(Inner {
+            idle: Mutex::default(),
+            connect_timeout,
+            idle_timeout,
+            registry: self.clone(),
+        });
+        let mut pools = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        pools.retain(|w| w.strong_count() > 0);
+        pools.push(Arc::downgrade(&inner));
+        Pool(inner)
+    }
+
+    /// An idle connection to `addr` from any pool but `except`.
+    fn take_elsewhere(&self, addr: SocketAddr, except: &Arc<Inner>) -> Option<Idle> {
+        let pools: Vec<Arc<Inner>> = {
+            let pools = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            pools.iter().filter_map(Weak::upgrade).collect()
+        };
+        pools
+            .iter()
+            .filter(|p| !Arc::ptr_eq(p, except))
+            .find_map(|p| Pool(p.clone()).take_idle(addr))
+    }
+}
+
+/// One worker's pool (cheap to clone: shared).
+#[derive(Clone)]
+pub struct Pool(Arc<Inner>);
+
+impl Pool {
+    /// Sends `req` to `addr` on an idle connection, or a new one (see the
+    /// module doc for the limit and the one retry). The response body gives
+    /// the connection back when it ends.
     pub async fn send(
         &self,
         addr: SocketAddr,
+        limit: &Arc<ConnLimit>,
         req: Request<ProxyBody>,
+        replay: Option<&hyper::http::request::Parts>,
     ) -> Result<Response<PooledBody>, PoolError> {
-        let mut sender = loop {
-            match self.take_idle(addr) {
-                // Idle connections finish their last exchange a moment after
-                // its body ended; a closed one fails here and is dropped.
-                Some(mut s) => {
-                    if s.ready().await.is_ok() {
-                        break s;
-                    }
-                }
-                None => break self.connect(addr).await?,
+        let (mut sender, reused) = self.checkout(addr, limit).await?;
+        let res = match sender.try_send_request(req).await {
+            Ok(res) => res,
+            Err(mut e) => {
+                let again = match e.take_message() {
+                    Some(unsent) => Some(unsent),
+                    None if reused => replay.map(|p| Request::from_parts(clone_parts(p), empty())),
+                    None => None,
+                };
+                let Some(req) = again else {
+                    return Err(PoolError::Request(e.into_error()));
+                };
+                tracing::debug!(upstream = %addr, error = %e.error(), "a reused connection failed before any response; sending again on a new one");
+                sender = self
+                    .connect(addr, limit, Instant::now() + self.0.connect_timeout)
+                    .await?;
+                sender.send_request(req).await.map_err(PoolError::Request)?
             }
         };
-        let res = sender.send_request(req).await.map_err(PoolError::Request)?;
         let upgraded = res.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
-        let mut giveback = (!upgraded).then(|| (self.clone(), addr, sender));
+        let mut giveback = (!upgraded).then(|| Giveback {
+            pool: self.clone(),
+            addr,
+            limit: limit.clone(),
+            sender,
+        });
         // A response without a body is never polled: its connection is free now.
         if res.body().is_end_stream() {
-            if let Some((pool, addr, sender)) = giveback.take() {
-                pool.put_back(addr, sender);
+            if let Some(g) = giveback.take() {
+                g.put_back();
             }
         }
         Ok(res.map(|inner| PooledBody { inner, giveback }))
     }
 
-    fn take_idle(&self, addr: SocketAddr) -> Option<SendRequest<ProxyBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get_mut(&addr)?.pop()
+    /// A live idle connection (`true`: reused) or a new one.
+    async fn checkout(
+        &self,
+        addr: SocketAddr,
+        limit: &Arc<ConnLimit>,
+    ) -> Result<(SendRequest<ProxyBody>, bool), PoolError> {
+        while let Some(idle) = self.take_idle(addr) {
+            if let Some(s) = ready(idle).await {
+                return Ok((s, true));
+            }
+        }
+        let deadline = Instant::now() + self.0.connect_timeout;
+        loop {
+            let returned = limit.returned.notified();
+            if let Ok(permit) = limit.permits.clone().try_acquire_owned() {
+                return Ok((self.open(addr, permit, deadline).await?, false));
+            }
+            // At the limit: an idle connection anywhere, or wait for one.
+            let idle = self
+                .take_idle(addr)
+                .or_else(|| self.0.registry.take_elsewhere(addr, &self.0));
+            if let Some(idle) = idle {
+                if let Some(s) = ready(idle).await {
+                    return Ok((s, true));
+                }
+                continue;
+            }
+            tokio::select! {
+                permit = limit.permits.clone().acquire_owned() => {
+                    let permit = permit.map_err(|_| PoolError::Saturated)?;
+                    return Ok((self.open(addr, permit, deadline).await?, false));
+                }
+                _ = returned => {}
+                _ = tokio::time::sleep_until(deadline) => return Err(PoolError::Saturated),
+            }
+        }
+    }
+
+    /// A new connection, within the limit.
+    async fn connect(
+        &self,
+        addr: SocketAddr,
+        limit: &Arc<ConnLimit>,
+        deadline: Instant,
+    ) -> Result<SendRequest<ProxyBody>, PoolError> {
+        let permit = tokio::time::timeout_at(deadline, limit.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| PoolError::Saturated)?
+            .map_err(|_| PoolError::Saturated)?;
+        self.open(addr, permit, deadline).await
+    }
+
+    fn take_idle(&self, addr: SocketAddr) -> Option<Idle> {
+        let mut idle = self.0.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let list = idle.get_mut(&addr)?;
+        let fresh_after = Instant::now().checked_sub(self.0.idle_timeout);
+        // Newest last: once the newest is too old, all are.
+        match list.pop() {
+            Some(c) if fresh_after.is_none_or(|t| c.since > t) => Some(c),
+            Some(_) => {
+                list.clear();
+                None
+            }
+            None => None,
+        }
     }
 
     fn put_back(&self, addr: SocketAddr, sender: SendRequest<ProxyBody>) {
         if sender.is_closed() {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.0.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(addr).or_default();
         if list.len() < MAX_IDLE {
-            list.push(sender);
+            list.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
         }
     }
 
-    async fn connect(&self, addr: SocketAddr) -> Result<SendRequest<ProxyBody>, PoolError> {
-        let stream =
-            tokio::time::timeout(self.connect_timeout, tokio::net::TcpStream::connect(addr))
-                .await
-                .map_err(|_| PoolError::Connect(std::io::ErrorKind::TimedOut.into()))?
-                .map_err(PoolError::Connect)?;
+    /// Closes connections idle for `upstream_idle_timeout`, forever (the
+    /// worker aborts it when it stops).
+    pub async fn sweep_idle(self) {
+        let every = self.0.idle_timeout / 2;
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(oldest_kept) = Instant::now().checked_sub(self.0.idle_timeout) else {
+                continue;
+            };
+            let mut idle = self.0.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|_, list| {
+                list.retain(|c| c.since > oldest_kept);
+                !list.is_empty()
+            });
+        }
+    }
+
+    async fn open(
+        &self,
+        addr: SocketAddr,
+        permit: OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> Result<SendRequest<ProxyBody>, PoolError> {
+        let stream = tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(addr))
+            .await
+            .map_err(|_| PoolError::Connect(std::io::ErrorKind::TimedOut.into()))?
+            .map_err(PoolError::Connect)?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = http1::handshake(TokioIo::new(stream))
             .await
@@ -108,8 +286,48 @@ impl Pool {
             if let Err(e) = conn.with_upgrades().await {
                 tracing::debug!(upstream = %addr, error = %e, "upstream connection ended");
             }
+            // The socket is closed: the instance may open another.
+            drop(permit);
         });
         Ok(sender)
+    }
+}
+
+/// `idle` if it is still usable (a closed one finishes its last exchange a
+/// moment after its body ended, and fails here).
+async fn ready(mut idle: Idle) -> Option<SendRequest<ProxyBody>> {
+    idle.sender.ready().await.ok().map(|()| idle.sender)
+}
+
+pub(crate) fn clone_parts(parts: &hyper::http::request::Parts) -> hyper::http::request::Parts {
+    let mut req = Request::builder()
+        .method(parts.method.clone())
+        .uri(parts.uri.clone())
+        .version(parts.version)
+        .body(())
+        .expect("parts of a valid request");
+    *req.headers_mut() = parts.headers.clone();
+    req.into_parts().0
+}
+
+pub(crate) fn empty() -> ProxyBody {
+    use http_body_util::BodyExt;
+    http_body_util::Empty::new()
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+struct Giveback {
+    pool: Pool,
+    addr: SocketAddr,
+    limit: Arc<ConnLimit>,
+    sender: SendRequest<ProxyBody>,
+}
+
+impl Giveback {
+    fn put_back(self) {
+        self.pool.put_back(self.addr, self.sender);
+        self.limit.returned.notify_one();
     }
 }
 
@@ -119,7 +337,7 @@ pin_project_lite::pin_project! {
     pub struct PooledBody {
         #[pin]
         inner: Incoming,
-        giveback: Option<(Pool, SocketAddr, SendRequest<ProxyBody>)>,
+        giveback: Option<Giveback>,
     }
 }
 
@@ -143,8 +361,8 @@ impl Body for PooledBody {
             Poll::Pending => false,
         };
         if done {
-            if let Some((pool, addr, sender)) = this.giveback.take() {
-                pool.put_back(addr, sender);
+            if let Some(g) = this.giveback.take() {
+                g.put_back();
             }
         }
         polled

@@ -19,6 +19,8 @@ struct ErrorBody<'a> {
     path: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     retry_after_s: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
 impl<'a> ErrorBody<'a> {
@@ -29,6 +31,7 @@ impl<'a> ErrorBody<'a> {
             host: None,
             path: None,
             retry_after_s: None,
+            reason: None,
         }
     }
 
@@ -68,8 +71,14 @@ pub fn no_route(host: &str, path: &str) -> Response<ProxyBody> {
     )
 }
 
+fn with_close(mut res: Response<ProxyBody>) -> Response<ProxyBody> {
+    res.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
 pub fn draining(app: &str, retry_after: u64, close: bool) -> Response<ProxyBody> {
-    let mut res = with_retry_after(
+    let res = with_retry_after(
         json(
             StatusCode::SERVICE_UNAVAILABLE,
             ErrorBody {
@@ -80,10 +89,10 @@ pub fn draining(app: &str, retry_after: u64, close: bool) -> Response<ProxyBody>
         retry_after,
     );
     if close {
-        res.headers_mut()
-            .insert(CONNECTION, HeaderValue::from_static("close"));
+        with_close(res)
+    } else {
+        res
     }
-    res
 }
 
 pub fn no_ready_instance(app: &str, retry_after: u64) -> Response<ProxyBody> {
@@ -124,4 +133,64 @@ pub fn circuit_open(app: &str, retry_after: u64) -> Response<ProxyBody> {
         ),
         retry_after,
     )
+}
+
+/// Every connection the instance may have is busy: not the instance's fault.
+pub fn no_connection(app: &str, retry_after: u64) -> Response<ProxyBody> {
+    with_retry_after(
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorBody {
+                retry_after_s: Some(retry_after),
+                ..ErrorBody::new("upstream busy").app(app)
+            },
+        ),
+        retry_after,
+    )
+}
+
+/// A request that arrives while the apps are being stopped.
+pub fn shutting_down(retry_after: u64) -> Response<ProxyBody> {
+    with_close(with_retry_after(
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            ErrorBody::new("shutting down"),
+        ),
+        retry_after,
+    ))
+}
+
+/// A malformed request (RFC 9112 §3.2 and friends).
+pub fn bad_request(reason: &str) -> Response<ProxyBody> {
+    with_close(json(
+        StatusCode::BAD_REQUEST,
+        ErrorBody {
+            reason: Some(reason),
+            ..ErrorBody::new("bad request")
+        },
+    ))
+}
+
+/// A client that stopped sending its request body.
+pub fn request_timeout() -> Response<ProxyBody> {
+    with_close(json(
+        StatusCode::REQUEST_TIMEOUT,
+        ErrorBody::new("request timeout"),
+    ))
+}
+
+/// CONNECT: harbormaster is a reverse proxy, not a forward proxy.
+pub fn method_not_allowed() -> Response<ProxyBody> {
+    let mut res = with_close(json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        ErrorBody {
+            reason: Some("CONNECT is not supported"),
+            ..ErrorBody::new("method not allowed")
+        },
+    ));
+    res.headers_mut().insert(
+        hyper::header::ALLOW,
+        HeaderValue::from_static("GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS"),
+    );
+    res
 }

@@ -30,6 +30,8 @@ pub struct Upstream {
     pub breaker: Arc<Mutex<Breaker>>,
     /// Set when a rolling restart replaces this instance: no new requests.
     pub retired: Arc<AtomicBool>,
+    /// One permit per open upstream connection (`max_upstream_connections`).
+    pub conns: Arc<super::ConnLimit>,
 }
 
 impl Upstream {
@@ -45,12 +47,14 @@ impl Upstream {
             in_flight,
             breaker,
             retired: Arc::default(),
+            conns: super::ConnLimit::new(usize::MAX),
         }
     }
 
-    /// Shares a retirement flag kept across table snapshots.
-    pub fn with_retired(mut self, retired: Arc<AtomicBool>) -> Self {
+    /// Shares a retirement flag and connection limit kept across table snapshots.
+    pub fn with_shared(mut self, retired: Arc<AtomicBool>, conns: Arc<super::ConnLimit>) -> Self {
         self.retired = retired;
+        self.conns = conns;
         self
     }
 

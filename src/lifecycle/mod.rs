@@ -133,6 +133,8 @@ pub async fn launch(
         tracing::warn!(event = "leftover_stopped", "{line}");
     }
 
+    let nofile = crate::gateway::limits::raise_nofile();
+    tracing::debug!(?nofile, "open-file limit");
     let gateway = Gateway::new(&config.gateway);
     let externals = Arc::new(ExternalHealth::default());
     let stop_accepting = cancel.child_token();
@@ -315,7 +317,9 @@ impl Launched {
                 tracing::warn!("connections still open at the drain deadline were closed");
             }
         }
-        // 4. (with the config as reloads left it)
+        // 4. (with the config as reloads left it); a request still arriving
+        // on a connection the deadline left open gets 503, not a 502.
+        gateway.refuse_requests();
         supervisor.stop_all(&current.load_full()).await;
         cancel.cancel();
         let _ = routing.await;

@@ -1,0 +1,347 @@
+//! The client's side of a forwarded request: the conformance checks on its
+//! head (RFC 9112 §3.2: Host; CONNECT; h2c), the rewrite for the upstream
+//! (hop-by-hop headers, `X-Forwarded-*`, the path), and the body wrapper
+//! that tells a client's failure from the upstream's.
+//!
+//! Why the body wrapper matters: hyper reports a request body that breaks
+//! (a client that closes mid-upload, or sends bad chunk framing) as a
+//! failed upstream request. Counted against the upstream, any client could
+//! open every circuit breaker; the [`Progress`] it records lets the caller
+//! say whose fault it was — and start the upstream's response timeout only
+//! once the body has been sent.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Uri, Version};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
+
+/// Headers that describe one connection, not the message (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Why a request is refused before routing.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Refused {
+    /// 400 with this reason.
+    BadRequest(&'static str),
+    /// 405: harbormaster is not a forward proxy.
+    Connect,
+}
+
+/// The host a request is for: an absolute-form target's (or HTTP/2's
+/// `:authority`) authority wins over `Host` (RFC 9112 §3.2.2); HTTP/1.1
+/// needs exactly one `Host` (§3.2).
+pub fn host_of<B>(req: &Request<B>) -> Result<HeaderValue, Refused> {
+    if req.method() == Method::CONNECT {
+        return Err(Refused::Connect);
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    if second.is_some() {
+        return Err(Refused::BadRequest("more than one Host header"));
+    }
+    if let Some(authority) = req.uri().authority() {
+        return HeaderValue::from_str(authority.as_str())
+            .map_err(|_| Refused::BadRequest("invalid authority"));
+    }
+    match first {
+        Some(h) => Ok(h.clone()),
+        None if req.version() == Version::HTTP_11 => Err(Refused::BadRequest(
+            "HTTP/1.1 request without a Host header",
+        )),
+        None => Ok(HeaderValue::from_static("")),
+    }
+}
+
+/// Whether the request asks to switch protocols (WebSocket and the like);
+/// `h2c` is not forwarded: the request is served as plain HTTP/1.1.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    let Some(upgrade) = headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    upgrade
+        .split(',')
+        .any(|p| !p.trim().eq_ignore_ascii_case("h2c"))
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+            })
+}
+
+/// Rewrites the request for the upstream: path (strip_prefix), hop-by-hop
+/// headers out (with `HTTP2-Settings` of an h2c attempt), `X-Forwarded-*`
+/// in, `Host` = the host the request is for, HTTP/1.1 upstream, and a body
+/// of unknown length sent chunked whatever the method.
+pub fn prepare(
+    parts: &mut hyper::http::request::Parts,
+    host: &HeaderValue,
+    client: &HeaderValue,
+    upgrade: bool,
+    strip: usize,
+    has_body: bool,
+) {
+    if strip > 0 {
+        let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let rest = &pq[strip.min(pq.len())..];
+        let new = if rest.starts_with('/') {
+            rest.to_string()
+        } else {
+            format!("/{rest}")
+        };
+        if let Ok(pq) = new.parse::<hyper::http::uri::PathAndQuery>() {
+            parts.uri = Uri::from(pq);
+        }
+    }
+    // Origin-form (`/path?query`): the upstream is an origin server, and
+    // `Host` names the site.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let pq = parts.uri.path_and_query().cloned();
+        parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
+    }
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
+    if !upgrade {
+        headers.remove(HTTP2_SETTINGS);
+    }
+    let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => {
+            HeaderValue::from_str(&format!("{prev}, {}", client.to_str().unwrap_or(""))).ok()
+        }
+        None => Some(client.clone()),
+    };
+    if let Some(v) = xff {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    headers.insert(X_FORWARDED_HOST, host.clone());
+    headers.insert(header::HOST, host.clone());
+    // hyper sends no body for a GET of unknown length unless told to.
+    if has_body && !headers.contains_key(header::CONTENT_LENGTH) {
+        headers.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+    }
+    parts.version = Version::HTTP_11;
+}
+
+/// Removes hop-by-hop headers (and those `Connection` names); an upgrade
+/// keeps `Connection: upgrade` and `Upgrade` so the upstream sees it.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        if upgrade
+            && (name == header::UPGRADE || name == header::CONNECTION || name.as_str() == "upgrade")
+        {
+            continue;
+        }
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// How far a request body has come, shared between the body (written by
+/// hyper's upstream connection) and the request's task.
+#[derive(Debug)]
+pub struct Progress {
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last frame read from the client.
+    last_frame: AtomicU64,
+    ended: AtomicBool,
+    /// The client broke its own body (closed early, bad framing).
+    failed: AtomicBool,
+    done: Notify,
+}
+
+impl Progress {
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Whether the client broke its own request body.
+    pub fn client_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    /// Resolves once the whole body has been read from the client (and so
+    /// handed to the upstream connection).
+    pub async fn sent(&self) {
+        loop {
+            let done = self.done.notified();
+            if self.ended.load(Ordering::Acquire) {
+                return;
+            }
+            done.await;
+        }
+    }
+
+    /// Resolves if the client sends no body bytes for `idle` before the
+    /// body ends.
+    pub async fn stalled(&self, idle: Duration) {
+        loop {
+            let last = self.last_frame.load(Ordering::Relaxed);
+            tokio::time::sleep_until(self.epoch + Duration::from_millis(last) + idle).await;
+            if self.ended.load(Ordering::Acquire) {
+                std::future::pending::<()>().await;
+            }
+            if self.last_frame.load(Ordering::Relaxed) == last {
+                return;
+            }
+        }
+    }
+
+    fn finish(&self, failed: bool) {
+        self.failed.store(failed, Ordering::Release);
+        self.ended.store(true, Ordering::Release);
+        self.done.notify_waiters();
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The client's request body on its way upstream, recording [`Progress`].
+    pub struct ClientBody {
+        #[pin]
+        inner: Incoming,
+        progress: Arc<Progress>,
+    }
+}
+
+impl ClientBody {
+    pub fn new(inner: Incoming) -> (Self, Arc<Progress>) {
+        let progress = Arc::new(Progress {
+            epoch: Instant::now(),
+            last_frame: AtomicU64::new(0),
+            ended: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            done: Notify::new(),
+        });
+        let body = Self {
+            inner,
+            progress: progress.clone(),
+        };
+        (body, progress)
+    }
+}
+
+impl Body for ClientBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        let p = &this.progress;
+        match &polled {
+            Poll::Ready(Some(Ok(_))) => {
+                p.last_frame.store(p.now_ms(), Ordering::Relaxed);
+                if this.inner.is_end_stream() {
+                    p.finish(false);
+                }
+            }
+            Poll::Ready(None) => p.finish(false),
+            Poll::Ready(Some(Err(_))) => p.finish(true),
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(version: Version, uri: &str, hosts: &[&str]) -> Request<()> {
+        let mut b = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            b = b.header(header::HOST, *h);
+        }
+        b.body(()).unwrap()
+    }
+
+    #[test]
+    fn http11_needs_exactly_one_host() {
+        assert_eq!(
+            host_of(&req(Version::HTTP_11, "/", &[])),
+            Err(Refused::BadRequest(
+                "HTTP/1.1 request without a Host header"
+            ))
+        );
+        assert_eq!(
+            host_of(&req(Version::HTTP_11, "/", &["a", "b"])),
+            Err(Refused::BadRequest("more than one Host header"))
+        );
+        assert_eq!(host_of(&req(Version::HTTP_11, "/", &["a"])).unwrap(), "a");
+        assert_eq!(host_of(&req(Version::HTTP_10, "/", &[])).unwrap(), "");
+    }
+
+    #[test]
+    fn an_absolute_form_authority_wins_over_host() {
+        let r = req(Version::HTTP_11, "http://b.example/x", &["a.example"]);
+        assert_eq!(host_of(&r).unwrap(), "b.example");
+    }
+
+    #[test]
+    fn connect_is_refused() {
+        let r = Request::builder()
+            .method(Method::CONNECT)
+            .uri("example.com:443")
+            .body(())
+            .unwrap();
+        assert_eq!(host_of(&r), Err(Refused::Connect));
+    }
+
+    #[test]
+    fn h2c_is_not_an_upgrade_but_websocket_is() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "Upgrade, HTTP2-Settings".parse().unwrap(),
+        );
+        h.insert(header::UPGRADE, "h2c".parse().unwrap());
+        assert!(!is_upgrade(&h));
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert!(is_upgrade(&h));
+    }
+}
