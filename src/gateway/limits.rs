@@ -36,6 +36,19 @@ pub fn raise_nofile() -> Option<u64> {
     limit.current
 }
 
+/// Connections that wait for an accept: std binds with 128, which a burst
+/// (or a flood past `max_connections`) fills at once; then new clients'
+/// handshakes are dropped and retried only after a second.
+const BACKLOG: i32 = 1024;
+
+/// Lets `listener` queue [`BACKLOG`] connections (the kernel caps it at
+/// `net.core.somaxconn`).
+pub fn deepen_backlog(listener: &std::net::TcpListener) {
+    if let Err(e) = rustix::net::listen(listener, BACKLOG) {
+        tracing::debug!(error = %e, "cannot set the listen backlog");
+    }
+}
+
 /// `max_connections` when the config does not set it: half of what the
 /// open-file limit leaves after the headroom, at most 10,000.
 pub fn default_max_connections() -> usize {

@@ -283,6 +283,7 @@ impl Gateway {
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
+        limits::deepen_backlog(&listener);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut finished = Vec::with_capacity(workers);
         for i in 0..workers {
@@ -345,27 +346,62 @@ impl Gateway {
                 _ = shutdown.cancelled() => break,
             };
             refused.accepted();
-            let _ = stream.set_nodelay(true);
-            let state = conn::ConnState::new();
-            let service = self.service(upstreams.clone(), peer, state.clone(), shutdown.clone());
-            let io = TokioIo::new(conn::Watched::new(stream, state.clone()));
-            let served = self
-                .server
-                .serve_connection_with_upgrades(io, service)
-                .into_owned();
-            let (timeouts, closing) = (self.timeouts, shutdown.clone());
-            connections.spawn(async move {
-                conn::drive(served, state, timeouts, closing).await;
-                drop(permit);
-            });
+            self.accept(stream, peer, permit, &upstreams, &connections, &shutdown);
         }
-        drop(listener);
+        // Connections that completed their handshake meanwhile would be
+        // reset when the socket closes: take them in too (their first
+        // response says `Connection: close`).
+        // (A plain non-blocking accept: tokio's cached readiness may not
+        // know of them yet.)
+        if let Ok(listener) = listener.into_std() {
+            while let Ok((stream, peer)) = listener.accept() {
+                let Ok(permit) = self.connections.clone().try_acquire_owned() else {
+                    break;
+                };
+                let registered = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| tokio::net::TcpStream::from_std(stream));
+                match registered {
+                    Ok(stream) => {
+                        self.accept(stream, peer, permit, &upstreams, &connections, &shutdown)
+                    }
+                    Err(e) => tracing::debug!(error = %e, "cannot register a connection"),
+                }
+            }
+        } else {
+            tracing::debug!("cannot take the listener back from the runtime");
+        }
         connections.close();
         connections.wait().await;
         sweeper.abort();
         // Tunnels end by themselves or at the drain's stream_grace.
         self.tunnels.close();
         self.tunnels.wait().await;
+    }
+
+    /// Serves one accepted connection on this worker.
+    fn accept(
+        self: &Arc<Self>,
+        stream: tokio::net::TcpStream,
+        peer: std::net::SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
+        upstreams: &Upstreams,
+        connections: &tokio_util::task::TaskTracker,
+        shutdown: &CancellationToken,
+    ) {
+        let _ = stream.set_nodelay(true);
+        let state = conn::ConnState::new();
+        let service = self.service(upstreams.clone(), peer, state.clone(), shutdown.clone());
+        let io = TokioIo::new(conn::Watched::new(stream, state.clone()));
+        let served = self
+            .server
+            .serve_connection_with_upgrades(io, service)
+            .into_owned();
+        let (timeouts, closing) = (self.timeouts, shutdown.clone());
+        connections.spawn(async move {
+            conn::drive(served, state, timeouts, closing).await;
+            drop(permit);
+        });
     }
 
     /// The hyper service of one client connection.

@@ -71,9 +71,31 @@ impl Harbor {
 
     /// Starts it in `dir`, which the caller keeps (so runs can share it).
     pub fn start_in(dir: &Path, config: &str, extra: &[&str]) -> Self {
+        Self::spawn_in(dir, config, extra, &[])
+    }
+
+    /// Starts it in a new temp dir with `wrapper` in front of the binary,
+    /// e.g. `["sh", "-c", "ulimit -n 1024 && exec \"$0\" \"$@\""]`.
+    pub fn start_wrapped(config: &str, wrapper: &[&str]) -> Self {
+        let owned = tempfile::tempdir().unwrap();
+        let mut h = Self::spawn_in(owned.path(), config, &[], wrapper);
+        h._owned = Some(owned);
+        h
+    }
+
+    fn spawn_in(dir: &Path, config: &str, extra: &[&str], wrapper: &[&str]) -> Self {
         let file = dir.join("harbormaster.toml");
         std::fs::write(&file, config).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_harbormaster"))
+        let bin = env!("CARGO_BIN_EXE_harbormaster");
+        let mut cmd = match wrapper.split_first() {
+            None => Command::new(bin),
+            Some((program, args)) => {
+                let mut c = Command::new(program);
+                c.args(args).arg(bin);
+                c
+            }
+        };
+        let mut child = cmd
             .args(["run", "--log-format", "json", "--log-level", "info", "-c"])
             .arg(&file)
             .args(extra)
