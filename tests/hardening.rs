@@ -557,3 +557,37 @@ fn a_client_keeps_http11_keep_alive_when_the_backend_speaks_http10() {
         assert!(!res.closes(), "{res:?}");
     }
 }
+
+#[test]
+fn the_admin_listener_closes_silent_and_idle_connections() {
+    let backend = Backend::start(&[]);
+    let (h, _gw) = behind(
+        "header_read_timeout = \"1s\"\nclient_idle_timeout = \"1s\"",
+        &[backend.port],
+        "",
+    );
+    let admin = h.admin();
+    // More silent connections than the admin limit (256), and one kept
+    // alive after a request.
+    let silent: Vec<_> = (0..300)
+        .map(|_| {
+            let s = std::net::TcpStream::connect(admin).unwrap();
+            s.set_nonblocking(true).unwrap();
+            s
+        })
+        .collect();
+    let mut kept = raw::connect(admin);
+    raw::send(&mut kept, b"GET /live HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert_eq!(raw::read_response(&mut kept).unwrap().unwrap().status, 200);
+    kept.get_ref().set_nonblocking(true).unwrap();
+    let opened = Instant::now();
+    eventually(
+        SECS(5),
+        "silent and idle admin connections are closed",
+        || closed_by_peer(kept.get_ref()) && silent.iter().all(closed_by_peer),
+    );
+    assert!(opened.elapsed() < SECS(4), "took {:?}", opened.elapsed());
+    assert!(support::harbor::get(admin.port(), "/live")
+        .unwrap()
+        .contains("ok"));
+}

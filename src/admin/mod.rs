@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod report;
+mod server;
 
 use std::sync::Arc;
 
@@ -146,11 +147,14 @@ pub async fn serve(
     view: Arc<View>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    listener.set_nonblocking(true)?;
-    let listener = tokio::net::TcpListener::from_std(listener)?;
-    axum::serve(listener, router(view))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let timeouts = {
+        let gateway = &view.config.load().gateway;
+        crate::gateway::conn::Timeouts {
+            header: gateway.header_read_timeout,
+            idle: gateway.client_idle_timeout,
+        }
+    };
+    server::serve_tcp(listener, router(view), timeouts, shutdown).await
 }
 
 async fn restart(
