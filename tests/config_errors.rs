@@ -83,6 +83,12 @@ fn defaults_follow_the_contract() {
     );
     assert_eq!(config.gateway.drain_timeout.as_secs(), 30);
     assert_eq!(config.gateway.max_header_bytes, 65536);
+    assert_eq!(config.gateway.client_idle_timeout.as_secs(), 60);
+    assert_eq!(config.gateway.upstream_idle_timeout.as_secs(), 4);
+    assert_eq!(config.gateway.http2_max_concurrent_streams, 100);
+    assert_eq!(config.gateway.max_upstream_connections, 512);
+    // Unset: derived from the open-file limit at start.
+    assert_eq!(config.gateway.max_connections, None);
     let web = config.apps.values().next().unwrap();
     assert!(web.required);
     assert!(web.readiness.is_none());
@@ -94,6 +100,18 @@ fn defaults_follow_the_contract() {
     assert_eq!(m.port, 0);
     assert_eq!(m.stop.signal, nix::sys::signal::Signal::SIGTERM);
     assert_eq!(m.working_dir, file().parent().unwrap());
+}
+
+#[test]
+fn connection_limits_must_be_positive() {
+    assert_error(
+        "[gateway]\nmax_upstream_connections = 0\n",
+        "2:28: gateway.max_upstream_connections: must be at least 1, got 0",
+    );
+    assert_error(
+        "[gateway]\nclient_idle_timeout = \"0s\"\n",
+        "2:23: gateway.client_idle_timeout: must be greater than 0",
+    );
 }
 
 #[test]
