@@ -101,8 +101,9 @@ impl ConnState {
     }
 
     fn on_read(&self, bytes: &[u8]) {
-        if !self.first_read.swap(true, Ordering::Relaxed) && bytes.starts_with(b"PRI ") {
-            self.h2.store(true, Ordering::Relaxed);
+        if !self.first_read.load(Ordering::Relaxed) {
+            self.first_read.store(true, Ordering::Relaxed);
+            self.h2.store(bytes.starts_with(b"PRI "), Ordering::Relaxed);
         }
         if self.active.load(Ordering::Acquire) == 0
             && self.head_started.load(Ordering::Relaxed) == 0

@@ -25,6 +25,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -56,8 +57,10 @@ pub enum PoolError {
 #[derive(Debug)]
 pub struct ConnLimit {
     permits: Arc<Semaphore>,
-    /// Woken when a connection to the instance goes back to a pool idle.
+    /// Woken when a connection to the instance goes back to a pool idle,
+    /// if anyone waits (`waiting`: no shared write on the hot path).
     returned: Notify,
+    waiting: AtomicUsize,
 }
 
 impl ConnLimit {
@@ -65,6 +68,7 @@ impl ConnLimit {
         Arc::new(Self {
             permits: Arc::new(Semaphore::new(max.min(Semaphore::MAX_PERMITS))),
             returned: Notify::new(),
+            waiting: AtomicUsize::new(0),
         })
     }
 
@@ -182,6 +186,9 @@ impl Pool {
             }
         }
         let deadline = Instant::now() + self.0.connect_timeout;
+        // Counted before looking at the pools: a connection put back after
+        // the look sees the count and wakes us.
+        let _waiting = Waiting::new(limit);
         loop {
             let returned = limit.returned.notified();
             if let Ok(permit) = limit.permits.clone().try_acquire_owned() {
@@ -293,6 +300,22 @@ impl Pool {
     }
 }
 
+/// Counts a request waiting at an instance's limit while it lives.
+struct Waiting<'a>(&'a ConnLimit);
+
+impl<'a> Waiting<'a> {
+    fn new(limit: &'a ConnLimit) -> Self {
+        limit.waiting.fetch_add(1, Ordering::SeqCst);
+        Self(limit)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
 /// `idle` if it is still usable (a closed one finishes its last exchange a
 /// moment after its body ended, and fails here).
 async fn ready(mut idle: Idle) -> Option<SendRequest<ProxyBody>> {
@@ -327,7 +350,9 @@ struct Giveback {
 impl Giveback {
     fn put_back(self) {
         self.pool.put_back(self.addr, self.sender);
-        self.limit.returned.notify_one();
+        if self.limit.waiting.load(Ordering::SeqCst) > 0 {
+            self.limit.returned.notify_one();
+        }
     }
 }
 
