@@ -591,3 +591,41 @@ fn the_admin_listener_closes_silent_and_idle_connections() {
         .unwrap()
         .contains("ok"));
 }
+
+#[test]
+fn out_of_descriptors_the_gateway_backs_off_logs_once_a_second_and_recovers() {
+    let backend = Backend::start(&[]);
+    // max_connections set past what 1024 descriptors allow: accept fails.
+    let config = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 10000\nheader_read_timeout = \"2s\"\n{}",
+        external("web", r#"[{ path = "/" }]"#, &[backend.port], "")
+    );
+    let h = Harbor::start_wrapped(
+        &config,
+        &["sh", "-c", "ulimit -n 1024 && exec \"$0\" \"$@\""],
+    );
+    h.wait_serving("x");
+    let gw = h.gateway(0);
+    let flood_start = Instant::now();
+    let silent: Vec<_> = (0..1100)
+        .map(|_| std::net::TcpStream::connect_timeout(&gw, SECS(5)).unwrap())
+        .collect();
+    let failed = h.wait_for(SECS(10), |e| e["event"] == "accept_failed");
+    assert!(failed["count"].as_u64().unwrap() >= 1, "{failed}");
+    // The silent connections time out, descriptors come back, serving resumes.
+    eventually(SECS(15), "the gateway serves again", || {
+        fetch(gw, "x", "/").is_some_and(|r| r.0 == 200)
+    });
+    let seconds = flood_start.elapsed().as_secs() + 1;
+    let logged = h
+        .events()
+        .iter()
+        .filter(|e| e["event"] == "accept_failed")
+        .count() as u64;
+    // At most one line a second per worker (2 cores), not one per failure.
+    assert!(
+        logged <= 2 * seconds + 2,
+        "{logged} accept_failed lines in {seconds} s"
+    );
+    drop(silent);
+}

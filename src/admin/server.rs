@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
 use crate::gateway::conn::{self, ActiveBody, ConnState, Timeouts};
+use crate::gateway::limits::AcceptErrors;
 
 /// Admin connections open at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 256;
@@ -37,6 +38,7 @@ pub async fn serve_tcp(
         .timer(TokioTimer::new())
         .header_read_timeout(None);
     server.http2().timer(TokioTimer::new());
+    let mut refused = AcceptErrors::default();
     loop {
         let permit = tokio::select! {
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
@@ -46,12 +48,18 @@ pub async fn serve_tcp(
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(e) => {
-                    tracing::debug!(error = %e, "admin accept failed");
+                    if let Some(pause) = refused.failed(&e) {
+                        tokio::select! {
+                            _ = tokio::time::sleep(pause) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
+                    }
                     continue;
                 }
             },
             _ = shutdown.cancelled() => break,
         };
+        refused.accepted();
         let state = ConnState::new();
         let service = {
             let (router, state) = (router.clone(), state.clone());
