@@ -69,3 +69,53 @@ fn usage_errors_exit_2_and_version_works() {
         format!("harbormaster {}", env!("CARGO_PKG_VERSION"))
     );
 }
+
+#[test]
+fn check_warns_about_a_command_that_is_not_there_and_exits_0() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("harbormaster.toml");
+    std::fs::write(
+        &file,
+        "[apps.web]\nroutes = [{ host = \"w\" }]\ncommand = [\"python4\", \"-m\", \"http.server\"]\n\n[apps.api]\nroutes = [{ host = \"a\" }]\ncommand = [\"./api\"]\n\n[apps.ok]\nroutes = [{ host = \"o\" }]\ncommand = [\"sh\", \"-c\", \"true\"]\n",
+    )
+    .unwrap();
+    let out = Cmd::harbormaster(["check", "-c", file.to_str().unwrap()]).run();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("warning: apps.web.command: `python4` is not found on PATH"),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr
+            .contains("warning: apps.api.command: `./api` does not exist"),
+        "{out:?}"
+    );
+    assert!(!out.stderr.contains("apps.ok"), "{out:?}");
+}
+
+#[test]
+fn check_rejects_two_apps_on_one_fixed_port_and_an_app_on_a_listener_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("harbormaster.toml");
+    std::fs::write(
+        &file,
+        "[gateway]\nlisten = [\"127.0.0.1:18080\"]\n\n[apps.a]\nroutes = [{ host = \"a\" }]\ncommand = [\"sh\"]\nport = 9000\n\n[apps.b]\nroutes = [{ host = \"b\" }]\ncommand = [\"sh\"]\nport = 9000\n\n[apps.c]\nroutes = [{ host = \"c\" }]\ncommand = [\"sh\"]\nport = 18080\n",
+    )
+    .unwrap();
+    let out = Cmd::harbormaster(["check", "-c", file.to_str().unwrap()]).run();
+    assert_eq!(out.code, 1, "{out:?}");
+    let f = file.display();
+    assert!(
+        out.stderr.contains(&format!(
+            "{f}:12:8: apps.b.port: port 9000 is already used by apps.a"
+        )),
+        "{out:?}"
+    );
+    assert!(
+        out.stderr.contains(&format!(
+            "{f}:17:8: apps.c.port: port 18080 is already used by gateway.listen (127.0.0.1:18080)"
+        )),
+        "{out:?}"
+    );
+}

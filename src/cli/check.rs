@@ -11,6 +11,9 @@ pub fn run(path: &Path) -> ExitCode {
             for app in config.apps.values() {
                 println!("{}", summary(app));
             }
+            for warning in warnings(&config) {
+                eprintln!("{}: warning: {warning}", path.display());
+            }
             let listen: Vec<String> = config
                 .gateway
                 .listen
@@ -40,6 +43,61 @@ pub fn run(path: &Path) -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// What is valid but will likely fail at start: a command that is not
+/// there or not executable (it may be installed before `run`, so this is
+/// not an error).
+pub fn warnings(config: &config::Config) -> Vec<String> {
+    config
+        .apps
+        .values()
+        .filter_map(|app| {
+            let AppKind::Managed(m) = &app.kind else {
+                return None;
+            };
+            let Command::Argv(argv) = &m.command else {
+                return None; // a shell line: the shell decides
+            };
+            let program = argv.first()?;
+            let path = m
+                .env
+                .get("PATH")
+                .cloned()
+                .or_else(|| std::env::var("PATH").ok())
+                .unwrap_or_default();
+            find_program(program, &m.working_dir, &path)
+                .err()
+                .map(|why| {
+                    format!(
+                        "apps.{}.command: `{program}` {why} — install it, or give its full path",
+                        app.name
+                    )
+                })
+        })
+        .collect()
+}
+
+/// Whether `program` resolves to an executable file the way the spawn will
+/// resolve it: a path with a `/` from the working dir, a bare name on PATH.
+fn find_program(program: &str, working_dir: &Path, path: &str) -> Result<(), &'static str> {
+    use std::os::unix::fs::PermissionsExt;
+    let executable =
+        |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0);
+    if program.contains('/') {
+        return match executable(&working_dir.join(program)) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err("is not an executable file"),
+            Err(_) => Err("does not exist"),
+        };
+    }
+    let found = std::env::split_paths(path)
+        .any(|dir| executable(&working_dir.join(dir).join(program)).unwrap_or(false));
+    if found {
+        Ok(())
+    } else {
+        Err("is not found on PATH")
     }
 }
 

@@ -51,6 +51,7 @@ impl Checker<'_, '_> {
         }
         self.route_conflicts(raw);
         self.dependencies(raw, &apps);
+        self.port_conflicts(raw, &gateway, &admin);
 
         Config {
             source,
@@ -172,6 +173,49 @@ impl Checker<'_, '_> {
                 1,
                 1_000_000,
             ),
+        }
+    }
+
+    /// A fixed port claimed twice: by two apps, or by an app and a listener
+    /// (the second to bind would fail at start, or after a restart).
+    fn port_conflicts(&mut self, raw: &RawConfig, gateway: &GatewayConfig, admin: &AdminConfig) {
+        let mut taken: HashMap<u16, String> = HashMap::new();
+        for addr in gateway.listen.iter().chain([&admin.listen]) {
+            if addr.port() != 0 {
+                let key = if addr == &admin.listen {
+                    "admin.listen"
+                } else {
+                    "gateway.listen"
+                };
+                taken
+                    .entry(addr.port())
+                    .or_insert(format!("{key} ({addr})"));
+            }
+        }
+        for (name, app) in &raw.apps {
+            let Some(port) = &app.get_ref().port else {
+                continue;
+            };
+            let Ok(p) = u16::try_from(*port.get_ref()) else {
+                continue; // out of range: reported by the app's own check
+            };
+            if p == 0 {
+                continue;
+            }
+            match taken.get(&p) {
+                Some(owner) => self.rep.error(
+                    port.span(),
+                    format!("apps.{}.port", name.get_ref()),
+                    format!("port {p} is already used by {owner}"),
+                    Some(
+                        "give every app and listener its own port, or set port = 0 for a free one"
+                            .into(),
+                    ),
+                ),
+                None => {
+                    taken.insert(p, format!("apps.{}", name.get_ref()));
+                }
+            }
         }
     }
 
