@@ -28,11 +28,23 @@ fn external(name: &str, routes: &str, ports: &[u16], extra: &str) -> String {
 
 /// A harbor on port 0 with `gateway` keys and one external app on `/`.
 fn behind(gateway: &str, ports: &[u16], extra: &str) -> (Harbor, SocketAddr) {
-    let config = format!(
+    serving(Harbor::start(&config(gateway, ports, extra)))
+}
+
+/// The same, with harbormaster limited to 1024 open files.
+fn behind_1024_fds(gateway: &str, ports: &[u16]) -> (Harbor, SocketAddr) {
+    let wrapper = ["sh", "-c", "ulimit -n 1024 && exec \"$0\" \"$@\""];
+    serving(Harbor::start_wrapped(&config(gateway, ports, ""), &wrapper))
+}
+
+fn config(gateway: &str, ports: &[u16], extra: &str) -> String {
+    format!(
         "[gateway]\nlisten = [\"127.0.0.1:0\"]\n{gateway}\n{}",
         external("web", r#"[{ path = "/" }]"#, ports, extra)
-    );
-    let h = Harbor::start(&config);
+    )
+}
+
+fn serving(h: Harbor) -> (Harbor, SocketAddr) {
     h.wait_serving("x");
     let gw = h.gateway(0);
     (h, gw)
@@ -187,16 +199,7 @@ fn silent_connections_and_half_sent_http2_prefaces_are_closed_after_the_header_t
 #[test]
 fn with_1024_file_descriptors_the_admin_api_and_status_answer_during_a_flood() {
     let backend = Backend::start(&[]);
-    let config = format!(
-        "[gateway]\nlisten = [\"127.0.0.1:0\"]\n{}",
-        external("web", r#"[{ path = "/" }]"#, &[backend.port], "")
-    );
-    let h = Harbor::start_wrapped(
-        &config,
-        &["sh", "-c", "ulimit -n 1024 && exec \"$0\" \"$@\""],
-    );
-    h.wait_serving("x");
-    let gw = h.gateway(0);
+    let (h, gw) = behind_1024_fds("", &[backend.port]);
     let admin = h.admin();
     // Past max_connections (derived: 384 here) connections wait in the
     // listen backlog, where they hold no descriptor of harbormaster's.
@@ -596,16 +599,10 @@ fn the_admin_listener_closes_silent_and_idle_connections() {
 fn out_of_descriptors_the_gateway_backs_off_logs_once_a_second_and_recovers() {
     let backend = Backend::start(&[]);
     // max_connections set past what 1024 descriptors allow: accept fails.
-    let config = format!(
-        "[gateway]\nlisten = [\"127.0.0.1:0\"]\nmax_connections = 10000\nheader_read_timeout = \"2s\"\n{}",
-        external("web", r#"[{ path = "/" }]"#, &[backend.port], "")
+    let (h, gw) = behind_1024_fds(
+        "max_connections = 10000\nheader_read_timeout = \"2s\"",
+        &[backend.port],
     );
-    let h = Harbor::start_wrapped(
-        &config,
-        &["sh", "-c", "ulimit -n 1024 && exec \"$0\" \"$@\""],
-    );
-    h.wait_serving("x");
-    let gw = h.gateway(0);
     let flood_start = Instant::now();
     let silent: Vec<_> = (0..1100)
         .map(|_| std::net::TcpStream::connect_timeout(&gw, SECS(5)).unwrap())

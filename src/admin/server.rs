@@ -44,22 +44,9 @@ pub async fn serve_tcp(
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.cancelled() => break,
         };
-        let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    if let Some(pause) = refused.failed(&e) {
-                        tokio::select! {
-                            _ = tokio::time::sleep(pause) => {}
-                            _ = shutdown.cancelled() => break,
-                        }
-                    }
-                    continue;
-                }
-            },
-            _ = shutdown.cancelled() => break,
+        let Some((stream, _)) = refused.accept(&listener, &shutdown).await else {
+            break;
         };
-        refused.accepted();
         let state = ConnState::new();
         let service = {
             let (router, state) = (router.clone(), state.clone());

@@ -109,6 +109,33 @@ impl AcceptErrors {
     pub fn accepted(&mut self) {
         self.pause = Duration::ZERO;
     }
+
+    /// The next connection on `listener`, backing off while descriptors
+    /// are exhausted; `None` once `shutdown` is cancelled.
+    pub async fn accept(
+        &mut self,
+        listener: &tokio::net::TcpListener,
+        shutdown: &tokio_util::sync::CancellationToken,
+    ) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+        loop {
+            let failed = tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => {
+                        self.accepted();
+                        return Some(a);
+                    }
+                    Err(e) => e,
+                },
+                _ = shutdown.cancelled() => return None,
+            };
+            if let Some(pause) = self.failed(&failed) {
+                tokio::select! {
+                    _ = tokio::time::sleep(pause) => {}
+                    _ = shutdown.cancelled() => return None,
+                }
+            }
+        }
+    }
 }
 
 /// The errno values accept(2) reports for exhausted resources.

@@ -330,22 +330,9 @@ impl Gateway {
                 p = self.connections.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
                 _ = shutdown.cancelled() => break,
             };
-            let (stream, peer) = tokio::select! {
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(e) => {
-                        if let Some(pause) = refused.failed(&e) {
-                            tokio::select! {
-                                _ = tokio::time::sleep(pause) => {}
-                                _ = shutdown.cancelled() => break,
-                            }
-                        }
-                        continue;
-                    }
-                },
-                _ = shutdown.cancelled() => break,
+            let Some((stream, peer)) = refused.accept(&listener, &shutdown).await else {
+                break;
             };
-            refused.accepted();
             self.accept(stream, peer, permit, &upstreams, &connections, &shutdown);
         }
         // Connections that completed their handshake meanwhile would be
