@@ -70,6 +70,10 @@ fn reference_config_is_valid() {
     assert_eq!(m.stop.hooks[0].path, "/admin/shutdown");
     assert_eq!(
         config.runtime.dir,
+        Some(path.parent().unwrap().join(".harbormaster"))
+    );
+    assert_eq!(
+        config.runtime.state_dir,
         path.parent().unwrap().join(".harbormaster")
     );
 }

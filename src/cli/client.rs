@@ -23,7 +23,7 @@ pub fn runtime_dir(cli: &Cli) -> PathBuf {
         return dir.clone();
     }
     match crate::config::load(&cli.config) {
-        Ok(config) => config.runtime.dir,
+        Ok(config) => config.runtime.dir.unwrap_or(config.runtime.state_dir),
         Err(_) => std::path::absolute(&cli.config)
             .unwrap_or_else(|_| cli.config.clone())
             .parent()

@@ -44,7 +44,17 @@ pub fn load_or_report(path: &Path) -> Option<Config> {
 
 /// `--runtime-dir`, else `[runtime] dir` (already resolved against the config file).
 pub fn runtime_dir(flag: Option<&Path>, config: &Config) -> PathBuf {
-    flag.map_or_else(|| config.runtime.dir.clone(), Path::to_path_buf)
+    // Unset `[runtime] dir`: still `.harbormaster/` beside the config, for now.
+    flag.map_or_else(
+        || {
+            config
+                .runtime
+                .dir
+                .clone()
+                .unwrap_or_else(|| config.runtime.state_dir.clone())
+        },
+        Path::to_path_buf,
+    )
 }
 
 pub fn run(config_path: &Path, runtime_flag: Option<&Path>, args: &RunArgs) -> ExitCode {

@@ -343,7 +343,13 @@ impl Harbor {
     /// Takes the runtime dir, binds every listener, and starts the apps in
     /// the background. Fails at once (nothing started) if any of that fails.
     pub async fn start(config: Config, options: Options) -> anyhow::Result<Self> {
-        let runtime = RuntimeDir::acquire(&config.runtime.dir)?;
+        // Unset `[runtime] dir`: still `.harbormaster/` beside the config, for now.
+        let dir = config
+            .runtime
+            .dir
+            .clone()
+            .unwrap_or_else(|| config.runtime.state_dir.clone());
+        let runtime = RuntimeDir::acquire(&dir)?;
         let listeners = bind(&config)?;
         let launched = launch(config, runtime, listeners, options).await?;
         let (supervisor, view) = (launched.supervisor.clone(), launched.view.clone());
