@@ -105,6 +105,9 @@ pub struct RuntimeInfo {
     pub gateway: Vec<String>,
     /// `http://127.0.0.1:40123`.
     pub admin: String,
+    /// `admin.sock`: the CLI's channel (no token needed; mode 0600).
+    #[serde(default)]
+    pub socket: String,
 }
 
 /// The answer of accepted mutating calls (`202`) and of errors.

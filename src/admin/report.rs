@@ -25,8 +25,6 @@ pub struct View {
     pub externals: Arc<ExternalHealth>,
     pub started: Instant,
     pub shutting_down: Arc<AtomicBool>,
-    /// Bearer token for mutating calls (`admin.token`).
-    pub token: String,
     /// Cancelled to ask for a graceful shutdown.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Apps with a rolling restart under way.

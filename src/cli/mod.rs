@@ -30,7 +30,9 @@ pub struct Cli {
     )]
     pub config: PathBuf,
 
-    /// Where runtime files live (default: `[runtime] dir`, else `.harbormaster/` beside the config).
+    /// Where runtime files live (runtime.json, the lock, admin.sock). Default:
+    /// `[runtime] dir`, else a private per-user dir named after the config's
+    /// path (`$XDG_RUNTIME_DIR/harbormaster/<stem>-<hash>/`).
     #[arg(long, global = true, env = "HARBORMASTER_RUNTIME_DIR")]
     pub runtime_dir: Option<PathBuf>,
 
@@ -100,12 +102,20 @@ pub enum Verb {
 /// Parses the command line and runs the verb.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = logging::init(cli.log_format, cli.log_level.as_deref()) {
-        eprintln!("harbormaster: {e:#}");
-        return ExitCode::from(2);
+    // In the background, `run` logs to its file once it holds the lock.
+    let background = matches!(&cli.verb, Verb::Run(args) if args.background);
+    if !background {
+        if let Err(e) = logging::init(
+            cli.log_format,
+            cli.log_level.as_deref(),
+            logging::Sink::Stderr,
+        ) {
+            eprintln!("harbormaster: {e:#}");
+            return ExitCode::from(2);
+        }
     }
     match &cli.verb {
-        Verb::Run(args) => run::run(&cli.config, cli.runtime_dir.as_deref(), args),
+        Verb::Run(args) => run::run(&cli, args),
         Verb::Start => start::start(&cli),
         Verb::Stop { timeout } => control::stop(&cli, *timeout),
         Verb::Status { json } => control::status(&cli, *json),

@@ -101,6 +101,7 @@ pub struct Launched {
     shutting_down: Arc<AtomicBool>,
     routing: tokio::task::JoinHandle<()>,
     admin_server: tokio::task::JoinHandle<std::io::Result<()>>,
+    socket_server: tokio::task::JoinHandle<std::io::Result<()>>,
     servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -114,12 +115,7 @@ pub async fn launch(
     let current = Arc::new(ArcSwap::from_pointee(config));
     let config = current.load_full();
     let runtime_dir = runtime.path().to_path_buf();
-    let supervisor = Supervisor::new(&runtime_dir).with_context(|| {
-        format!(
-            "cannot create the runtime directory {}",
-            runtime_dir.display()
-        )
-    })?;
+    let supervisor = Supervisor::with_dirs(&runtime_dir, &config.runtime.state_dir)?;
     let cancel = CancellationToken::new();
     if options.subreaper {
         reaper::become_subreaper().context("cannot become a child subreaper")?;
@@ -166,7 +162,6 @@ pub async fn launch(
         externals: externals.clone(),
         started: Instant::now(),
         shutting_down: shutting_down.clone(),
-        token: runtime.token().to_string(),
         shutdown: CancellationToken::new(),
         restarting: Default::default(),
         restart_errors: Default::default(),
@@ -190,6 +185,14 @@ pub async fn launch(
         view.clone(),
         cancel.child_token(),
     ));
+    let socket = runtime
+        .bind_socket()
+        .with_context(|| format!("cannot listen on {}", runtime.socket_path().display()))?;
+    let socket_server = tokio::spawn(admin::serve_socket(
+        socket,
+        view.clone(),
+        cancel.child_token(),
+    ));
     tokio::spawn(announce_ready(view.clone(), cancel.child_token()));
 
     let mut servers = Vec::new();
@@ -207,6 +210,7 @@ pub async fn launch(
             config: config.source.display().to_string(),
             gateway: gateway_addrs,
             admin: format!("http://{admin_addr}"),
+            socket: runtime.socket_path().display().to_string(),
         })
         .context("cannot write runtime.json")?;
     tracing::info!(
@@ -229,6 +233,7 @@ pub async fn launch(
         shutting_down,
         routing,
         admin_server,
+        socket_server,
         servers,
     })
 }
@@ -250,6 +255,7 @@ impl Launched {
             shutting_down,
             routing,
             admin_server,
+            socket_server,
             servers,
         } = self;
         let config = current.load_full();
@@ -320,6 +326,7 @@ impl Launched {
         cancel.cancel();
         let _ = routing.await;
         let _ = admin_server.await;
+        let _ = socket_server.await;
         // 5.
         runtime.retire();
         tracing::info!(
@@ -343,12 +350,7 @@ impl Harbor {
     /// Takes the runtime dir, binds every listener, and starts the apps in
     /// the background. Fails at once (nothing started) if any of that fails.
     pub async fn start(config: Config, options: Options) -> anyhow::Result<Self> {
-        // Unset `[runtime] dir`: still `.harbormaster/` beside the config, for now.
-        let dir = config
-            .runtime
-            .dir
-            .clone()
-            .unwrap_or_else(|| config.runtime.state_dir.clone());
+        let dir = runtime_dir::locate(None, config.runtime.dir.as_deref(), &config.source);
         let runtime = RuntimeDir::acquire(&dir)?;
         let listeners = bind(&config)?;
         let launched = launch(config, runtime, listeners, options).await?;

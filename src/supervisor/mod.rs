@@ -43,7 +43,10 @@ pub struct InstanceHandle {
 }
 
 struct Inner {
+    /// Private: crash-recovery records (`pids/`).
     runtime_dir: PathBuf,
+    /// Logs (`logs/`).
+    state_dir: PathBuf,
     events: broadcast::Sender<StateChange>,
     children: Arc<DirectChildren>,
     run_id: String,
@@ -72,13 +75,25 @@ fn probes_of(app: &AppConfig) -> crate::health::monitor::Probes {
 pub struct Supervisor(Arc<Inner>);
 
 impl Supervisor {
-    /// A supervisor keeping its logs and pid records under `runtime_dir`.
-    pub fn new(runtime_dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(runtime_dir.join("logs"))?;
-        std::fs::create_dir_all(runtime_dir.join("pids"))?;
+    /// A supervisor keeping its logs and pid records under `dir`.
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        Self::with_dirs(dir, dir)
+    }
+
+    /// A supervisor keeping pid records under `runtime_dir` (private) and
+    /// app logs under `state_dir/logs`.
+    pub fn with_dirs(runtime_dir: &Path, state_dir: &Path) -> std::io::Result<Self> {
+        let created = |dir: PathBuf| {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+            })
+        };
+        created(state_dir.join("logs"))?;
+        created(runtime_dir.join("pids"))?;
         let (events, _) = broadcast::channel(1024);
         Ok(Self(Arc::new(Inner {
             runtime_dir: runtime_dir.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
             events,
             children: Arc::new(DirectChildren::default()),
             run_id: format!("{:x}", fastrand::u32(..)),
@@ -185,7 +200,7 @@ impl Supervisor {
         let managed = Arc::new((**managed).clone());
         let (probes_tx, probes) = watch::channel(probes_of(app));
         let log = Arc::new(AppLog::new(
-            &self.0.runtime_dir.join("logs"),
+            &self.0.state_dir.join("logs"),
             app.name.as_str(),
         ));
         let (status, rx) = watch::channel(Instance::initial_status(&app.name, index));

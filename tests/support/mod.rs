@@ -34,6 +34,11 @@ impl Cmd {
         Self(cmd)
     }
 
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.0.env(key, value);
+        self
+    }
+
     pub fn current_dir(mut self, dir: &Path) -> Self {
         self.0.current_dir(dir);
         self
