@@ -124,7 +124,7 @@ fn sigterm_ignoring_app_is_killed_and_its_grandchild_is_gone() {
     let stopped = h.wait_state("stubborn#0", "stopped", 0);
     let how = stopped["reason"].as_str().unwrap();
     assert!(how.contains("then SIGKILL after the stop timeout"), "{how}");
-    assert!(how.ends_with("process group empty"), "{how}");
+    assert!(how.ends_with("no process of the instance left"), "{how}");
     assert_eq!(h.wait_exit(SECS(10)), Some(0));
     assert!(gone(pid), "instance {pid} survived");
     assert!(gone(grandchild), "grandchild {grandchild} survived");

@@ -63,6 +63,10 @@ pub struct InstanceHealth {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Live processes of the instance: its group plus descendants that left
+    /// it (found by `HARBORMASTER_INSTANCE`). Absent for external upstreams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<usize>,
     pub ready: bool,
     /// `closed`, `open` or `half_open`.
     pub breaker: String,

@@ -150,6 +150,15 @@ impl View {
                             },
                             pid: st.pid,
                             port: st.port,
+                            processes: Some(match (st.pid, &st.instance_id) {
+                                (Some(pid), Some(id)) => crate::supervisor::descendants::Target {
+                                    pgid: pid as i32,
+                                    instance_id: id,
+                                }
+                                .members()
+                                .len(),
+                                _ => 0,
+                            }),
                             ready: st.state == State::Ready,
                             breaker: self.gateway.breaker_state(&id).into(),
                             in_flight: self.gateway.upstream_in_flight(&id),
@@ -181,6 +190,7 @@ impl View {
                             detail: None,
                             pid: None,
                             port: Some(addr.port()),
+                            processes: None,
                             ready: h.ready,
                             breaker: self.gateway.breaker_state(&id).into(),
                             in_flight: self.gateway.upstream_in_flight(&id),

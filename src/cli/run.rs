@@ -16,9 +16,14 @@ use crate::supervisor::output::RotatingFile;
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Become a child subreaper: orphaned descendants of apps are re-parented
-    /// to harbormaster and reaped (automatic when running as PID 1).
-    #[arg(long)]
+    /// to harbormaster, stopped with their instance and reaped. This is the
+    /// default; the flag is kept for compatibility.
+    #[arg(long, conflicts_with = "no_subreaper")]
     pub subreaper: bool,
+    /// Do not become a child subreaper (escaped descendants are still found
+    /// by `HARBORMASTER_INSTANCE` and stopped, but init reaps them).
+    #[arg(long)]
+    pub no_subreaper: bool,
     /// Internal (used by `start`): log to `STATE_DIR/logs/harbormaster.log`
     /// once the runtime dir's lock is held, instead of stderr.
     #[arg(long, hide = true)]
@@ -132,7 +137,7 @@ async fn serve(
     }
     let listeners = lifecycle::bind(&config)?;
     let options = lifecycle::Options {
-        subreaper: args.subreaper,
+        subreaper: !args.no_subreaper,
         watch_config: !args.no_watch,
     };
     let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<&'static str>();

@@ -34,6 +34,7 @@ pub use runtime_dir::RuntimeDir;
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Become a child subreaper (orphans are re-parented to us and reaped).
+    /// The CLI turns it on; an embedding program decides for its own process.
     pub subreaper: bool,
     /// Reload when the config file changes.
     pub watch_config: bool,
@@ -121,8 +122,7 @@ pub async fn launch(
         reaper::become_subreaper().context("cannot become a child subreaper")?;
     }
     if reaper::adopts_orphans() {
-        reaper::spawn(supervisor.direct_children(), cancel.child_token())
-            .context("cannot watch SIGCHLD")?;
+        reaper::spawn(cancel.child_token()).context("cannot watch SIGCHLD")?;
         tracing::info!(pid = std::process::id(), "reaping adopted orphans");
     }
     for line in supervisor.clean_leftovers().await {

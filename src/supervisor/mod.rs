@@ -6,6 +6,7 @@
 //! embedding app subscribes to (`subscribe()`), so every change goes through
 //! the pure state machine in `state.rs`.
 
+pub mod descendants;
 mod hooks;
 mod instance;
 pub mod leftovers;
@@ -28,7 +29,6 @@ use tokio_util::sync::CancellationToken;
 use instance::Instance;
 pub use instance::{DeathRecord, InstanceStatus, StateChange};
 use output::{AppLog, LogRing};
-use reaper::DirectChildren;
 use state::State;
 
 use crate::config::{AppConfig, AppKind, AppName, Config, DependsOn};
@@ -48,7 +48,6 @@ struct Inner {
     /// Logs (`logs/`).
     state_dir: PathBuf,
     events: broadcast::Sender<StateChange>,
-    children: Arc<DirectChildren>,
     run_id: String,
     apps: Mutex<BTreeMap<AppName, Vec<InstanceHandle>>>,
 }
@@ -95,7 +94,6 @@ impl Supervisor {
             runtime_dir: runtime_dir.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
             events,
-            children: Arc::new(DirectChildren::default()),
             run_id: format!("{:x}", fastrand::u32(..)),
             apps: Mutex::new(BTreeMap::new()),
         })))
@@ -104,11 +102,6 @@ impl Supervisor {
     /// Every state change of every instance from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.0.events.subscribe()
-    }
-
-    /// The processes harbormaster spawned itself (for the orphan reaper).
-    pub fn direct_children(&self) -> Arc<DirectChildren> {
-        self.0.children.clone()
     }
 
     /// Stops processes left behind by a harbormaster that was killed.
@@ -216,7 +209,6 @@ impl Supervisor {
             events: self.0.events.clone(),
             ring: ring.clone(),
             log,
-            children: self.0.children.clone(),
             run_id: self.0.run_id.clone(),
             starts: 0,
         };
