@@ -97,11 +97,20 @@ pub enum Verb {
     },
     /// Validate the configuration; exit 0 if valid, 1 with every error (file:line:col) if not.
     Check,
+    /// Internal: the guard process `run` starts (see `supervisor::guard`).
+    #[command(name = "__guard", hide = true)]
+    Guard {
+        #[arg(long)]
+        pids: PathBuf,
+    },
 }
 
 /// Parses the command line and runs the verb.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Verb::Guard { pids } = &cli.verb {
+        return ExitCode::from(crate::supervisor::guard::run(pids));
+    }
     // In the background, `run` logs to its file once it holds the lock.
     let background = matches!(&cli.verb, Verb::Run(args) if args.background);
     if !background {
@@ -115,6 +124,7 @@ pub fn main() -> ExitCode {
         }
     }
     match &cli.verb {
+        Verb::Guard { .. } => ExitCode::SUCCESS,
         Verb::Run(args) => run::run(&cli, args),
         Verb::Start => start::start(&cli),
         Verb::Stop { timeout } => control::stop(&cli, *timeout),

@@ -139,6 +139,7 @@ async fn serve(
     let options = lifecycle::Options {
         subreaper: !args.no_subreaper,
         watch_config: !args.no_watch,
+        guard: true,
     };
     let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<&'static str>();
     let signals = async move {

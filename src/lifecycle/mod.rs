@@ -38,6 +38,10 @@ pub struct Options {
     pub subreaper: bool,
     /// Reload when the config file changes.
     pub watch_config: bool,
+    /// Start the guard process that stops every instance if this process
+    /// is killed (`supervisor::guard`). Only the harbormaster binary can:
+    /// the guard re-executes the current executable.
+    pub guard: bool,
 }
 
 /// The sockets a harbor serves, bound before anything starts.
@@ -127,6 +131,16 @@ pub async fn launch(
     }
     for line in supervisor.clean_leftovers().await {
         tracing::warn!(event = "leftover_stopped", "{line}");
+    }
+    if options.guard {
+        let pid = supervisor
+            .start_guard()
+            .context("cannot start the guard process")?;
+        tracing::info!(
+            event = "guard_started",
+            pid,
+            "instances are stopped even if harbormaster is killed"
+        );
     }
 
     let gateway = Gateway::new(&config.gateway);

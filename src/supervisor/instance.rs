@@ -272,6 +272,8 @@ impl Instance {
             instance_id: instance_id.clone(),
             pid: pid as i32,
             pgid: pid as i32,
+            signal: self.managed.stop.signal.as_str().into(),
+            timeout_ms: self.managed.stop.timeout.as_millis() as u64,
         };
         if let Err(e) = leftovers::record(&self.pids_dir, &record) {
             tracing::warn!(app = %self.app, instance = %self.label, error = %e, "cannot record pid for crash recovery");
@@ -436,7 +438,7 @@ impl Instance {
 
     /// After the process ended: forget it and collect the rest of its output.
     async fn finish(&self, p: &mut Process) {
-        leftovers::forget(&self.pids_dir, self.app.as_str(), self.index);
+        leftovers::forget(&self.pids_dir, &p.instance_id);
         for task in &mut p.output {
             // The pipes close once the group is gone; bound the wait anyway.
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;

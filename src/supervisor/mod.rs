@@ -7,6 +7,7 @@
 //! the pure state machine in `state.rs`.
 
 pub mod descendants;
+pub mod guard;
 mod hooks;
 mod instance;
 pub mod leftovers;
@@ -48,6 +49,7 @@ struct Inner {
     /// Logs (`logs/`).
     state_dir: PathBuf,
     events: broadcast::Sender<StateChange>,
+    guard: Mutex<Option<guard::Guard>>,
     run_id: String,
     apps: Mutex<BTreeMap<AppName, Vec<InstanceHandle>>>,
 }
@@ -94,6 +96,7 @@ impl Supervisor {
             runtime_dir: runtime_dir.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
             events,
+            guard: Mutex::new(None),
             run_id: format!("{:x}", fastrand::u32(..)),
             apps: Mutex::new(BTreeMap::new()),
         })))
@@ -102,6 +105,16 @@ impl Supervisor {
     /// Every state change of every instance from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.0.events.subscribe()
+    }
+
+    /// Starts the guard process that stops every instance if this process
+    /// dies without doing it (see `guard.rs`). Only for the harbormaster
+    /// binary: it re-executes the current executable.
+    pub fn start_guard(&self) -> std::io::Result<u32> {
+        let guard = guard::spawn(&self.0.runtime_dir.join("pids"))?;
+        let pid = guard.pid;
+        *self.0.guard.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+        Ok(pid)
     }
 
     /// Stops processes left behind by a harbormaster that was killed.
