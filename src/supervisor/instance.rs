@@ -390,13 +390,17 @@ impl Instance {
 
     /// Hooks → signal to the group and its escaped descendants → wait
     /// `stop.timeout` → SIGKILL → confirm no process of the instance is
-    /// left. Returns how it went, for the event's reason.
+    /// left. A hook with `expect_exit` that gets a 2xx replaces the signal:
+    /// the app is given `stop.timeout` to exit by itself first. Returns how
+    /// it went, for the event's reason.
     async fn stop_sequence(&self, p: &mut Process) -> String {
         let cfg = &self.managed.stop;
+        let mut exiting = false;
         for hook in &cfg.hooks {
             match hooks::send(p.port, hook).await {
                 Ok(code) => {
-                    tracing::info!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, status = code, "stop hook sent")
+                    tracing::info!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, status = code, "stop hook sent");
+                    exiting |= hook.expect_exit && (200..300).contains(&code);
                 }
                 Err(e) => {
                     tracing::warn!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, error = %e, "stop hook failed; continuing")
@@ -408,18 +412,39 @@ impl Instance {
             pgid: p.pid as i32,
             instance_id: &id,
         };
-        let deadline = Instant::now() + cfg.timeout;
-        target.signal(cfg.signal);
-        let mut how = format!("{} to process group {}", cfg.signal.as_str(), p.pid);
-        let exited = tokio::select! {
-            status = p.child.child.wait() => status.ok(),
-            _ = tokio::time::sleep_until(deadline) => None,
-        };
+        let mut deadline = Instant::now() + cfg.timeout;
+        let mut how = String::new();
+        if exiting {
+            let exited = tokio::select! {
+                status = p.child.child.wait() => status.ok(),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            if exited.is_some() {
+                how.push_str("exited after its stop hook");
+            } else {
+                tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not exit after its stop hook in time; sending the stop signal");
+                how.push_str("did not exit after its stop hook; ");
+                deadline = Instant::now() + cfg.timeout;
+            }
+        }
+        let mut exited = p.child.child.try_wait().ok().flatten();
         if exited.is_none() {
-            tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not stop in time; sending SIGKILL to the process group");
-            target.signal(nix::sys::signal::Signal::SIGKILL);
-            let _ = p.child.child.wait().await;
-            how.push_str(", then SIGKILL after the stop timeout");
+            target.signal(cfg.signal);
+            how.push_str(&format!(
+                "{} to process group {}",
+                cfg.signal.as_str(),
+                p.pid
+            ));
+            exited = tokio::select! {
+                status = p.child.child.wait() => status.ok(),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            if exited.is_none() {
+                tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not stop in time; sending SIGKILL to the process group");
+                target.signal(nix::sys::signal::Signal::SIGKILL);
+                let _ = p.child.child.wait().await;
+                how.push_str(", then SIGKILL after the stop timeout");
+            }
         }
         if !target.wait_gone(deadline).await.is_empty() {
             how.push_str(", SIGKILL to processes left behind");

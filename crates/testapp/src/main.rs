@@ -42,6 +42,9 @@ struct Args {
     /// Internal: run as the grandchild.
     #[arg(long, hide = true)]
     grandchild: bool,
+    /// `POST /admin/shutdown` answers at once, then shuts down after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    shutdown_delay: Duration,
     /// After a shutdown starts, wait at most this long for open requests.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     shutdown_grace: Duration,
@@ -84,7 +87,8 @@ async fn main() -> std::io::Result<()> {
         grandchild_pid,
         args.log_requests,
         shutdown.clone(),
-    );
+    )
+    .with_shutdown_delay(args.shutdown_delay);
     println!(
         "testapp: listening on {addr} name={} pid={}",
         args.name,
