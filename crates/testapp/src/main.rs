@@ -7,6 +7,7 @@
 
 mod routes;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -101,7 +102,10 @@ async fn main() -> std::io::Result<()> {
             tokio::select! {
                 _ = sigterm.recv() => {
                     if ignore_sigterm {
-                        eprintln!("testapp: ignoring SIGTERM");
+                        // Write errors too are ignored: once harbormaster is
+                        // gone the pipe is broken, and eprintln! would panic
+                        // and end us, which is not what a stubborn app does.
+                        let _ = writeln!(std::io::stderr(), "testapp: ignoring SIGTERM");
                         continue;
                     }
                     eprintln!("testapp: SIGTERM, shutting down");
