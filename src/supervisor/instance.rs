@@ -421,6 +421,11 @@ impl Instance {
             };
             if exited.is_some() {
                 how.push_str("exited after its stop hook");
+                // What it leaves behind gets the usual ladder.
+                if !target.members().is_empty() {
+                    target.signal(cfg.signal);
+                    how.push_str(&format!(", {} to what it left", cfg.signal.as_str()));
+                }
             } else {
                 tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not exit after its stop hook in time; sending the stop signal");
                 how.push_str("did not exit after its stop hook; ");
