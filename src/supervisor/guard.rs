@@ -39,7 +39,7 @@ pub struct Guard {
 /// The hidden verb the guard runs as.
 pub const VERB: &str = "__guard";
 
-/// Starts the guard for the records in `pids_dir`.
+/// Starts the guard for the records in `pids_dir` (this run's folder only).
 pub fn spawn(pids_dir: &Path) -> std::io::Result<Guard> {
     // Both ends close-on-exec; Stdio::from makes the read end the guard's
     // stdin (dup2 clears the flag for fd 0 only).
@@ -88,6 +88,7 @@ pub fn run(pids_dir: &Path) -> u8 {
     for line in runtime.block_on(super::leftovers::clean(pids_dir)) {
         say(&format!("harbormaster is gone; {line}"));
     }
+    let _ = std::fs::remove_dir(pids_dir);
     0
 }
 

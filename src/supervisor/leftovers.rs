@@ -1,5 +1,8 @@
 //! Crash leftovers: each running instance's pid, process group, instance id
-//! and stop settings are recorded under `RUNTIME/pids/`, one file per start.
+//! and stop settings are recorded under `RUNTIME/pids/RUN/`, one folder per
+//! harbormaster run and one file per start. A run's guard sweeps only its
+//! own folder, so it never touches the instances of a harbormaster started
+//! after it.
 //! When harbormaster itself was killed (`kill -9`), its guard (`guard.rs`)
 //! runs this sweep at once, and the next start runs it again before starting
 //! anything, so no orphan keeps a port.
@@ -78,31 +81,38 @@ fn target_of(rec: &PidRecord) -> Option<Target<'_>> {
     ours.then_some(target)
 }
 
-/// Stops every surviving instance recorded in `dir` (in parallel, each with
-/// its own signal and timeout) and removes the records it read. Returns one
-/// line per instance that was stopped, for the log.
-pub async fn clean(dir: &Path) -> Vec<String> {
+/// The records in `dir` and in its subfolders (one per run), with their
+/// paths; unreadable ones and temp files of unfinished writes are removed.
+fn records(dir: &Path, out: &mut Vec<(PathBuf, PidRecord)>, dirs: &mut Vec<PathBuf>) {
     let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
+        return;
     };
-    let mut records = Vec::new();
     for entry in entries.flatten() {
         let path = entry.path();
-        if path.extension().is_none_or(|e| e != "json") {
-            // A temp file of a write that never finished.
-            let _ = std::fs::remove_file(&path);
+        if path.is_dir() {
+            records(&path, out, dirs);
+            dirs.push(path);
             continue;
         }
-        let rec: Option<PidRecord> = std::fs::read(&path)
-            .ok()
+        let rec: Option<PidRecord> = (path.extension().is_some_and(|e| e == "json"))
+            .then(|| std::fs::read(&path).ok())
+            .flatten()
             .and_then(|raw| serde_json::from_slice(&raw).ok());
         match rec {
-            Some(rec) => records.push((path, rec)),
+            Some(rec) => out.push((path, rec)),
             None => {
                 let _ = std::fs::remove_file(&path);
             }
         }
     }
+}
+
+/// Stops every surviving instance recorded in `dir` or its subfolders (in
+/// parallel, each with its own signal and timeout) and removes the records
+/// it read. Returns one line per instance that was stopped, for the log.
+pub async fn clean(dir: &Path) -> Vec<String> {
+    let (mut records, mut dirs) = (Vec::new(), Vec::new());
+    self::records(dir, &mut records, &mut dirs);
     let stops = records.iter().map(|(path, rec)| async move {
         let line = match target_of(rec) {
             None => None,
@@ -130,9 +140,48 @@ pub async fn clean(dir: &Path) -> Vec<String> {
         let _ = std::fs::remove_file(path);
         line
     });
-    futures_util::future::join_all(stops)
+    let report = futures_util::future::join_all(stops)
         .await
         .into_iter()
         .flatten()
-        .collect()
+        .collect();
+    // Run folders go once empty (one that a new run writes to is not).
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(id: &str) -> PidRecord {
+        PidRecord {
+            app: "web".into(),
+            index: 0,
+            instance_id: id.into(),
+            // No such group: nothing to stop, the record just goes.
+            pid: i32::MAX - 1,
+            pgid: i32::MAX - 1,
+            signal: default_signal(),
+            timeout_ms: 10,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_run_sweeps_its_own_folder_and_the_next_start_sweeps_them_all() {
+        let pids = tempfile::tempdir().unwrap();
+        let (old, new) = (pids.path().join("old"), pids.path().join("new"));
+        record(&old, &rec("web-0-old-1")).unwrap();
+        record(&new, &rec("web-0-new-1")).unwrap();
+        clean(&old).await;
+        assert!(!old.join("web-0-old-1.json").exists());
+        assert!(
+            new.join("web-0-new-1.json").exists(),
+            "another run's record stays"
+        );
+        clean(pids.path()).await;
+        assert!(!new.exists(), "emptied run folders are removed");
+    }
 }

@@ -46,6 +46,8 @@ pub struct InstanceHandle {
 struct Inner {
     /// Private: crash-recovery records (`pids/`).
     runtime_dir: PathBuf,
+    /// This run's records (`pids/RUN/`): what its guard sweeps.
+    pids_dir: PathBuf,
     /// Logs (`logs/`).
     state_dir: PathBuf,
     events: broadcast::Sender<StateChange>,
@@ -92,12 +94,14 @@ impl Supervisor {
         created(state_dir.join("logs"))?;
         created(runtime_dir.join("pids"))?;
         let (events, _) = broadcast::channel(1024);
+        let run_id = format!("{:x}", fastrand::u32(..));
         Ok(Self(Arc::new(Inner {
+            pids_dir: runtime_dir.join("pids").join(&run_id),
             runtime_dir: runtime_dir.to_path_buf(),
             state_dir: state_dir.to_path_buf(),
             events,
             guard: Mutex::new(None),
-            run_id: format!("{:x}", fastrand::u32(..)),
+            run_id,
             apps: Mutex::new(BTreeMap::new()),
         })))
     }
@@ -111,7 +115,7 @@ impl Supervisor {
     /// dies without doing it (see `guard.rs`). Only for the harbormaster
     /// binary: it re-executes the current executable.
     pub fn start_guard(&self) -> std::io::Result<u32> {
-        let guard = guard::spawn(&self.0.runtime_dir.join("pids"))?;
+        let guard = guard::spawn(&self.0.pids_dir)?;
         let pid = guard.pid;
         *self.0.guard.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
         Ok(pid)
@@ -217,7 +221,7 @@ impl Supervisor {
             label: format!("{}#{index}", app.name),
             managed,
             probes,
-            pids_dir: self.0.runtime_dir.join("pids"),
+            pids_dir: self.0.pids_dir.clone(),
             status,
             events: self.0.events.clone(),
             ring: ring.clone(),
