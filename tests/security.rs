@@ -272,11 +272,17 @@ fn start_while_running_leaves_the_running_logs_intact() {
 }
 
 #[test]
-fn logs_refuses_a_path_for_an_app_name_even_when_the_config_is_broken() {
+fn app_names_are_checked_before_they_become_paths_even_when_the_config_is_broken() {
     let p = Project::new("[gateway\nthis is not toml");
-    let out = p.verb(&["logs", "../../x"]);
-    assert_eq!(out.code, 1);
-    assert!(out.stderr.contains("invalid app name"), "{out:?}");
+    for verb in [
+        &["logs", "../../x"][..],
+        &["drain", "../x"],
+        &["restart", "a/b"],
+    ] {
+        let out = p.verb(verb);
+        assert_eq!(out.code, 1, "{verb:?}: {out:?}");
+        assert!(out.stderr.contains("invalid app name"), "{out:?}");
+    }
 }
 
 #[test]

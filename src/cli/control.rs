@@ -242,8 +242,19 @@ fn table(info: &RuntimeInfo, h: &Health) -> String {
     out
 }
 
+/// An app name checked before it becomes part of a request path.
+fn app_name(app: &str) -> Result<crate::config::AppName, ExitCode> {
+    crate::config::AppName::new(app).map_err(|why| {
+        eprintln!("invalid app name `{app}`: {why}");
+        ExitCode::FAILURE
+    })
+}
+
 /// `harbormaster drain APP` and `harbormaster resume APP`.
 pub fn app_switch(cli: &Cli, app: &str, action: &str) -> ExitCode {
+    if let Err(code) = app_name(app) {
+        return code;
+    }
     client::block_on(async {
         let (dir, _) = match running(cli).await {
             Ok(found) => found,
@@ -274,6 +285,9 @@ pub fn app_switch(cli: &Cli, app: &str, action: &str) -> ExitCode {
 
 /// `harbormaster restart APP`: rolling restart; waits until it is done.
 pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
+    if let Err(code) = app_name(app) {
+        return code;
+    }
     client::block_on(async {
         let (dir, _) = match running(cli).await {
             Ok(found) => found,
