@@ -308,3 +308,18 @@ fn a_broken_config_does_not_hide_the_running_instance() {
         assert_eq!(p.verb(&["status"]).code, 3);
     }
 }
+
+#[test]
+fn a_short_admin_token_is_a_config_error_with_its_position() {
+    let p = Project::new("[admin]\ntokens = [\"short\"]\n");
+    let out = p.verb(&["check"]);
+    assert_eq!(out.code, 1, "{out:?}");
+    assert!(
+        out.stdout.contains("harbormaster.toml:2:") || out.stderr.contains("harbormaster.toml:2:"),
+        "{out:?}"
+    );
+    assert!(
+        format!("{}{}", out.stdout, out.stderr).contains("at least 16 characters"),
+        "{out:?}"
+    );
+}

@@ -64,14 +64,18 @@ pub fn locate(flag: Option<&Path>, configured: Option<&Path>, config: &Path) -> 
     if let Some(dir) = flag.or(configured) {
         return dir.to_path_buf();
     }
+    default_base().join(default_name(config))
+}
+
+/// The folder that holds the default runtime dirs of this user.
+fn default_base() -> PathBuf {
     let env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
-    let base = match env("XDG_RUNTIME_DIR") {
+    match env("XDG_RUNTIME_DIR") {
         Some(xdg) => PathBuf::from(xdg).join("harbormaster"),
         None if nix::unistd::geteuid().is_root() => PathBuf::from("/run/harbormaster"),
         None => PathBuf::from(env("TMPDIR").unwrap_or_else(|| "/tmp".into()))
             .join(format!("harbormaster-{}", nix::unistd::geteuid())),
-    };
-    base.join(default_name(config))
+    }
 }
 
 /// `<config-stem>-<8 hex of a hash of the config's absolute path>`. FNV-1a
@@ -138,6 +142,11 @@ impl RuntimeDir {
     /// that is gone left behind (runtime.json, admin.sock).
     pub fn acquire(path: &Path) -> Result<Self, RuntimeDirError> {
         let io = io_err(path);
+        // Under the default base (in a shared /tmp, say), whoever owns the
+        // base could swap our dir: it must be ours and private too.
+        if path.parent() == Some(default_base().as_path()) {
+            ensure_private(&default_base())?;
+        }
         ensure_private(path)?;
         let file = OpenOptions::new()
             .create(true)
