@@ -4,11 +4,12 @@
 //!
 //! Repeated warnings are collapsed: a peer that makes us warn about the same
 //! thing thousands of times (a client resetting connections, a flapping
-//! probe) must not be able to fill the disk. Per warning/error message, the
-//! first [`BURST`] in a [`WINDOW`] are written; the rest are counted and
-//! reported in one line, "… 312 more in the last 10 s: MESSAGE", once the
-//! window has passed. This is a per-layer filter rather than a writer so it
-//! keys on the message, not on the formatted line with its timestamp.
+//! probe) must not be able to fill the disk. Of the warnings and errors with
+//! the same call site and message, the first [`BURST`] in a [`WINDOW`] are
+//! written; the rest are counted and reported in one line, "… 312 more in
+//! the last 10 s: MESSAGE", with the next warning after the window. This is a
+//! per-layer filter rather than a writer so it keys on the message, not on
+//! the formatted line with its timestamp; info and debug are never dropped.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -134,7 +135,7 @@ impl<S> Filter<S> for Repeats {
             false
         });
         let w = seen
-            .entry((event.metadata().target(), message.0))
+            .entry((event.metadata().name(), message.0))
             .or_insert(Window {
                 start: now,
                 written: 0,
