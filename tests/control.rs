@@ -171,6 +171,11 @@ fn after_kill_9_status_says_stale_and_the_next_start_cleans_up() {
     )
     .unwrap();
     support::harbor::eventually(SECS(5), "the daemon is gone", || gone(pid));
+    // Its main thread can be a zombie while other threads still close its
+    // files (the lock among them): wait for the lock, not just the pid.
+    support::harbor::eventually(SECS(5), "the daemon's lock is released", || {
+        p.verb(&["status"]).stderr.contains("its lock is free")
+    });
     let out = p.verb(&["status"]);
     assert_eq!(out.code, 3, "{out:?}");
     assert!(
