@@ -236,6 +236,23 @@ fn tcp_mutations_need_a_configured_token_and_the_cli_needs_none() {
         post(admin.as_str(), "/v1/apps/web/drain", Some(token)).0,
         202
     );
+    // Tokens change with a reload.
+    let rotated = "rotated-token-0123456789";
+    std::fs::write(
+        with.config(),
+        format!("[admin]\ntokens = [\"{rotated}\"]\n{app}"),
+    )
+    .unwrap();
+    let reload = with.verb(&["reload"]);
+    assert_eq!(reload.code, 0, "{reload:?}");
+    assert_eq!(
+        post(admin.as_str(), "/v1/apps/web/resume", Some(token)).0,
+        401
+    );
+    assert_eq!(
+        post(admin.as_str(), "/v1/apps/web/resume", Some(rotated)).0,
+        202
+    );
 
     let without = Project::new(&app);
     assert_eq!(without.verb(&["start"]).code, 0);
