@@ -81,8 +81,7 @@ async fn run(kind: &ProbeKind, addr: SocketAddr) -> Result<String, String> {
                 .kill_on_drop(true);
             let cannot_run = |e| format!("cannot run {}: {e}", argv[0]);
             // Registered, so the orphan reaper never takes its exit status.
-            let mut tracked =
-                crate::supervisor::reaper::spawn_tracked(&mut cmd).map_err(cannot_run)?;
+            let mut tracked = crate::children::spawn_tracked(&mut cmd).map_err(cannot_run)?;
             let status = tracked.child.wait().await.map_err(cannot_run)?;
             match status.code() {
                 Some(0) => Ok("exit code 0".into()),

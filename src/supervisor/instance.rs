@@ -18,10 +18,10 @@ use tokio_util::task::AbortOnDropHandle;
 use super::descendants::Target;
 use super::leftovers::{self, PidRecord};
 use super::output::{self, AppLog, LogRing, Stream};
-use super::reaper::{self, Tracked};
 use super::restart::{Decision, End, RestartTracker};
 use super::state::{self, Event, Exit, State};
 use super::{hooks, ports, spawn};
+use crate::children::{self, Tracked};
 use crate::config::{AppName, ManagedApp, Probe};
 use crate::health::monitor::{self, HealthEvent, Probes};
 use crate::health::probe::{self, ProbeOutcome};
@@ -260,7 +260,7 @@ impl Instance {
             port,
             instance_id: &instance_id,
         };
-        let mut child = reaper::spawn_tracked(&mut spawn::command(&spec)?)
+        let mut child = children::spawn_tracked(&mut spawn::command(&spec)?)
             .map_err(|e| format!("cannot start {}: {e}", program(&self.managed)))?;
         if child.pid == 0 {
             return Err("the process exited before it could be watched".into());

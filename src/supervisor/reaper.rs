@@ -4,11 +4,9 @@
 //!
 //! tokio reaps our *direct* children itself (`Child::wait`), so a blanket
 //! `waitpid(-1)` would steal their exit statuses. Instead, on every SIGCHLD we
-//! reap exactly the zombie children that are not ours; spawning and
-//! scanning take one lock, so a just-spawned child is never mistaken.
-
-use std::collections::HashSet;
-use std::sync::{Mutex, MutexGuard};
+//! reap exactly the zombie children that are not ours (`crate::children`);
+//! spawning and scanning take one lock, so a just-spawned child is never
+//! mistaken for an orphan.
 
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
@@ -16,42 +14,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use super::process_group;
-
-/// Pids of the processes harbormaster spawned itself (tokio reaps those).
-/// Process-wide, like the subreaper flag it protects against: instances and
-/// exec probes register here.
-static DIRECT: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
-
-fn direct() -> MutexGuard<'static, Option<HashSet<i32>>> {
-    DIRECT.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Spawns `cmd` and registers its pid *under the same lock the reaper scans
-/// with*, so a child that dies at once cannot be taken for an adopted orphan
-/// and have its exit status stolen from tokio.
-pub fn spawn_tracked(cmd: &mut tokio::process::Command) -> std::io::Result<Tracked> {
-    let mut set = direct();
-    let child = cmd.spawn()?;
-    let pid = child.id().map_or(0, |p| p as i32);
-    set.get_or_insert_with(HashSet::new).insert(pid);
-    Ok(Tracked { child, pid })
-}
-
-/// A child spawned through [`spawn_tracked`]; dropping it lets the reaper
-/// have its pid again.
-#[derive(Debug)]
-pub struct Tracked {
-    pub child: tokio::process::Child,
-    pub pid: i32,
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        if let Some(set) = direct().as_mut() {
-            set.remove(&self.pid);
-        }
-    }
-}
+use crate::children;
 
 /// Whether orphans are re-parented to this process.
 pub fn adopts_orphans() -> bool {
@@ -74,22 +37,24 @@ pub fn spawn(cancel: CancellationToken) -> std::io::Result<()> {
                 _ = cancel.cancelled() => return,
                 got = sigchld.recv() => if got.is_none() { return },
             }
-            let set = direct();
-            for pid in adopted_zombies(set.as_ref()) {
-                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(status) => tracing::debug!(pid, ?status, "reaped adopted orphan"),
-                    Err(e) => tracing::debug!(pid, error = %e, "could not reap adopted orphan"),
+            // Under the registry's lock: no child can be spawned meanwhile.
+            children::while_locked(|ours| {
+                for pid in adopted_zombies(ours) {
+                    match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                        Ok(status) => tracing::debug!(pid, ?status, "reaped adopted orphan"),
+                        Err(e) => tracing::debug!(pid, error = %e, "could not reap adopted orphan"),
+                    }
                 }
-            }
+            });
         }
     });
     Ok(())
 }
 
-fn adopted_zombies(ours: Option<&HashSet<i32>>) -> Vec<i32> {
+fn adopted_zombies(ours: &dyn Fn(i32) -> bool) -> Vec<i32> {
     let me = std::process::id() as i32;
     process_group::processes()
         .filter(|&pid| process_group::stat(pid).is_some_and(|s| s.state == 'Z' && s.ppid == me))
-        .filter(|pid| !ours.is_some_and(|set| set.contains(pid)))
+        .filter(|&pid| !ours(pid))
         .collect()
 }
