@@ -133,14 +133,18 @@ pub async fn launch(
         tracing::warn!(event = "leftover_stopped", "{line}");
     }
     if options.guard {
-        let pid = supervisor
-            .start_guard()
-            .context("cannot start the guard process")?;
-        tracing::info!(
-            event = "guard_started",
-            pid,
-            "instances are stopped even if harbormaster is killed"
-        );
+        // Without it, instances still get their parent-death signal and the
+        // next start's sweep: worth a warning, not a refusal to start.
+        match supervisor.start_guard() {
+            Ok(pid) => tracing::info!(
+                event = "guard_started",
+                pid,
+                "instances are stopped even if harbormaster is killed"
+            ),
+            Err(e) => {
+                tracing::warn!(event = "guard_failed", error = %e, "cannot start the guard process; if harbormaster is killed, its instances are stopped only at the next start")
+            }
+        }
     }
 
     let gateway = Gateway::new(&config.gateway);
