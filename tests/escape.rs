@@ -119,7 +119,9 @@ fn escaped_descendants_are_gone_after_a_rolling_restart() {
     let escaped = two_escaped_sleepers(&mark, leader);
 
     let config = h.dir.join("harbormaster.toml");
-    let out = Cmd::harbormaster(["-c", config.to_str().unwrap(), "restart", "web"]).run();
+    let out = Cmd::harbormaster(["-c", config.to_str().unwrap(), "restart", "web"])
+        .env("XDG_RUNTIME_DIR", support::xdg(&h.dir))
+        .run();
     assert_eq!(out.code, 0, "{out:?}");
     eventually(SECS(10), "the old instance's sleeps are gone", || {
         escaped.iter().all(|&pid| gone(pid))

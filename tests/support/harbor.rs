@@ -74,6 +74,7 @@ impl Harbor {
         let file = dir.join("harbormaster.toml");
         std::fs::write(&file, config).unwrap();
         let mut child = Command::new(env!("CARGO_BIN_EXE_harbormaster"))
+            .env("XDG_RUNTIME_DIR", super::xdg(dir))
             .args(["run", "--log-format", "json", "--log-level", "info", "-c"])
             .arg(&file)
             .args(extra)

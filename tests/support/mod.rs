@@ -63,8 +63,17 @@ pub fn verb_in(dir: &Path, args: &[&str]) -> tokio::task::JoinHandle<Output> {
         let config = dir.join("harbormaster.toml");
         let mut all = vec!["-c".to_string(), config.to_string_lossy().into_owned()];
         all.extend(args);
-        Cmd::harbormaster(all).current_dir(&dir).run()
+        Cmd::harbormaster(all)
+            .env("XDG_RUNTIME_DIR", xdg(&dir))
+            .current_dir(&dir)
+            .run()
     })
+}
+
+/// The `XDG_RUNTIME_DIR` that [`harbor::Harbor`] and [`verb_in`] give the
+/// binary for a test folder, so runtime dirs go away with the folder.
+pub fn xdg(dir: &Path) -> std::path::PathBuf {
+    dir.join(".xdg")
 }
 
 /// Writes `text` as DIR/harbormaster.toml, then runs `harbormaster reload` (see [`verb_in`]).
