@@ -102,6 +102,11 @@ fn setsid_and_double_forked_descendants_are_gone_after_stop() {
         .as_u64()
         .unwrap();
     assert!(procs >= 3, "testapp and two sleeps, got {procs}");
+    let config = h.dir.join("harbormaster.toml");
+    let table = Cmd::harbormaster(["-c", config.to_str().unwrap(), "status"])
+        .env("XDG_RUNTIME_DIR", support::xdg(&h.dir))
+        .run();
+    assert!(table.stdout.contains("PROCS"), "{table:?}");
 
     h.signal(Signal::SIGTERM);
     assert_eq!(h.wait_exit(SECS(20)), Some(0));

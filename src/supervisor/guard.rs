@@ -44,8 +44,10 @@ pub fn spawn(pids_dir: &Path) -> std::io::Result<Guard> {
     // Both ends close-on-exec; Stdio::from makes the read end the guard's
     // stdin (dup2 clears the flag for fd 0 only).
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-    let exe = std::env::current_exe()?;
-    let mut cmd = Command::new(exe);
+    // /proc/self/exe: the very binary that runs, even if it was replaced or
+    // deleted on disk since (an upgrade in progress).
+    let mut cmd = Command::new("/proc/self/exe");
+    std::os::unix::process::CommandExt::arg0(&mut cmd, "harbormaster");
     cmd.arg(VERB)
         .arg("--pids")
         .arg(pids_dir)
