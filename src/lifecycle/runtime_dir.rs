@@ -299,6 +299,23 @@ mod tests {
     }
 
     #[test]
+    fn a_dir_owned_by_another_user_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("theirs");
+        std::fs::create_dir(&dir).unwrap();
+        // Only root can give a folder away; as another user there is nothing to check.
+        if nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).is_err() {
+            return;
+        }
+        let err = RuntimeDir::acquire(&dir).unwrap_err();
+        assert!(
+            matches!(err, RuntimeDirError::NotOurs { owner: 65534, .. }),
+            "{err}"
+        );
+        assert!(!dir.join(LOCK).exists(), "nothing is created in it");
+    }
+
+    #[test]
     fn a_dir_with_a_loose_mode_is_tightened() {
         let tmp = tempfile::tempdir().unwrap();
         std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
