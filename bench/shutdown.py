@@ -82,8 +82,9 @@ def get(addr, path, host="x"):
 
 def under_load(work):
     cfg = config(work)
-    subprocess.run([f"{BIN}/harbormaster", "start", "-c", cfg], check=True, capture_output=True)
-    info = json.load(open(os.path.join(work, ".harbormaster", "runtime.json")))
+    runtime = os.path.join(work, "rt")  # --runtime-dir, so the bench knows where runtime.json is
+    subprocess.run([f"{BIN}/harbormaster", "start", "-c", cfg, "--runtime-dir", runtime], check=True, capture_output=True)
+    info = json.load(open(os.path.join(runtime, "runtime.json")))
     host, port = info["gateway"][0].rsplit(":", 1)
     addr = (host, int(port))
     counts = {"slow_ok": 0, "slow_cut": 0, "sse_clean": 0, "sse_cut": 0, "fast_ok": 0, "fast_non_200": 0, "fast_refused_after_stop": 0}
@@ -126,11 +127,11 @@ def under_load(work):
     time.sleep(0.5)
     stopping.set()
     t0 = time.time()
-    subprocess.run([f"{BIN}/harbormaster", "stop", "-c", cfg], check=True, capture_output=True)
+    subprocess.run([f"{BIN}/harbormaster", "stop", "-c", cfg, "--runtime-dir", runtime], check=True, capture_output=True)
     took = time.time() - t0
     for t in threads:
         t.join()
-    gone = not os.path.exists(os.path.join(work, ".harbormaster", "runtime.json"))
+    gone = not os.path.exists(os.path.join(runtime, "runtime.json"))
     return counts, took, gone
 
 

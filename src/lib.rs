@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod children;
 pub mod cli;
 pub mod config;
 pub mod gateway;

@@ -68,8 +68,9 @@ fn reference_config_is_valid() {
     };
     assert_eq!(m.restart.backoff.max(), std::time::Duration::from_secs(30));
     assert_eq!(m.stop.hooks[0].path, "/admin/shutdown");
+    assert_eq!(config.runtime.dir, None, "the private default applies");
     assert_eq!(
-        config.runtime.dir,
+        config.runtime.state_dir,
         path.parent().unwrap().join(".harbormaster")
     );
 }

@@ -33,13 +33,34 @@ impl Project {
 
     fn verb(&self, args: &[&str]) -> support::Output {
         let config = self.dir.path().join("harbormaster.toml");
-        let mut all = vec!["-c", config.to_str().unwrap()];
+        let runtime = self.runtime();
+        let mut all = vec![
+            "-c",
+            config.to_str().unwrap(),
+            "--runtime-dir",
+            runtime.to_str().unwrap(),
+        ];
         all.extend_from_slice(args);
         Cmd::harbormaster(all).current_dir(self.dir.path()).run()
     }
 
+    /// [`Project::verb`] off the async runtime (tests keep traffic flowing meanwhile).
+    fn verb_in(&self, args: &[&str]) -> tokio::task::JoinHandle<support::Output> {
+        let mut all = vec![
+            "--runtime-dir".to_string(),
+            self.runtime().display().to_string(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let all: Vec<&str> = all.iter().map(String::as_str).collect();
+        support::verb_in(self.dir.path(), &all)
+    }
+
+    /// `--runtime-dir`: private, and outside the config's folder.
     fn runtime(&self) -> std::path::PathBuf {
-        self.dir.path().join(".harbormaster")
+        std::env::temp_dir().join(format!(
+            "hm-control-{}",
+            self.dir.path().file_name().unwrap().to_string_lossy()
+        ))
     }
 
     fn info(&self) -> Value {
@@ -57,6 +78,7 @@ impl Drop for Project {
         if self.runtime().join("runtime.json").exists() {
             let _ = self.verb(&["stop", "--timeout", "20s"]);
         }
+        let _ = std::fs::remove_dir_all(self.runtime());
     }
 }
 
@@ -149,6 +171,11 @@ fn after_kill_9_status_says_stale_and_the_next_start_cleans_up() {
     )
     .unwrap();
     support::harbor::eventually(SECS(5), "the daemon is gone", || gone(pid));
+    // Its main thread can be a zombie while other threads still close its
+    // files (the lock among them): wait for the lock, not just the pid.
+    support::harbor::eventually(SECS(5), "the daemon's lock is released", || {
+        p.verb(&["status"]).stderr.contains("its lock is free")
+    });
     let out = p.verb(&["status"]);
     assert_eq!(out.code, 3, "{out:?}");
     assert!(
@@ -215,7 +242,7 @@ async fn stop_under_load_completes_every_accepted_request() {
     tokio::time::sleep(Duration::from_millis(300)).await; // let the load build up
 
     let stopping = tokio::time::Instant::now();
-    let stop = support::verb_in(p.dir.path(), &["stop"]);
+    let stop = p.verb_in(&["stop"]);
     for r in slow {
         let body = r.await.unwrap().expect("a slow request was cut");
         assert!(body.starts_with("slept 2000 ms in web-0-"), "{body}");
@@ -275,9 +302,7 @@ async fn drain_refuses_new_requests_while_in_flight_and_other_streams_go_on() {
     };
     tokio::time::sleep(Duration::from_millis(200)).await; // the slow request is in flight
 
-    let out = support::verb_in(p.dir.path(), &["drain", "web"])
-        .await
-        .unwrap();
+    let out = p.verb_in(&["drain", "web"]).await.unwrap();
     assert_eq!(out.code, 0, "{out:?}");
     let res = client.get(format!("http://{gw}/")).send().await.unwrap();
     assert_eq!(res.status(), 503);
@@ -339,9 +364,7 @@ async fn a_rolling_restart_under_load_fails_no_request() {
             .collect(),
     );
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let out = support::verb_in(p.dir.path(), &["restart", "web"])
-        .await
-        .unwrap();
+    let out = p.verb_in(&["restart", "web"]).await.unwrap();
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(out.stdout.trim(), "web: restarted (web#2, web#3)");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -378,7 +401,7 @@ async fn stop_closes_websockets_with_1001_after_stream_grace() {
         "hi"
     );
 
-    let stop = support::verb_in(p.dir.path(), &["stop"]);
+    let stop = p.verb_in(&["stop"]);
     // The socket keeps working during the grace period, then is closed with 1001.
     let close = loop {
         match ws.next().await {

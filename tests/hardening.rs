@@ -209,12 +209,7 @@ fn with_1024_file_descriptors_the_admin_api_and_status_answer_during_a_flood() {
     assert!(support::harbor::get(admin.port(), "/live")
         .unwrap()
         .contains("ok"));
-    let status = support::Cmd::harbormaster([
-        "status",
-        "-c",
-        h.dir.join("harbormaster.toml").to_str().unwrap(),
-    ])
-    .run();
+    let status = support::verb(&h.dir, &["status"]);
     assert_eq!(status.code, 0, "{status:?}");
     assert!(
         !h.events().iter().any(|e| e["event"] == "accept_failed"),
@@ -429,12 +424,7 @@ fn stop_answers_every_request_written_on_kept_alive_connections() {
         eventually(SECS(10), "traffic flows", || {
             seen.responses.load(Ordering::Relaxed) >= 400
         });
-        let stop = support::Cmd::harbormaster([
-            "stop",
-            "-c",
-            h.dir.join("harbormaster.toml").to_str().unwrap(),
-        ])
-        .run();
+        let stop = support::verb(&h.dir, &["stop"]);
         assert_eq!(stop.code, 0, "round {round}: {stop:?}");
         assert_eq!(h.wait_exit(SECS(10)), Some(0));
         for c in clients {

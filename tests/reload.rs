@@ -29,6 +29,7 @@ fn reload(h: &Harbor, text: &str) -> support::Output {
     let file = h.dir.join("harbormaster.toml");
     std::fs::write(&file, text).unwrap();
     support::Cmd::harbormaster(["-c", file.to_str().unwrap(), "reload"])
+        .env("XDG_RUNTIME_DIR", support::xdg(&h.dir))
         .current_dir(&h.dir)
         .run()
 }

@@ -63,6 +63,10 @@ pub struct InstanceHealth {
     pub pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<u16>,
+    /// Live processes of the instance: its group plus descendants that left
+    /// it (found by `HARBORMASTER_INSTANCE`). Absent for external upstreams.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<usize>,
     pub ready: bool,
     /// `closed`, `open` or `half_open`.
     pub breaker: String,
@@ -105,6 +109,9 @@ pub struct RuntimeInfo {
     pub gateway: Vec<String>,
     /// `http://127.0.0.1:40123`.
     pub admin: String,
+    /// `admin.sock`: the CLI's channel (no token needed; mode 0600).
+    #[serde(default)]
+    pub socket: String,
 }
 
 /// The answer of accepted mutating calls (`202`) and of errors.

@@ -1,9 +1,14 @@
 //! The admin HTTP API on its own listener and its own tasks, so it answers
 //! while the gateway is under load: health endpoints with Kubernetes
 //! conventions (`/live`, `/ready`, `/health`), status, and the mutating calls
-//! (`/v1/shutdown`, `/v1/reload`, `/v1/apps/{app}/drain|resume|restart`), which need
-//! `Authorization: Bearer <admin.token>`; without it they answer 401 and
-//! change nothing.
+//! (`/v1/shutdown`, `/v1/reload`, `/v1/apps/{app}/drain|resume|restart`).
+//!
+//! One router serves two doors. `admin.sock` in the private runtime dir
+//! needs no token: its file mode (0600) is the authentication, which is how
+//! the CLI talks to us, so no credential is ever written to a file. The TCP
+//! listener accepts a mutating call only with `Authorization: Bearer T` for a
+//! T in `[admin] tokens` (none configured: every TCP mutation answers 401 and
+//! changes nothing); reads (`/live`, `/ready`, `/health`, `/v1/status`) stay open.
 
 pub mod api;
 pub mod report;
@@ -20,17 +25,29 @@ use tokio_util::sync::CancellationToken;
 
 pub use report::View;
 
-pub fn router(view: Arc<View>) -> Router {
+/// Which door a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// TCP: mutations need a configured bearer token.
+    Tcp,
+    /// `admin.sock`: the file permission already authenticated the caller.
+    Socket,
+}
+
+pub fn router(view: Arc<View>, door: Door) -> Router {
     let mutating = Router::new()
         .route("/v1/shutdown", post(shutdown))
         .route("/v1/reload", post(reload))
         .route("/v1/apps/{app}/drain", post(drain))
         .route("/v1/apps/{app}/resume", post(resume))
-        .route("/v1/apps/{app}/restart", post(restart))
-        .route_layer(axum::middleware::from_fn_with_state(
+        .route("/v1/apps/{app}/restart", post(restart));
+    let mutating = match door {
+        Door::Socket => mutating,
+        Door::Tcp => mutating.route_layer(axum::middleware::from_fn_with_state(
             view.clone(),
             authorize,
-        ));
+        )),
+    };
     Router::new()
         .route("/live", get(live))
         .route("/ready", get(ready))
@@ -40,7 +57,7 @@ pub fn router(view: Arc<View>) -> Router {
         .with_state(view)
 }
 
-/// Bearer-token check for mutating calls (constant-time comparison).
+/// Bearer-token check for mutating calls over TCP (constant-time comparison).
 async fn authorize(
     State(view): State<Arc<View>>,
     req: axum::extract::Request,
@@ -52,18 +69,21 @@ async fn authorize(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    let expected = view.token.as_bytes();
-    let same = given.len() == expected.len()
-        && given
-            .bytes()
-            .zip(expected)
-            .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-            == 0;
+    let tokens = view.config.load().admin.tokens.clone();
+    // Constant time per candidate (`subtle`); how many tokens there are is
+    // not a secret.
+    let same = tokens.iter().fold(false, |found, t| {
+        found
+            | bool::from(subtle::ConstantTimeEq::ct_eq(
+                given.as_bytes(),
+                t.as_bytes(),
+            ))
+    });
     if same {
         next.run(req).await
     } else {
         let body = api::ErrorBody {
-            error: "unauthorized: send Authorization: Bearer <admin.token from the runtime dir>"
+            error: "unauthorized: over TCP, mutating calls need Authorization: Bearer <one of [admin] tokens>; the CLI uses admin.sock instead"
                 .into(),
         };
         (StatusCode::UNAUTHORIZED, Json(body)).into_response()
@@ -154,7 +174,20 @@ pub async fn serve(
             idle: gateway.client_idle_timeout,
         }
     };
-    server::serve_tcp(listener, router(view), timeouts, shutdown).await
+    server::serve_tcp(listener, router(view, Door::Tcp), timeouts, shutdown).await
+}
+
+/// Serves the same API on `admin.sock` until `shutdown`.
+pub async fn serve_socket(
+    listener: std::os::unix::net::UnixListener,
+    view: Arc<View>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    listener.set_nonblocking(true)?;
+    let listener = tokio::net::UnixListener::from_std(listener)?;
+    axum::serve(listener, router(view, Door::Socket))
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
 }
 
 async fn restart(

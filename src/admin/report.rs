@@ -25,8 +25,6 @@ pub struct View {
     pub externals: Arc<ExternalHealth>,
     pub started: Instant,
     pub shutting_down: Arc<AtomicBool>,
-    /// Bearer token for mutating calls (`admin.token`).
-    pub token: String,
     /// Cancelled to ask for a graceful shutdown.
     pub shutdown: tokio_util::sync::CancellationToken,
     /// Apps with a rolling restart under way.
@@ -152,6 +150,15 @@ impl View {
                             },
                             pid: st.pid,
                             port: st.port,
+                            processes: Some(match (st.pid, &st.instance_id) {
+                                (Some(pid), Some(id)) => crate::supervisor::descendants::Target {
+                                    pgid: pid as i32,
+                                    instance_id: id,
+                                }
+                                .members()
+                                .len(),
+                                _ => 0,
+                            }),
                             ready: st.state == State::Ready,
                             breaker: self.gateway.breaker_state(&id).into(),
                             in_flight: self.gateway.upstream_in_flight(&id),
@@ -183,6 +190,7 @@ impl View {
                             detail: None,
                             pid: None,
                             port: Some(addr.port()),
+                            processes: None,
                             ready: h.ready,
                             breaker: self.gateway.breaker_state(&id).into(),
                             in_flight: self.gateway.upstream_in_flight(&id),

@@ -1,6 +1,11 @@
 //! Finding the running harbormaster through its runtime directory and talking
-//! to its admin API. A runtime.json is trusted only if its lock is held, its
-//! pid is alive and `/live` answers within 2 seconds; otherwise it is stale.
+//! to its admin API over `admin.sock`. A runtime.json is trusted only if its
+//! lock is held, its pid is alive and `/live` answers on the socket within 2
+//! seconds; otherwise it is stale.
+//!
+//! The CLI never talks TCP to the admin API: an address read from a file
+//! could be anyone's, and the socket needs no credential (its file mode is
+//! the authentication), so the CLI has none to leak.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,27 +16,73 @@ use hyper_util::rt::TokioIo;
 
 use super::Cli;
 use crate::admin::api::RuntimeInfo;
+use crate::config::LoadError;
 use crate::lifecycle::runtime_dir::{self, read_info};
 
 /// Exit code: no running instance (or a stale one).
 pub const NOT_RUNNING: u8 = 3;
 
-/// `--runtime-dir`, else `[runtime] dir` of the config, else `.harbormaster`
-/// beside the config file (so a broken config does not hide a running one).
-pub fn runtime_dir(cli: &Cli) -> PathBuf {
-    if let Some(dir) = &cli.runtime_dir {
-        return dir.clone();
+/// The runtime and state dirs of the config named on the command line.
+pub struct Dirs {
+    pub runtime: PathBuf,
+    pub state: PathBuf,
+    /// Why the config did not load, when it did not (the dirs then come from
+    /// a lenient reading of the raw file).
+    pub config_error: Option<String>,
+}
+
+/// `--runtime-dir`, else `[runtime] dir`, else the default for the config's
+/// path; the same for `state_dir`. A config that does not load does not hide
+/// a running instance: the default depends only on the file's path, and
+/// `[runtime] dir`/`state_dir` are read leniently from the raw text.
+pub fn dirs(cli: &Cli) -> Dirs {
+    let (configured, state, config_error) = match crate::config::load(&cli.config) {
+        Ok(config) => (config.runtime.dir, config.runtime.state_dir, None),
+        Err(e) => {
+            let why = match &e {
+                LoadError::Invalid(errors) => format!("{} error(s)", errors.len()),
+                other => other.to_string(),
+            };
+            let base = std::path::absolute(&cli.config)
+                .unwrap_or_else(|_| cli.config.clone())
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default();
+            let text = std::fs::read_to_string(&cli.config).unwrap_or_default();
+            let raw = |key| lenient_runtime_key(&text, key).map(|d| base.join(d));
+            let state = raw("state_dir").unwrap_or_else(|| base.join(".harbormaster"));
+            (raw("dir"), state, Some(why))
+        }
+    };
+    Dirs {
+        runtime: runtime_dir::locate(
+            cli.runtime_dir.as_deref(),
+            configured.as_deref(),
+            &cli.config,
+        ),
+        state,
+        config_error,
     }
-    match crate::config::load(&cli.config) {
-        Ok(config) => config.runtime.dir,
-        Err(_) => std::path::absolute(&cli.config)
-            .unwrap_or_else(|_| cli.config.clone())
-            .parent()
-            .map_or_else(
-                || PathBuf::from(".harbormaster"),
-                |p| p.join(".harbormaster"),
-            ),
+}
+
+/// `[runtime] KEY = "…"` from a file that may not parse: as TOML if the
+/// syntax holds (whatever else is wrong), else line by line.
+fn lenient_runtime_key(text: &str, key: &str) -> Option<String> {
+    if let Ok(table) = toml::from_str::<toml::Table>(text) {
+        return table.get("runtime")?.get(key)?.as_str().map(String::from);
     }
+    let mut in_runtime = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_runtime = line.trim_start_matches('[').trim_end_matches(']').trim() == "runtime";
+            continue;
+        }
+        if in_runtime && line.split('=').next().is_some_and(|k| k.trim() == key) {
+            let one: toml::Table = toml::from_str(line).ok()?;
+            return one.get(key)?.as_str().map(String::from);
+        }
+    }
+    None
 }
 
 /// What the runtime directory says.
@@ -56,7 +107,7 @@ pub async fn find(dir: &Path) -> Found {
     if !alive {
         return stale(format!("pid {} is not running", info.pid));
     }
-    match request(&info.admin, "GET", "/live", None, Duration::from_secs(2)).await {
+    match request(dir, "GET", "/live", Duration::from_secs(2)).await {
         Ok((200, _)) => Found::Running(info),
         Ok((code, _)) => stale(format!("pid {} answers /live with {code}", info.pid)),
         Err(e) => stale(format!(
@@ -66,46 +117,26 @@ pub async fn find(dir: &Path) -> Found {
     }
 }
 
-/// The admin token of `dir`.
-pub fn token(dir: &Path) -> Result<String, String> {
-    std::fs::read_to_string(dir.join(runtime_dir::TOKEN))
-        .map(|t| t.trim().to_string())
-        .map_err(|e| {
-            format!(
-                "cannot read {}: {e}",
-                dir.join(runtime_dir::TOKEN).display()
-            )
-        })
-}
-
-/// One request to the admin API: (status, body).
+/// One request to the admin API over `DIR/admin.sock`: (status, body).
 pub async fn request(
-    admin: &str,
+    dir: &Path,
     method: &str,
     path: &str,
-    token: Option<&str>,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
-    let addr = admin
-        .trim_start_matches("http://")
-        .trim_end_matches('/')
-        .to_string();
+    let socket = dir.join(runtime_dir::SOCKET);
     let exchange = async {
-        let stream = tokio::net::TcpStream::connect(&addr)
+        let stream = tokio::net::UnixStream::connect(&socket)
             .await
-            .map_err(|e| format!("connect {addr}: {e}"))?;
+            .map_err(|e| format!("connect {}: {e}", socket.display()))?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
             .map_err(|e| e.to_string())?;
         tokio::spawn(conn);
-        let mut req = hyper::Request::builder()
+        let req = hyper::Request::builder()
             .method(method)
             .uri(path)
-            .header(hyper::header::HOST, addr.as_str());
-        if let Some(token) = token {
-            req = req.header(hyper::header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        let req = req
+            .header(hyper::header::HOST, "localhost")
             .body(Full::new(Bytes::new()))
             .map_err(|e| e.to_string())?;
         let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
@@ -135,4 +166,26 @@ pub fn block_on<F: std::future::Future>(f: F) -> F::Output {
         .build()
         .expect("a current-thread runtime builds")
         .block_on(f)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lenient_runtime_key;
+
+    #[test]
+    fn runtime_keys_are_found_in_a_file_that_does_not_parse() {
+        let broken =
+            "[gateway\nlisten = 3\n[runtime]\ndir = \"/tmp/rt\"\nstate_dir = 'st'\n[apps.x]\n";
+        assert_eq!(
+            lenient_runtime_key(broken, "dir").as_deref(),
+            Some("/tmp/rt")
+        );
+        assert_eq!(
+            lenient_runtime_key(broken, "state_dir").as_deref(),
+            Some("st")
+        );
+        let invalid = "[runtime]\ndir = \"/x\"\nunknown = 1\n";
+        assert_eq!(lenient_runtime_key(invalid, "dir").as_deref(), Some("/x"));
+        assert_eq!(lenient_runtime_key("[apps.a]\ndir = \"no\"\n", "dir"), None);
+    }
 }

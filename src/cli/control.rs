@@ -14,10 +14,33 @@ use crate::supervisor::process_group;
 
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The runtime dir for the command line's config; when the config does not
+/// load, says so (and that the instance running for it is still found).
+fn runtime_dir(cli: &Cli) -> (std::path::PathBuf, Option<String>) {
+    let dirs = client::dirs(cli);
+    (dirs.runtime, dirs.config_error)
+}
+
+/// "config has errors; harbormaster pid N is running for it" when it applies.
+fn note_config(cli: &Cli, config_error: &Option<String>, info: &RuntimeInfo) {
+    if let Some(why) = config_error {
+        eprintln!(
+            "{}: config has errors ({why}; see `harbormaster check`); harbormaster pid {} is running for it",
+            cli.config.display(),
+            info.pid
+        );
+    }
+}
+
 /// The running harbormaster, or the exit code that says why there is none.
-async fn running(dir: &std::path::Path) -> Result<RuntimeInfo, ExitCode> {
+async fn running(cli: &Cli) -> Result<(std::path::PathBuf, RuntimeInfo), ExitCode> {
+    let (dir, config_error) = runtime_dir(cli);
+    let dir = &dir;
     match client::find(dir).await {
-        Found::Running(info) => Ok(info),
+        Found::Running(info) => {
+            note_config(cli, &config_error, &info);
+            Ok((dir.clone(), info))
+        }
         Found::Nothing => Err(not_running(dir)),
         Found::Stale { why, .. } => {
             eprintln!(
@@ -29,20 +52,15 @@ async fn running(dir: &std::path::Path) -> Result<RuntimeInfo, ExitCode> {
     }
 }
 
-/// POST to the admin API with the runtime dir's token. A missing token or an
-/// unreachable API is printed (prefixed with `what`) and becomes exit 1.
+/// POST to the admin API over admin.sock. An unreachable API is printed
+/// (prefixed with `what`) and becomes exit 1.
 async fn post_admin(
     dir: &std::path::Path,
-    info: &RuntimeInfo,
     path: &str,
     timeout: Duration,
     what: &str,
 ) -> Result<(u16, String), ExitCode> {
-    let token = client::token(dir).map_err(|e| {
-        eprintln!("{what}: {e}");
-        ExitCode::FAILURE
-    })?;
-    client::request(&info.admin, "POST", path, Some(&token), timeout)
+    client::request(dir, "POST", path, timeout)
         .await
         .map_err(|e| {
             eprintln!("{what}: {e}");
@@ -57,7 +75,7 @@ fn not_running(dir: &std::path::Path) -> ExitCode {
 
 /// `harbormaster stop [--timeout DUR]`.
 pub fn stop(cli: &Cli, timeout: Duration) -> ExitCode {
-    let dir = client::runtime_dir(cli);
+    let (dir, config_error) = runtime_dir(cli);
     client::block_on(async {
         let info = match client::find(&dir).await {
             Found::Nothing => return not_running(&dir),
@@ -76,16 +94,8 @@ pub fn stop(cli: &Cli, timeout: Duration) -> ExitCode {
                 info
             }
             Found::Running(info) => {
-                let token = client::token(&dir).unwrap_or_default();
-                match client::request(
-                    &info.admin,
-                    "POST",
-                    "/v1/shutdown",
-                    Some(&token),
-                    ADMIN_TIMEOUT,
-                )
-                .await
-                {
+                note_config(cli, &config_error, &info);
+                match client::request(&dir, "POST", "/v1/shutdown", ADMIN_TIMEOUT).await {
                     Ok((202, _)) => {}
                     other => {
                         eprintln!(
@@ -125,20 +135,18 @@ fn signal_term(info: &RuntimeInfo) {
 
 /// `harbormaster status [--json]`.
 pub fn status(cli: &Cli, json: bool) -> ExitCode {
-    let dir = client::runtime_dir(cli);
     client::block_on(async {
-        let info = match running(&dir).await {
-            Ok(info) => info,
+        let (dir, info) = match running(cli).await {
+            Ok(found) => found,
             Err(code) => return code,
         };
-        let body =
-            match client::request(&info.admin, "GET", "/v1/status", None, ADMIN_TIMEOUT).await {
-                Ok((200, body)) => body,
-                other => {
-                    eprintln!("cannot read status from {}: {other:?}", info.admin);
-                    return ExitCode::FAILURE;
-                }
-            };
+        let body = match client::request(&dir, "GET", "/v1/status", ADMIN_TIMEOUT).await {
+            Ok((200, body)) => body,
+            other => {
+                eprintln!("cannot read status from {}: {other:?}", info.admin);
+                return ExitCode::FAILURE;
+            }
+        };
         if json {
             println!("{body}");
             return ExitCode::SUCCESS;
@@ -172,6 +180,7 @@ fn table(info: &RuntimeInfo, h: &Health) -> String {
         "STATE",
         "PID",
         "PORT",
+        "PROCS",
         "READY",
         "BREAKER",
         "IN-FLIGHT",
@@ -195,6 +204,7 @@ fn table(info: &RuntimeInfo, h: &Health) -> String {
                     .map_or(i.state.clone(), |d| format!("{} ({d})", i.state)),
                 i.pid.map_or("-".into(), |p| p.to_string()),
                 i.port.map_or("-".into(), |p| p.to_string()),
+                i.processes.map_or("-".into(), |n| n.to_string()),
                 if i.ready { "yes" } else { "no" }.into(),
                 i.breaker.clone(),
                 i.in_flight.to_string(),
@@ -232,17 +242,27 @@ fn table(info: &RuntimeInfo, h: &Health) -> String {
     out
 }
 
+/// An app name checked before it becomes part of a request path.
+fn app_name(app: &str) -> Result<crate::config::AppName, ExitCode> {
+    crate::config::AppName::new(app).map_err(|why| {
+        eprintln!("invalid app name `{app}`: {why}");
+        ExitCode::FAILURE
+    })
+}
+
 /// `harbormaster drain APP` and `harbormaster resume APP`.
 pub fn app_switch(cli: &Cli, app: &str, action: &str) -> ExitCode {
-    let dir = client::runtime_dir(cli);
+    if let Err(code) = app_name(app) {
+        return code;
+    }
     client::block_on(async {
-        let info = match running(&dir).await {
-            Ok(info) => info,
+        let (dir, _) = match running(cli).await {
+            Ok(found) => found,
             Err(code) => return code,
         };
         let what = format!("{action} {app}");
         let path = format!("/v1/apps/{app}/{action}");
-        match post_admin(&dir, &info, &path, ADMIN_TIMEOUT, &what).await {
+        match post_admin(&dir, &path, ADMIN_TIMEOUT, &what).await {
             Err(code) => code,
             Ok((202, _)) => {
                 println!(
@@ -265,14 +285,16 @@ pub fn app_switch(cli: &Cli, app: &str, action: &str) -> ExitCode {
 
 /// `harbormaster restart APP`: rolling restart; waits until it is done.
 pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
-    let dir = client::runtime_dir(cli);
+    if let Err(code) = app_name(app) {
+        return code;
+    }
     client::block_on(async {
-        let info = match running(&dir).await {
-            Ok(info) => info,
+        let (dir, _) = match running(cli).await {
+            Ok(found) => found,
             Err(code) => return code,
         };
         let path = format!("/v1/apps/{app}/restart");
-        match post_admin(&dir, &info, &path, ADMIN_TIMEOUT, &format!("restart {app}")).await {
+        match post_admin(&dir, &path, ADMIN_TIMEOUT, &format!("restart {app}")).await {
             Err(code) => return code,
             Ok((202, _)) => {}
             Ok((code, body)) => {
@@ -285,15 +307,7 @@ pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
             // A client following another process's progress: poll the
             // status, bounded by the deadline.
             tokio::time::sleep(Duration::from_millis(50)).await;
-            let health = match client::request(
-                &info.admin,
-                "GET",
-                "/v1/status",
-                None,
-                ADMIN_TIMEOUT,
-            )
-            .await
-            {
+            let health = match client::request(&dir, "GET", "/v1/status", ADMIN_TIMEOUT).await {
                 Ok((200, body)) => serde_json::from_str::<Health>(&body).ok(),
                 _ => None,
             };
@@ -327,25 +341,17 @@ pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
 /// `harbormaster reload`: apply config changes live; exit 1 with the
 /// validation errors (as `check` prints them) if the file is invalid.
 pub fn reload(cli: &Cli) -> ExitCode {
-    let dir = client::runtime_dir(cli);
     client::block_on(async {
-        let info = match running(&dir).await {
-            Ok(info) => info,
+        let (dir, _) = match running(cli).await {
+            Ok(found) => found,
             Err(code) => return code,
         };
         // A reload waits for new instances to become ready: allow minutes.
-        let (code, body) = match post_admin(
-            &dir,
-            &info,
-            "/v1/reload",
-            Duration::from_secs(600),
-            "reload",
-        )
-        .await
-        {
-            Ok(answer) => answer,
-            Err(code) => return code,
-        };
+        let (code, body) =
+            match post_admin(&dir, "/v1/reload", Duration::from_secs(600), "reload").await {
+                Ok(answer) => answer,
+                Err(code) => return code,
+            };
         let Ok(result) = serde_json::from_str::<crate::admin::api::ReloadResult>(&body) else {
             eprintln!("reload: {code} {body}");
             return ExitCode::FAILURE;

@@ -1,5 +1,5 @@
 //! `harbormaster logs APP [-f] [-n N]`: the recent output of an app's
-//! instances, from its log file under the runtime dir. `-f` follows the file
+//! instances, from its log file under `[runtime] state_dir`. `-f` follows the file
 //! with inotify (and across rotation) until interrupted.
 
 use std::io::{Read, Seek, SeekFrom, Write};
@@ -10,15 +10,25 @@ use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 use super::client;
 use super::Cli;
+use crate::config::AppName;
 
 pub fn logs(cli: &Cli, app: &str, follow: bool, lines: usize) -> ExitCode {
+    // Validated before it becomes a path, whether or not the config loads.
+    let app = match AppName::new(app) {
+        Ok(name) => name,
+        Err(why) => {
+            eprintln!("invalid app name `{app}`: {why}");
+            return ExitCode::FAILURE;
+        }
+    };
     if let Ok(config) = crate::config::load(&cli.config) {
-        if !config.apps.keys().any(|n| n.as_str() == app) {
+        if !config.apps.contains_key(&app) {
             eprintln!("unknown app `{app}` in {}", cli.config.display());
             return ExitCode::FAILURE;
         }
     }
-    let path = client::runtime_dir(cli)
+    let path = client::dirs(cli)
+        .state
         .join("logs")
         .join(format!("{app}.log"));
     if !path.exists() && !follow {

@@ -30,7 +30,9 @@ pub struct Cli {
     )]
     pub config: PathBuf,
 
-    /// Where runtime files live (default: `[runtime] dir`, else `.harbormaster/` beside the config).
+    /// Where runtime files live (runtime.json, the lock, admin.sock). Default:
+    /// `[runtime] dir`, else a private per-user dir named after the config's
+    /// path (`$XDG_RUNTIME_DIR/harbormaster/<stem>-<hash>/`).
     #[arg(long, global = true, env = "HARBORMASTER_RUNTIME_DIR")]
     pub runtime_dir: Option<PathBuf>,
 
@@ -95,17 +97,35 @@ pub enum Verb {
     },
     /// Validate the configuration; exit 0 if valid, 1 with every error (file:line:col) if not.
     Check,
+    /// Internal: the guard process `run` starts (see `supervisor::guard`).
+    #[command(name = "__guard", hide = true)]
+    Guard {
+        #[arg(long)]
+        pids: PathBuf,
+    },
 }
 
 /// Parses the command line and runs the verb.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = logging::init(cli.log_format, cli.log_level.as_deref()) {
-        eprintln!("harbormaster: {e:#}");
-        return ExitCode::from(2);
+    if let Verb::Guard { pids } = &cli.verb {
+        return ExitCode::from(crate::supervisor::guard::run(pids));
+    }
+    // In the background, `run` logs to its file once it holds the lock.
+    let background = matches!(&cli.verb, Verb::Run(args) if args.background);
+    if !background {
+        if let Err(e) = logging::init(
+            cli.log_format,
+            cli.log_level.as_deref(),
+            logging::Sink::Stderr,
+        ) {
+            eprintln!("harbormaster: {e:#}");
+            return ExitCode::from(2);
+        }
     }
     match &cli.verb {
-        Verb::Run(args) => run::run(&cli.config, cli.runtime_dir.as_deref(), args),
+        Verb::Guard { .. } => ExitCode::SUCCESS,
+        Verb::Run(args) => run::run(&cli, args),
         Verb::Start => start::start(&cli),
         Verb::Stop { timeout } => control::stop(&cli, *timeout),
         Verb::Status { json } => control::status(&cli, *json),

@@ -8,15 +8,26 @@ use std::process::ExitCode;
 
 use tokio::signal::unix::{signal, SignalKind};
 
+use super::Cli;
 use crate::config::{self, Config, LoadError};
 use crate::lifecycle;
+use crate::supervisor::output::RotatingFile;
 
 #[derive(Debug, clap::Args)]
 pub struct RunArgs {
     /// Become a child subreaper: orphaned descendants of apps are re-parented
-    /// to harbormaster and reaped (automatic when running as PID 1).
-    #[arg(long)]
+    /// to harbormaster, stopped with their instance and reaped. This is the
+    /// default; the flag is kept for compatibility.
+    #[arg(long, conflicts_with = "no_subreaper")]
     pub subreaper: bool,
+    /// Do not become a child subreaper (escaped descendants are still found
+    /// by `HARBORMASTER_INSTANCE` and stopped, but init reaps them).
+    #[arg(long)]
+    pub no_subreaper: bool,
+    /// Internal (used by `start`): log to `STATE_DIR/logs/harbormaster.log`
+    /// once the runtime dir's lock is held, instead of stderr.
+    #[arg(long, hide = true)]
+    pub background: bool,
     /// Do not reload when the config file changes (SIGHUP and `reload` still work).
     #[arg(long)]
     pub no_watch: bool,
@@ -42,13 +53,22 @@ pub fn load_or_report(path: &Path) -> Option<Config> {
     }
 }
 
-/// `--runtime-dir`, else `[runtime] dir` (already resolved against the config file).
+/// The runtime dir: `--runtime-dir`, else `[runtime] dir`, else the default.
 pub fn runtime_dir(flag: Option<&Path>, config: &Config) -> PathBuf {
-    flag.map_or_else(|| config.runtime.dir.clone(), Path::to_path_buf)
+    lifecycle::runtime_dir::locate(flag, config.runtime.dir.as_deref(), &config.source)
 }
 
-pub fn run(config_path: &Path, runtime_flag: Option<&Path>, args: &RunArgs) -> ExitCode {
-    let Some(config) = load_or_report(config_path) else {
+/// harbormaster's own log file under `start`.
+pub fn log_path(config: &Config) -> PathBuf {
+    config
+        .runtime
+        .state_dir
+        .join("logs")
+        .join(super::start::LOG)
+}
+
+pub fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
+    let Some(config) = load_or_report(&cli.config) else {
         return ExitCode::FAILURE;
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -61,28 +81,65 @@ pub fn run(config_path: &Path, runtime_flag: Option<&Path>, args: &RunArgs) -> E
             return ExitCode::FAILURE;
         }
     };
-    let dir = runtime_dir(runtime_flag, &config);
-    match runtime.block_on(serve(config, dir, args)) {
+    let dir = runtime_dir(cli.runtime_dir.as_deref(), &config);
+    match runtime.block_on(serve(cli, config, dir, args)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "harbormaster failed");
+            if args.background {
+                // Logging may not be set up yet; `start` shows our stderr.
+                eprintln!("harbormaster: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
-async fn serve(config: Config, dir: PathBuf, args: &RunArgs) -> anyhow::Result<ExitCode> {
+/// Under `start`: logs go to the rotated file in the state dir, and stderr
+/// (panics, the guard's lines) to the same file. Called with the lock held,
+/// so a second `start` never touches a running instance's log.
+fn log_to_file(cli: &Cli, config: &Config) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let path = log_path(config);
+    if let Some(logs) = path.parent() {
+        std::fs::create_dir_all(logs)
+            .with_context(|| format!("cannot create {}", logs.display()))?;
+    }
+    let stderr = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    nix::unistd::dup2_stderr(&stderr).context("cannot redirect stderr to the log")?;
+    let file = std::sync::Arc::new(RotatingFile::new(path));
+    super::logging::init(
+        cli.log_format,
+        cli.log_level.as_deref(),
+        super::logging::Sink::File(file),
+    )
+}
+
+async fn serve(
+    cli: &Cli,
+    config: Config,
+    dir: PathBuf,
+    args: &RunArgs,
+) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut sigint = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
     // Phases: the config is valid; own the runtime dir (refused while another
-    // harbormaster holds it); bind before anything starts, so a port conflict
-    // fails fast and leaves nothing behind.
+    // harbormaster holds it); only then touch files (the log); bind before
+    // anything starts, so a port conflict fails fast and leaves nothing behind.
     let runtime_dir = lifecycle::RuntimeDir::acquire(&dir)?;
+    if args.background {
+        log_to_file(cli, &config)?;
+    }
     let listeners = lifecycle::bind(&config)?;
     let options = lifecycle::Options {
-        subreaper: args.subreaper,
+        subreaper: !args.no_subreaper,
         watch_config: !args.no_watch,
+        guard: true,
     };
     let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<&'static str>();
     let signals = async move {

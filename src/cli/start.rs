@@ -13,7 +13,7 @@ use crate::lifecycle::runtime_dir;
 
 /// How long `start` waits for readiness.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
-/// Log file of a background harbormaster, in the runtime dir.
+/// Log file of a background harbormaster, in `STATE_DIR/logs/`.
 pub const LOG: &str = "harbormaster.log";
 
 pub fn start(cli: &Cli) -> ExitCode {
@@ -21,29 +21,22 @@ pub fn start(cli: &Cli) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let dir = super::run::runtime_dir(cli.runtime_dir.as_deref(), &config);
+    let log_path = super::run::log_path(&config);
     client::block_on(async {
         if let Found::Running(info) = client::find(&dir).await {
             eprintln!(
-                "harbormaster is already running (pid {}, admin {})",
-                info.pid, info.admin
+                "harbormaster is already running (pid {}, runtime dir {})",
+                info.pid,
+                dir.display()
             );
             return ExitCode::FAILURE;
         }
-        if let Err(e) = std::fs::create_dir_all(&dir) {
-            eprintln!("cannot create the runtime directory {}: {e}", dir.display());
-            return ExitCode::FAILURE;
-        }
-        let log_path = dir.join(LOG);
-        let log = match std::fs::File::create(&log_path) {
-            Ok(f) => f,
-            Err(e) => {
-                eprintln!("cannot write {}: {e}", log_path.display());
-                return ExitCode::FAILURE;
-            }
-        };
+        // Nothing is created or truncated here: the child owns the runtime
+        // dir's lock before it touches any file (the log included).
         let exe = std::env::current_exe().unwrap_or_else(|_| "harbormaster".into());
         let mut cmd = std::process::Command::new(exe);
         cmd.arg("run")
+            .arg("--background")
             .arg("-c")
             .arg(&config.source)
             .arg("--runtime-dir")
@@ -56,12 +49,8 @@ pub fn start(cli: &Cli) -> ExitCode {
                 },
             ])
             .stdin(Stdio::null())
-            .stdout(
-                log.try_clone()
-                    .map(Stdio::from)
-                    .unwrap_or_else(|_| Stdio::null()),
-            )
-            .stderr(Stdio::from(log));
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
         if let Some(level) = &cli.log_level {
             cmd.args(["--log-level", level]);
         }
@@ -74,23 +63,44 @@ pub fn start(cli: &Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
+        // What it says before its log file is set up (e.g. the lock is taken).
+        let early = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let early = early.clone();
+            std::thread::spawn(move || {
+                use std::io::BufRead;
+                for line in std::io::BufReader::new(stderr)
+                    .lines()
+                    .map_while(Result::ok)
+                {
+                    let mut all = early.lock().unwrap_or_else(|p| p.into_inner());
+                    all.push_str(&line);
+                    all.push('\n');
+                }
+            });
+        }
         let pid = child.id();
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
-                eprintln!("harbormaster exited during start ({status}); last log lines:");
-                eprint!("{}", tail(&log_path, 20));
+                eprintln!("harbormaster exited during start ({status}):");
+                eprint!("{}", early.lock().unwrap_or_else(|p| p.into_inner()));
+                if log_path.exists() {
+                    eprintln!("last lines of {}:", log_path.display());
+                    eprint!("{}", tail(&log_path, 20));
+                }
                 return ExitCode::FAILURE;
             }
-            if let Some(info) = runtime_dir::read_info(&dir).filter(|i| i.pid == pid) {
+            if runtime_dir::read_info(&dir).is_some_and(|i| i.pid == pid) {
                 if let Ok((200, _)) =
-                    client::request(&info.admin, "GET", "/ready", None, Duration::from_secs(2))
-                        .await
+                    client::request(&dir, "GET", "/ready", Duration::from_secs(2)).await
                 {
+                    let info = runtime_dir::read_info(&dir);
                     println!(
                         "started harbormaster pid {pid}: gateway {} admin {} (log {})",
-                        info.gateway.join(", "),
-                        info.admin,
+                        info.as_ref()
+                            .map_or(String::new(), |i| i.gateway.join(", ")),
+                        info.as_ref().map_or(String::new(), |i| i.admin.clone()),
                         log_path.display()
                     );
                     return ExitCode::SUCCESS;

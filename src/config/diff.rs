@@ -94,11 +94,12 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         plan.not_applied
             .push("[gateway] settings other than listen".into());
     }
-    if old.admin != new.admin {
+    // `[admin] tokens` apply at once: the admin API reads the current config.
+    if old.admin.listen != new.admin.listen {
         plan.not_applied.push("[admin] listen".into());
     }
     if old.runtime != new.runtime {
-        plan.not_applied.push("[runtime] dir".into());
+        plan.not_applied.push("[runtime] dir and state_dir".into());
     }
     plan
 }

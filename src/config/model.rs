@@ -101,12 +101,19 @@ pub struct GatewayConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    /// Bearer tokens accepted for mutating calls over TCP (empty: TCP
+    /// mutations always answer 401; `admin.sock` needs no token).
+    pub tokens: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeConfig {
-    /// Absolute; relative paths were resolved against the config file's folder.
-    pub dir: PathBuf,
+    /// `[runtime] dir` when written (absolute; relative paths were resolved
+    /// against the config file's folder). `None`: the private per-user
+    /// default, see `lifecycle::runtime_dir::locate`.
+    pub dir: Option<PathBuf>,
+    /// `[runtime] state_dir` (absolute): logs and other state kept across runs.
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -292,4 +299,7 @@ pub struct StopHook {
     pub method: String,
     pub path: String,
     pub timeout: Duration,
+    /// A 2xx answer means the app exits by itself: wait `stop.timeout` for
+    /// it before sending the signal.
+    pub expect_exit: bool,
 }

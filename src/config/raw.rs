@@ -45,12 +45,14 @@ pub struct RawGateway {
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     pub listen: Option<S<String>>,
+    pub tokens: Option<S<Vec<S<String>>>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawRuntime {
     pub dir: Option<S<String>>,
+    pub state_dir: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -163,4 +165,5 @@ pub struct RawStopHook {
     pub method: Option<S<String>>,
     pub path: Option<S<String>>,
     pub timeout: Option<S<String>>,
+    pub expect_exit: Option<bool>,
 }

@@ -14,19 +14,22 @@ const SECS: fn(u64) -> Duration = Duration::from_secs;
 impl Checker<'_, '_> {
     pub(crate) fn config(&mut self, raw: &RawConfig, source: std::path::PathBuf) -> Config {
         let gateway = self.gateway(raw.gateway.as_ref().map(|g| g.get_ref()));
+        let raw_admin = raw.admin.as_ref().map(|a| a.get_ref());
         let admin = AdminConfig {
-            listen: raw
-                .admin
-                .as_ref()
-                .and_then(|a| a.get_ref().listen.as_ref())
+            listen: raw_admin
+                .and_then(|a| a.listen.as_ref())
                 .and_then(|l| self.socket_addr(l, "admin.listen"))
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0))),
+            tokens: self.tokens(raw_admin.and_then(|a| a.tokens.as_ref())),
         };
+        let raw_runtime = raw.runtime.as_ref().map(|r| r.get_ref());
         let runtime = RuntimeConfig {
-            dir: self.resolve(
-                raw.runtime
-                    .as_ref()
-                    .and_then(|r| r.get_ref().dir.as_ref())
+            dir: raw_runtime
+                .and_then(|r| r.dir.as_ref())
+                .map(|d| self.resolve(d.get_ref())),
+            state_dir: self.resolve(
+                raw_runtime
+                    .and_then(|r| r.state_dir.as_ref())
                     .map_or(".harbormaster", |d| d.get_ref().as_str()),
             ),
         };
@@ -60,6 +63,29 @@ impl Checker<'_, '_> {
             runtime,
             apps,
         }
+    }
+
+    /// `[admin] tokens`: each one long enough to resist guessing.
+    fn tokens(&mut self, raw: Option<&S<Vec<S<String>>>>) -> Vec<String> {
+        let mut tokens = Vec::new();
+        for (i, t) in raw
+            .map(|l| l.get_ref().as_slice())
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+        {
+            if t.get_ref().len() < 16 || t.get_ref().chars().any(|c| c.is_whitespace()) {
+                self.rep.error(
+                    t.span(),
+                    format!("admin.tokens[{i}]"),
+                    "an admin token must be at least 16 characters without spaces",
+                    Some("use a long random value, e.g. tokens = [\"${HM_ADMIN_TOKEN}\"] with `openssl rand -hex 32`".into()),
+                );
+            } else {
+                tokens.push(t.get_ref().clone());
+            }
+        }
+        tokens
     }
 
     fn gateway(&mut self, g: Option<&RawGateway>) -> GatewayConfig {

@@ -632,6 +632,7 @@ impl Checker<'_, '_> {
                 method,
                 path,
                 timeout,
+                expect_exit: hook.expect_exit.unwrap_or(false),
             });
         }
         StopConfig {

@@ -72,16 +72,17 @@ async fn run(kind: &ProbeKind, addr: SocketAddr) -> Result<String, String> {
         ProbeKind::Exec { argv } => {
             let port = addr.port().to_string();
             let argv: Vec<String> = argv.iter().map(|a| a.replace("{port}", &port)).collect();
-            let status = tokio::process::Command::new(&argv[0])
-                .args(&argv[1..])
+            let mut cmd = tokio::process::Command::new(&argv[0]);
+            cmd.args(&argv[1..])
                 .env("PORT", &port)
                 .stdin(std::process::Stdio::null())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
-                .kill_on_drop(true)
-                .status()
-                .await
-                .map_err(|e| format!("cannot run {}: {e}", argv[0]))?;
+                .kill_on_drop(true);
+            let cannot_run = |e| format!("cannot run {}: {e}", argv[0]);
+            // Registered, so the orphan reaper never takes its exit status.
+            let mut tracked = crate::children::spawn_tracked(&mut cmd).map_err(cannot_run)?;
+            let status = tracked.child.wait().await.map_err(cannot_run)?;
             match status.code() {
                 Some(0) => Ok("exit code 0".into()),
                 Some(c) => Err(format!("exit code {c}")),

@@ -34,9 +34,14 @@ pub use runtime_dir::RuntimeDir;
 #[derive(Debug, Clone, Default)]
 pub struct Options {
     /// Become a child subreaper (orphans are re-parented to us and reaped).
+    /// The CLI turns it on; an embedding program decides for its own process.
     pub subreaper: bool,
     /// Reload when the config file changes.
     pub watch_config: bool,
+    /// Start the guard process that stops every instance if this process
+    /// is killed (`supervisor::guard`). Only the harbormaster binary can:
+    /// the guard re-executes the current executable.
+    pub guard: bool,
 }
 
 /// The sockets a harbor serves, bound before anything starts.
@@ -101,6 +106,7 @@ pub struct Launched {
     shutting_down: Arc<AtomicBool>,
     routing: tokio::task::JoinHandle<()>,
     admin_server: tokio::task::JoinHandle<std::io::Result<()>>,
+    socket_server: tokio::task::JoinHandle<std::io::Result<()>>,
     servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -114,23 +120,31 @@ pub async fn launch(
     let current = Arc::new(ArcSwap::from_pointee(config));
     let config = current.load_full();
     let runtime_dir = runtime.path().to_path_buf();
-    let supervisor = Supervisor::new(&runtime_dir).with_context(|| {
-        format!(
-            "cannot create the runtime directory {}",
-            runtime_dir.display()
-        )
-    })?;
+    let supervisor = Supervisor::with_dirs(&runtime_dir, &config.runtime.state_dir)?;
     let cancel = CancellationToken::new();
     if options.subreaper {
         reaper::become_subreaper().context("cannot become a child subreaper")?;
     }
     if reaper::adopts_orphans() {
-        reaper::spawn(supervisor.direct_children(), cancel.child_token())
-            .context("cannot watch SIGCHLD")?;
+        reaper::spawn(cancel.child_token()).context("cannot watch SIGCHLD")?;
         tracing::info!(pid = std::process::id(), "reaping adopted orphans");
     }
     for line in supervisor.clean_leftovers().await {
         tracing::warn!(event = "leftover_stopped", "{line}");
+    }
+    if options.guard {
+        // Without it, instances still get their parent-death signal and the
+        // next start's sweep: worth a warning, not a refusal to start.
+        match supervisor.start_guard() {
+            Ok(pid) => tracing::info!(
+                event = "guard_started",
+                pid,
+                "instances are stopped even if harbormaster is killed"
+            ),
+            Err(e) => {
+                tracing::warn!(event = "guard_failed", error = %e, "cannot start the guard process; if harbormaster is killed, its instances are stopped only at the next start")
+            }
+        }
     }
 
     let nofile = crate::gateway::limits::raise_nofile();
@@ -168,7 +182,6 @@ pub async fn launch(
         externals: externals.clone(),
         started: Instant::now(),
         shutting_down: shutting_down.clone(),
-        token: runtime.token().to_string(),
         shutdown: CancellationToken::new(),
         restarting: Default::default(),
         restart_errors: Default::default(),
@@ -192,6 +205,14 @@ pub async fn launch(
         view.clone(),
         cancel.child_token(),
     ));
+    let socket = runtime
+        .bind_socket()
+        .with_context(|| format!("cannot listen on {}", runtime.socket_path().display()))?;
+    let socket_server = tokio::spawn(admin::serve_socket(
+        socket,
+        view.clone(),
+        cancel.child_token(),
+    ));
     tokio::spawn(announce_ready(view.clone(), cancel.child_token()));
 
     let mut servers = Vec::new();
@@ -209,6 +230,7 @@ pub async fn launch(
             config: config.source.display().to_string(),
             gateway: gateway_addrs,
             admin: format!("http://{admin_addr}"),
+            socket: runtime.socket_path().display().to_string(),
         })
         .context("cannot write runtime.json")?;
     tracing::info!(
@@ -231,6 +253,7 @@ pub async fn launch(
         shutting_down,
         routing,
         admin_server,
+        socket_server,
         servers,
     })
 }
@@ -252,6 +275,7 @@ impl Launched {
             shutting_down,
             routing,
             admin_server,
+            socket_server,
             servers,
         } = self;
         let config = current.load_full();
@@ -324,6 +348,7 @@ impl Launched {
         cancel.cancel();
         let _ = routing.await;
         let _ = admin_server.await;
+        let _ = socket_server.await;
         // 5.
         runtime.retire();
         tracing::info!(
@@ -347,7 +372,8 @@ impl Harbor {
     /// Takes the runtime dir, binds every listener, and starts the apps in
     /// the background. Fails at once (nothing started) if any of that fails.
     pub async fn start(config: Config, options: Options) -> anyhow::Result<Self> {
-        let runtime = RuntimeDir::acquire(&config.runtime.dir)?;
+        let dir = runtime_dir::locate(None, config.runtime.dir.as_deref(), &config.source);
+        let runtime = RuntimeDir::acquire(&dir)?;
         let listeners = bind(&config)?;
         let launched = launch(config, runtime, listeners, options).await?;
         let (supervisor, view) = (launched.supervisor.clone(), launched.view.clone());

@@ -1,13 +1,21 @@
 //! The runtime directory: `harbormaster.lock` (flock, held for the life of
 //! the process), `runtime.json` (written atomically once listeners are bound),
-//! `admin.token` (0600, new each start), `pids/` and `logs/`.
+//! `admin.sock` (0600, the CLI's channel to the admin API) and `pids/`.
+//!
+//! It is private to the user (0700, refused when another user owns it) and
+//! never beside the config, so no app that serves its working directory can
+//! hand out anything from it; and it holds no secret at all: the socket's
+//! file permission is the authentication. Its default location depends only
+//! on the config file's absolute path, so the CLI finds a running instance
+//! even when the config no longer parses.
 //!
 //! The lock makes staleness provable: a `runtime.json` whose lock is free was
 //! left by a process that is gone.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::hash::Hasher;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{Flock, FlockArg};
@@ -16,7 +24,9 @@ use crate::admin::api::RuntimeInfo;
 
 pub const LOCK: &str = "harbormaster.lock";
 pub const RUNTIME_JSON: &str = "runtime.json";
-pub const TOKEN: &str = "admin.token";
+pub const SOCKET: &str = "admin.sock";
+/// Crash-recovery records of running instances (see `supervisor::leftovers`).
+pub const PIDS: &str = "pids";
 
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeDirError {
@@ -32,6 +42,92 @@ pub enum RuntimeDirError {
         #[source]
         source: std::io::Error,
     },
+    #[error("refusing the runtime directory {dir}: it is owned by uid {owner}, not by this user (uid {me}); remove it or choose another with --runtime-dir")]
+    NotOurs { dir: String, owner: u32, me: u32 },
+    #[error("refusing the runtime directory {dir}: it is a symbolic link or not a directory")]
+    NotADir { dir: String },
+}
+
+fn io_err(dir: &Path) -> impl Fn(std::io::Error) -> RuntimeDirError + '_ {
+    move |source| RuntimeDirError::Io {
+        dir: dir.display().to_string(),
+        source,
+    }
+}
+
+/// The runtime dir for the config file at `config`: `--runtime-dir`, else
+/// `[runtime] dir`, else the private default (INTERFACES.md):
+/// `$XDG_RUNTIME_DIR/harbormaster/<stem>-<hash>/`, without XDG_RUNTIME_DIR
+/// `/run/harbormaster/…` for root and `${TMPDIR:-/tmp}/harbormaster-<uid>/…`
+/// for others. Pure: nothing is created.
+pub fn locate(flag: Option<&Path>, configured: Option<&Path>, config: &Path) -> PathBuf {
+    if let Some(dir) = flag.or(configured) {
+        return dir.to_path_buf();
+    }
+    default_base().join(default_name(config))
+}
+
+/// The folder that holds the default runtime dirs of this user.
+fn default_base() -> PathBuf {
+    let env = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    match env("XDG_RUNTIME_DIR") {
+        Some(xdg) => PathBuf::from(xdg).join("harbormaster"),
+        None if nix::unistd::geteuid().is_root() => PathBuf::from("/run/harbormaster"),
+        None => PathBuf::from(env("TMPDIR").unwrap_or_else(|| "/tmp".into()))
+            .join(format!("harbormaster-{}", nix::unistd::geteuid())),
+    }
+}
+
+/// `<config-stem>-<8 hex of a hash of the config's absolute path>`. FNV-1a
+/// because its output is fixed by its definition (std's hasher may change
+/// between Rust releases, which would hide running instances).
+fn default_name(config: &Path) -> String {
+    let abs = std::path::absolute(config).unwrap_or_else(|_| config.to_path_buf());
+    let mut hasher = fnv::FnvHasher::default();
+    hasher.write(abs.as_os_str().as_encoded_bytes());
+    let stem: String = abs
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "harbormaster".into())
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{stem}-{:08x}", hasher.finish() as u32)
+}
+
+/// Creates `dir` (and missing parents) mode 0700 and checks that this user
+/// owns it and that it is a real directory; tightens a looser mode.
+pub fn ensure_private(dir: &Path) -> Result<(), RuntimeDirError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io_err(dir))?;
+    let meta = std::fs::symlink_metadata(dir).map_err(io_err(dir))?;
+    if !meta.is_dir() {
+        return Err(RuntimeDirError::NotADir {
+            dir: dir.display().to_string(),
+        });
+    }
+    let me = nix::unistd::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(RuntimeDirError::NotOurs {
+            dir: dir.display().to_string(),
+            owner: meta.uid(),
+            me,
+        });
+    }
+    if meta.mode() & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .map_err(io_err(dir))?;
+    }
+    Ok(())
 }
 
 /// A runtime directory this process owns (its lock is held).
@@ -39,23 +135,25 @@ pub enum RuntimeDirError {
 pub struct RuntimeDir {
     path: PathBuf,
     _lock: Flock<File>,
-    token: String,
 }
 
 impl RuntimeDir {
-    /// Takes the lock, cleans a stale `runtime.json`, writes a new token.
+    /// Makes sure the dir is private, takes the lock, cleans what a process
+    /// that is gone left behind (runtime.json, admin.sock).
     pub fn acquire(path: &Path) -> Result<Self, RuntimeDirError> {
-        let io = |source| RuntimeDirError::Io {
-            dir: path.display().to_string(),
-            source,
-        };
-        std::fs::create_dir_all(path).map_err(io)?;
+        let io = io_err(path);
+        // Under the default base (in a shared /tmp, say), whoever owns the
+        // base could swap our dir: it must be ours and private too.
+        if path.parent() == Some(default_base().as_path()) {
+            ensure_private(&default_base())?;
+        }
+        ensure_private(path)?;
         let file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
             .open(path.join(LOCK))
-            .map_err(io)?;
+            .map_err(&io)?;
         let lock = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(lock) => lock,
             Err((_, nix::errno::Errno::EWOULDBLOCK)) => {
@@ -78,19 +176,11 @@ impl RuntimeDir {
             );
             let _ = std::fs::remove_file(path.join(RUNTIME_JSON));
         }
-        let token = new_token().map_err(io)?;
-        let _ = std::fs::remove_file(path.join(TOKEN));
-        let mut f = OpenOptions::new()
-            .create_new(true)
-            .write(true)
-            .mode(0o600)
-            .open(path.join(TOKEN))
-            .map_err(io)?;
-        f.write_all(token.as_bytes()).map_err(io)?;
+        // Left by an older version; nothing reads it any more.
+        let _ = std::fs::remove_file(path.join("admin.token"));
         Ok(Self {
             path: path.to_path_buf(),
             _lock: lock,
-            token,
         })
     }
 
@@ -98,8 +188,17 @@ impl RuntimeDir {
         &self.path
     }
 
-    pub fn token(&self) -> &str {
-        &self.token
+    pub fn socket_path(&self) -> PathBuf {
+        self.path.join(SOCKET)
+    }
+
+    /// Binds `admin.sock` (mode 0600), replacing a stale one (the lock is ours).
+    pub fn bind_socket(&self) -> std::io::Result<UnixListener> {
+        let path = self.socket_path();
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path)?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        Ok(listener)
     }
 
     /// Writes `runtime.json` atomically (temp file + rename).
@@ -109,10 +208,10 @@ impl RuntimeDir {
         std::fs::rename(tmp, self.path.join(RUNTIME_JSON))
     }
 
-    /// Clean exit: runtime.json and the token go; the lock is released on drop.
+    /// Clean exit: runtime.json and the socket go; the lock is released on drop.
     pub fn retire(self) {
         let _ = std::fs::remove_file(self.path.join(RUNTIME_JSON));
-        let _ = std::fs::remove_file(self.path.join(TOKEN));
+        let _ = std::fs::remove_file(self.socket_path());
     }
 }
 
@@ -132,55 +231,96 @@ pub fn is_locked(dir: &Path) -> bool {
     }
 }
 
-/// 32 random bytes from the kernel, hex-encoded.
-fn new_token() -> std::io::Result<String> {
-    let mut bytes = [0u8; 32];
-    std::io::Read::read_exact(&mut File::open("/dev/urandom")?, &mut bytes)?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_second_owner_is_refused_until_the_first_lets_go() {
-        let dir = tempfile::tempdir().unwrap();
-        let first = RuntimeDir::acquire(dir.path()).unwrap();
-        let info = RuntimeInfo {
+    fn info() -> RuntimeInfo {
+        RuntimeInfo {
             pid: 42,
             version: "0".into(),
             started_at: "now".into(),
             config: "c".into(),
             gateway: vec![],
             admin: "http://127.0.0.1:1".into(),
-        };
-        first.publish(&info).unwrap();
-        assert!(is_locked(dir.path()));
-        let err = RuntimeDir::acquire(dir.path()).unwrap_err().to_string();
+            socket: "s".into(),
+        }
+    }
+
+    #[test]
+    fn a_second_owner_is_refused_until_the_first_lets_go() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("rt");
+        let first = RuntimeDir::acquire(&dir).unwrap();
+        first.publish(&info()).unwrap();
+        let _socket = first.bind_socket().unwrap();
+        assert!(is_locked(&dir));
+        let err = RuntimeDir::acquire(&dir).unwrap_err().to_string();
         assert!(err.contains("(pid 42, admin http://127.0.0.1:1)"), "{err}");
-        let mode = std::fs::metadata(dir.path().join(TOKEN)).unwrap();
-        assert_eq!(
-            std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
-            0o600
-        );
-        assert_eq!(
-            std::fs::read_to_string(dir.path().join(TOKEN)).unwrap(),
-            first.token()
-        );
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&first.socket_path()), 0o600);
         first.retire();
-        assert!(!is_locked(dir.path()));
-        assert!(read_info(dir.path()).is_none());
-        let second = RuntimeDir::acquire(dir.path()).unwrap();
-        assert_eq!(second.token().len(), 64);
+        assert!(!is_locked(&dir));
+        assert!(read_info(&dir).is_none());
+        assert!(!dir.join(SOCKET).exists());
+        RuntimeDir::acquire(&dir).unwrap();
     }
 
     #[test]
     fn a_stale_runtime_json_is_removed_by_the_next_owner() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join(RUNTIME_JSON), r#"{"pid":7,"version":"0","started_at":"x","config":"c","gateway":[],"admin":"http://x"}"#).unwrap();
+        std::fs::write(
+            dir.path().join(RUNTIME_JSON),
+            serde_json::to_vec(&info()).unwrap(),
+        )
+        .unwrap();
         assert!(!is_locked(dir.path()));
         let _owner = RuntimeDir::acquire(dir.path()).unwrap();
         assert!(read_info(dir.path()).is_none());
+    }
+
+    #[test]
+    fn the_default_depends_only_on_the_config_path() {
+        let a = locate(None, None, Path::new("/srv/app/harbormaster.toml"));
+        let b = locate(None, None, Path::new("/srv/other/harbormaster.toml"));
+        let name = a.file_name().unwrap().to_str().unwrap();
+        assert!(
+            name.starts_with("harbormaster-") && name.len() == 21,
+            "{name}"
+        );
+        assert_ne!(a, b);
+        assert_eq!(
+            a,
+            locate(None, None, Path::new("/srv/app/harbormaster.toml"))
+        );
+        let over = locate(Some(Path::new("/x")), Some(Path::new("/y")), Path::new("c"));
+        assert_eq!(over, Path::new("/x"));
+    }
+
+    #[test]
+    fn a_dir_owned_by_another_user_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("theirs");
+        std::fs::create_dir(&dir).unwrap();
+        // Only root can give a folder away; as another user there is nothing to check.
+        if nix::unistd::chown(&dir, Some(nix::unistd::Uid::from_raw(65534)), None).is_err() {
+            return;
+        }
+        let err = RuntimeDir::acquire(&dir).unwrap_err();
+        assert!(
+            matches!(err, RuntimeDirError::NotOurs { owner: 65534, .. }),
+            "{err}"
+        );
+        assert!(!dir.join(LOCK).exists(), "nothing is created in it");
+    }
+
+    #[test]
+    fn a_dir_with_a_loose_mode_is_tightened() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        ensure_private(tmp.path()).unwrap();
+        let mode = std::fs::metadata(tmp.path()).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o700);
     }
 }

@@ -1,5 +1,7 @@
 //! Stop hooks: HTTP requests to an instance before it is signalled, such as
-//! `POST /admin/checkpoint` or `POST /admin/shutdown`.
+//! `POST /admin/checkpoint` or `POST /admin/shutdown`. What a hook's answer
+//! means for the signal (`expect_exit`) is decided by the stop sequence in
+//! `instance.rs`; this module only sends.
 
 use crate::config::StopHook;
 

@@ -9,19 +9,19 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::process::Child;
 use tokio::sync::{broadcast, mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
 
+use super::descendants::Target;
 use super::leftovers::{self, PidRecord};
 use super::output::{self, AppLog, LogRing, Stream};
-use super::reaper::DirectChildren;
 use super::restart::{Decision, End, RestartTracker};
 use super::state::{self, Event, Exit, State};
-use super::{hooks, ports, process_group, spawn};
+use super::{hooks, ports, spawn};
+use crate::children::{self, Tracked};
 use crate::config::{AppName, ManagedApp, Probe};
 use crate::health::monitor::{self, HealthEvent, Probes};
 use crate::health::probe::{self, ProbeOutcome};
@@ -85,15 +85,15 @@ pub(crate) struct Instance {
     pub events: broadcast::Sender<StateChange>,
     pub ring: Arc<LogRing>,
     pub log: Arc<AppLog>,
-    pub children: Arc<DirectChildren>,
     /// Distinguishes this harbormaster run in instance ids.
     pub run_id: String,
     pub starts: u32,
 }
 
 struct Process {
-    child: Child,
+    child: Tracked,
     pid: u32,
+    instance_id: String,
     port: u16,
     started: Instant,
     output: [JoinHandle<()>; 2],
@@ -209,10 +209,10 @@ impl Instance {
                 }
             };
             if let Some(mut p) = process {
-                // The leader is gone; what it left in its group must not keep the port.
+                // The leader is gone; what it left (in its group or escaped
+                // from it) must not keep the port.
                 let cfg = &self.managed.stop;
-                let survivors =
-                    process_group::terminate(p.pid as i32, cfg.signal, cfg.timeout).await;
+                let survivors = p.target().terminate(cfg.signal, cfg.timeout).await;
                 self.warn_survivors(p.pid, &survivors);
                 self.finish(&mut p).await;
             }
@@ -260,19 +260,20 @@ impl Instance {
             port,
             instance_id: &instance_id,
         };
-        let mut child = spawn::command(&spec)?
-            .spawn()
+        let mut child = children::spawn_tracked(&mut spawn::command(&spec)?)
             .map_err(|e| format!("cannot start {}: {e}", program(&self.managed)))?;
-        let Some(pid) = child.id() else {
+        if child.pid == 0 {
             return Err("the process exited before it could be watched".into());
-        };
-        self.children.add(pid as i32);
+        }
+        let pid = child.pid as u32;
         let record = PidRecord {
             app: self.app.to_string(),
             index: self.index,
             instance_id: instance_id.clone(),
             pid: pid as i32,
             pgid: pid as i32,
+            signal: self.managed.stop.signal.as_str().into(),
+            timeout_ms: self.managed.stop.timeout.as_millis() as u64,
         };
         if let Err(e) = leftovers::record(&self.pids_dir, &record) {
             tracing::warn!(app = %self.app, instance = %self.label, error = %e, "cannot record pid for crash recovery");
@@ -293,16 +294,16 @@ impl Instance {
         let output = [
             capture(
                 Stream::Stdout,
-                child.stdout.take().map(|r| Box::new(r) as _),
+                child.child.stdout.take().map(|r| Box::new(r) as _),
             ),
             capture(
                 Stream::Stderr,
-                child.stderr.take().map(|r| Box::new(r) as _),
+                child.child.stderr.take().map(|r| Box::new(r) as _),
             ),
         ];
         let started = Instant::now();
         self.status.send_modify(|s| {
-            s.instance_id = Some(instance_id);
+            s.instance_id = Some(instance_id.clone());
             s.pid = Some(pid);
             s.port = Some(port);
             s.started_at = Some(started);
@@ -311,6 +312,7 @@ impl Instance {
         Ok(Process {
             child,
             pid,
+            instance_id,
             port,
             started,
             output,
@@ -344,7 +346,7 @@ impl Instance {
                     monitoring = true;
                     tracing::info!(event = "probes_updated", app = %self.app, instance = %self.label);
                 }
-                status = p.child.wait() => {
+                status = p.child.child.wait() => {
                     let exit = status.map(Exit::from_status).unwrap_or(Exit::Code(-1));
                     return Supervised::Ended { end: End::Exited(exit), uptime: p.started.elapsed(), why: exit.to_string() };
                 }
@@ -386,40 +388,75 @@ impl Instance {
         }
     }
 
-    /// Hooks → signal to the group → wait `stop.timeout` → SIGKILL → confirm
-    /// the group is empty. Returns how it went, for the event's reason.
+    /// Hooks → signal to the group and its escaped descendants → wait
+    /// `stop.timeout` → SIGKILL → confirm no process of the instance is
+    /// left. A hook with `expect_exit` that gets a 2xx replaces the signal:
+    /// the app is given `stop.timeout` to exit by itself first. Returns how
+    /// it went, for the event's reason.
     async fn stop_sequence(&self, p: &mut Process) -> String {
         let cfg = &self.managed.stop;
+        let mut exiting = false;
         for hook in &cfg.hooks {
             match hooks::send(p.port, hook).await {
                 Ok(code) => {
-                    tracing::info!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, status = code, "stop hook sent")
+                    tracing::info!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, status = code, "stop hook sent");
+                    exiting |= hook.expect_exit && (200..300).contains(&code);
                 }
                 Err(e) => {
                     tracing::warn!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, error = %e, "stop hook failed; continuing")
                 }
             }
         }
-        let pgid = p.pid as i32;
-        let deadline = Instant::now() + cfg.timeout;
-        let _ = process_group::signal(pgid, cfg.signal);
-        let mut how = format!("{} to process group {pgid}", cfg.signal.as_str());
-        let exited = tokio::select! {
-            status = p.child.wait() => status.ok(),
-            _ = tokio::time::sleep_until(deadline) => None,
+        let id = p.instance_id.clone();
+        let target = Target {
+            pgid: p.pid as i32,
+            instance_id: &id,
         };
-        if exited.is_none() {
-            tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not stop in time; sending SIGKILL to the process group");
-            let _ = process_group::signal(pgid, nix::sys::signal::Signal::SIGKILL);
-            let _ = p.child.wait().await;
-            how.push_str(", then SIGKILL after the stop timeout");
+        let mut deadline = Instant::now() + cfg.timeout;
+        let mut how = String::new();
+        if exiting {
+            let exited = tokio::select! {
+                status = p.child.child.wait() => status.ok(),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            if exited.is_some() {
+                how.push_str("exited after its stop hook");
+                // What it leaves behind gets the usual ladder.
+                if !target.members().is_empty() {
+                    target.signal(cfg.signal);
+                    how.push_str(&format!(", {} to what it left", cfg.signal.as_str()));
+                }
+            } else {
+                tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not exit after its stop hook in time; sending the stop signal");
+                how.push_str("did not exit after its stop hook; ");
+                deadline = Instant::now() + cfg.timeout;
+            }
         }
-        if !process_group::wait_empty(pgid, deadline).await.is_empty() {
-            how.push_str(", SIGKILL to processes left in the group");
-            let survivors = process_group::kill(pgid).await;
+        let mut exited = p.child.child.try_wait().ok().flatten();
+        if exited.is_none() {
+            target.signal(cfg.signal);
+            how.push_str(&format!(
+                "{} to process group {}",
+                cfg.signal.as_str(),
+                p.pid
+            ));
+            exited = tokio::select! {
+                status = p.child.child.wait() => status.ok(),
+                _ = tokio::time::sleep_until(deadline) => None,
+            };
+            if exited.is_none() {
+                tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not stop in time; sending SIGKILL to the process group");
+                target.signal(nix::sys::signal::Signal::SIGKILL);
+                let _ = p.child.child.wait().await;
+                how.push_str(", then SIGKILL after the stop timeout");
+            }
+        }
+        if !target.wait_gone(deadline).await.is_empty() {
+            how.push_str(", SIGKILL to processes left behind");
+            let survivors = target.kill().await;
             self.warn_survivors(p.pid, &survivors);
         }
-        how.push_str("; process group empty");
+        how.push_str("; no process of the instance left");
         how
     }
 
@@ -431,8 +468,7 @@ impl Instance {
 
     /// After the process ended: forget it and collect the rest of its output.
     async fn finish(&self, p: &mut Process) {
-        self.children.remove(p.pid as i32);
-        leftovers::forget(&self.pids_dir, self.app.as_str(), self.index);
+        leftovers::forget(&self.pids_dir, &p.instance_id);
         for task in &mut p.output {
             // The pipes close once the group is gone; bound the wait anyway.
             let _ = tokio::time::timeout(Duration::from_secs(1), task).await;
@@ -463,6 +499,16 @@ impl Instance {
                 last_lines,
             });
         });
+    }
+}
+
+impl Process {
+    /// Every process of this instance, in its group or escaped from it.
+    fn target(&self) -> Target<'_> {
+        Target {
+            pgid: self.pid as i32,
+            instance_id: &self.instance_id,
+        }
     }
 }
 

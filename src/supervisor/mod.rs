@@ -6,6 +6,8 @@
 //! embedding app subscribes to (`subscribe()`), so every change goes through
 //! the pure state machine in `state.rs`.
 
+pub mod descendants;
+pub mod guard;
 mod hooks;
 mod instance;
 pub mod leftovers;
@@ -28,7 +30,6 @@ use tokio_util::sync::CancellationToken;
 use instance::Instance;
 pub use instance::{DeathRecord, InstanceStatus, StateChange};
 use output::{AppLog, LogRing};
-use reaper::DirectChildren;
 use state::State;
 
 use crate::config::{AppConfig, AppKind, AppName, Config, DependsOn};
@@ -43,9 +44,14 @@ pub struct InstanceHandle {
 }
 
 struct Inner {
+    /// Private: crash-recovery records (`pids/`).
     runtime_dir: PathBuf,
+    /// This run's records (`pids/RUN/`): what its guard sweeps.
+    pids_dir: PathBuf,
+    /// Logs (`logs/`).
+    state_dir: PathBuf,
     events: broadcast::Sender<StateChange>,
-    children: Arc<DirectChildren>,
+    guard: Mutex<Option<guard::Guard>>,
     run_id: String,
     apps: Mutex<BTreeMap<AppName, Vec<InstanceHandle>>>,
 }
@@ -72,16 +78,30 @@ fn probes_of(app: &AppConfig) -> crate::health::monitor::Probes {
 pub struct Supervisor(Arc<Inner>);
 
 impl Supervisor {
-    /// A supervisor keeping its logs and pid records under `runtime_dir`.
-    pub fn new(runtime_dir: &Path) -> std::io::Result<Self> {
-        std::fs::create_dir_all(runtime_dir.join("logs"))?;
-        std::fs::create_dir_all(runtime_dir.join("pids"))?;
+    /// A supervisor keeping its logs and pid records under `dir`.
+    pub fn new(dir: &Path) -> std::io::Result<Self> {
+        Self::with_dirs(dir, dir)
+    }
+
+    /// A supervisor keeping pid records under `runtime_dir` (private) and
+    /// app logs under `state_dir/logs`.
+    pub fn with_dirs(runtime_dir: &Path, state_dir: &Path) -> std::io::Result<Self> {
+        let created = |dir: PathBuf| {
+            std::fs::create_dir_all(&dir).map_err(|e| {
+                std::io::Error::new(e.kind(), format!("cannot create {}: {e}", dir.display()))
+            })
+        };
+        created(state_dir.join("logs"))?;
+        created(runtime_dir.join("pids"))?;
         let (events, _) = broadcast::channel(1024);
+        let run_id = format!("{:x}", fastrand::u32(..));
         Ok(Self(Arc::new(Inner {
+            pids_dir: runtime_dir.join("pids").join(&run_id),
             runtime_dir: runtime_dir.to_path_buf(),
+            state_dir: state_dir.to_path_buf(),
             events,
-            children: Arc::new(DirectChildren::default()),
-            run_id: format!("{:x}", fastrand::u32(..)),
+            guard: Mutex::new(None),
+            run_id,
             apps: Mutex::new(BTreeMap::new()),
         })))
     }
@@ -91,9 +111,14 @@ impl Supervisor {
         self.0.events.subscribe()
     }
 
-    /// The processes harbormaster spawned itself (for the orphan reaper).
-    pub fn direct_children(&self) -> Arc<DirectChildren> {
-        self.0.children.clone()
+    /// Starts the guard process that stops every instance if this process
+    /// dies without doing it (see `guard.rs`). Only for the harbormaster
+    /// binary: it re-executes the current executable.
+    pub fn start_guard(&self) -> std::io::Result<u32> {
+        let guard = guard::spawn(&self.0.pids_dir)?;
+        let pid = guard.pid;
+        *self.0.guard.lock().unwrap_or_else(|p| p.into_inner()) = Some(guard);
+        Ok(pid)
     }
 
     /// Stops processes left behind by a harbormaster that was killed.
@@ -185,7 +210,7 @@ impl Supervisor {
         let managed = Arc::new((**managed).clone());
         let (probes_tx, probes) = watch::channel(probes_of(app));
         let log = Arc::new(AppLog::new(
-            &self.0.runtime_dir.join("logs"),
+            &self.0.state_dir.join("logs"),
             app.name.as_str(),
         ));
         let (status, rx) = watch::channel(Instance::initial_status(&app.name, index));
@@ -196,12 +221,11 @@ impl Supervisor {
             label: format!("{}#{index}", app.name),
             managed,
             probes,
-            pids_dir: self.0.runtime_dir.join("pids"),
+            pids_dir: self.0.pids_dir.clone(),
             status,
             events: self.0.events.clone(),
             ring: ring.clone(),
             log,
-            children: self.0.children.clone(),
             run_id: self.0.run_id.clone(),
             starts: 0,
         };

@@ -1,6 +1,6 @@
 //! Instance output: every stdout/stderr line goes to an in-memory ring (for
-//! `logs` and death records), to the app's log file under the runtime dir
-//! (rotated by size), and to tracing at debug level.
+//! `logs` and death records), to the app's log file under `[runtime]
+//! state_dir` (rotated by size), and to tracing at debug level.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -67,17 +67,18 @@ impl LogRing {
     }
 }
 
-/// One app's log file, shared by its instances, rotated by size.
+/// An append-only file rotated by size (`NAME.1` … `NAME.3` kept): app
+/// logs and harbormaster's own log.
 #[derive(Debug)]
-pub struct AppLog {
+pub struct RotatingFile {
     path: PathBuf,
     file: Mutex<Option<(File, u64)>>,
 }
 
-impl AppLog {
-    pub fn new(dir: &Path, app: &str) -> Self {
+impl RotatingFile {
+    pub fn new(path: PathBuf) -> Self {
         Self {
-            path: dir.join(format!("{app}.log")),
+            path,
             file: Mutex::new(None),
         }
     }
@@ -86,44 +87,32 @@ impl AppLog {
         &self.path
     }
 
-    /// Appends one line. Writes are small appends to the page cache; errors
-    /// (disk full) are reported once per open and never stop the capture.
-    pub fn write(&self, instance: &str, line: &LogLine) {
+    /// Appends `bytes`, rotating first if they would grow the file past
+    /// [`MAX_FILE_BYTES`]. Writes are small appends to the page cache; an
+    /// error (disk full) is returned and never stops the caller.
+    pub fn append(&self, bytes: &[u8]) -> std::io::Result<()> {
         let mut guard = self.file.lock().unwrap_or_else(|p| p.into_inner());
-        let text = format!(
-            "{} {instance} {}| {}\n",
-            humantime::format_rfc3339_millis(line.at),
-            line.stream.name(),
-            line.text
-        );
         if guard
             .as_ref()
-            .is_some_and(|(_, size)| size + text.len() as u64 > MAX_FILE_BYTES)
+            .is_some_and(|(_, size)| size + bytes.len() as u64 > MAX_FILE_BYTES)
         {
             *guard = None;
             self.rotate();
         }
-        if guard.is_none() {
-            match OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-            {
-                Ok(f) => {
-                    let size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                    *guard = Some((f, size));
-                }
-                Err(e) => {
-                    tracing::warn!(path = %self.path.display(), error = %e, "cannot open app log file");
-                    return;
-                }
+        let (file, size) = match guard.as_mut() {
+            Some(open) => open,
+            None => {
+                let f = OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&self.path)?;
+                let size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                guard.insert((f, size))
             }
-        }
-        if let Some((file, size)) = guard.as_mut() {
-            if file.write_all(text.as_bytes()).is_ok() {
-                *size += text.len() as u64;
-            }
-        }
+        };
+        file.write_all(bytes)?;
+        *size += bytes.len() as u64;
+        Ok(())
     }
 
     fn rotate(&self) {
@@ -132,6 +121,33 @@ impl AppLog {
             let _ = std::fs::rename(name(i), name(i + 1));
         }
         let _ = std::fs::rename(&self.path, name(1));
+    }
+}
+
+/// One app's log file, shared by its instances, rotated by size.
+#[derive(Debug)]
+pub struct AppLog(RotatingFile);
+
+impl AppLog {
+    pub fn new(dir: &Path, app: &str) -> Self {
+        Self(RotatingFile::new(dir.join(format!("{app}.log"))))
+    }
+
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+
+    /// Appends one line; an error is logged and never stops the capture.
+    pub fn write(&self, instance: &str, line: &LogLine) {
+        let text = format!(
+            "{} {instance} {}| {}\n",
+            humantime::format_rfc3339_millis(line.at),
+            line.stream.name(),
+            line.text
+        );
+        if let Err(e) = self.0.append(text.as_bytes()) {
+            tracing::warn!(path = %self.path().display(), error = %e, "cannot write app log file");
+        }
     }
 }
 

@@ -62,8 +62,14 @@ pub fn signal(pgid: i32, signal: Signal) -> Result<(), Errno> {
 /// Waits until no live member of `pgid` is left, or `deadline` passes.
 /// Returns the members still alive (empty: confirmed).
 pub async fn wait_empty(pgid: i32, deadline: Instant) -> Vec<i32> {
+    wait_until_empty(|| members(pgid), deadline).await
+}
+
+/// Waits until `members()` finds no live process, or `deadline` passes;
+/// wakes on each exit (pidfd), never on a timer. Returns what is still alive.
+pub async fn wait_until_empty(members: impl Fn() -> Vec<i32>, deadline: Instant) -> Vec<i32> {
     loop {
-        let alive = members(pgid);
+        let alive = members();
         if alive.is_empty() || Instant::now() >= deadline {
             return alive;
         }

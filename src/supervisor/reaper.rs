@@ -4,10 +4,9 @@
 //!
 //! tokio reaps our *direct* children itself (`Child::wait`), so a blanket
 //! `waitpid(-1)` would steal their exit statuses. Instead, on every SIGCHLD we
-//! reap exactly the zombie children that are not ours.
-
-use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+//! reap exactly the zombie children that are not ours (`crate::children`);
+//! spawning and scanning take one lock, so a just-spawned child is never
+//! mistaken for an orphan.
 
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
@@ -15,43 +14,22 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio_util::sync::CancellationToken;
 
 use super::process_group;
-
-/// Pids of the processes harbormaster spawned itself (tokio reaps those).
-#[derive(Debug, Default)]
-pub struct DirectChildren(Mutex<HashSet<i32>>);
-
-impl DirectChildren {
-    pub fn add(&self, pid: i32) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(pid);
-    }
-
-    pub fn remove(&self, pid: i32) {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&pid);
-    }
-
-    fn contains(&self, pid: i32) -> bool {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .contains(&pid)
-    }
-}
+use crate::children;
 
 /// Whether orphans are re-parented to this process.
 pub fn adopts_orphans() -> bool {
     std::process::id() == 1 || nix::sys::prctl::get_child_subreaper().unwrap_or(false)
 }
 
-/// Makes this process a child subreaper (`run --subreaper`).
+/// Makes this process a child subreaper: orphaned descendants (daemons that
+/// double-forked) are re-parented to it instead of init, so they stay
+/// visible, are stopped with their instance, and are reaped here.
 pub fn become_subreaper() -> nix::Result<()> {
     nix::sys::prctl::set_child_subreaper(true)
 }
 
 /// Reaps adopted zombies until `cancel`.
-pub fn spawn(children: Arc<DirectChildren>, cancel: CancellationToken) -> std::io::Result<()> {
+pub fn spawn(cancel: CancellationToken) -> std::io::Result<()> {
     let mut sigchld = signal(SignalKind::child())?;
     tokio::spawn(async move {
         loop {
@@ -59,21 +37,24 @@ pub fn spawn(children: Arc<DirectChildren>, cancel: CancellationToken) -> std::i
                 _ = cancel.cancelled() => return,
                 got = sigchld.recv() => if got.is_none() { return },
             }
-            for pid in adopted_zombies(&children) {
-                match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
-                    Ok(status) => tracing::debug!(pid, ?status, "reaped adopted orphan"),
-                    Err(e) => tracing::debug!(pid, error = %e, "could not reap adopted orphan"),
+            // Under the registry's lock: no child can be spawned meanwhile.
+            children::while_locked(|ours| {
+                for pid in adopted_zombies(ours) {
+                    match waitpid(Pid::from_raw(pid), Some(WaitPidFlag::WNOHANG)) {
+                        Ok(status) => tracing::debug!(pid, ?status, "reaped adopted orphan"),
+                        Err(e) => tracing::debug!(pid, error = %e, "could not reap adopted orphan"),
+                    }
                 }
-            }
+            });
         }
     });
     Ok(())
 }
 
-fn adopted_zombies(children: &DirectChildren) -> Vec<i32> {
+fn adopted_zombies(ours: &dyn Fn(i32) -> bool) -> Vec<i32> {
     let me = std::process::id() as i32;
     process_group::processes()
         .filter(|&pid| process_group::stat(pid).is_some_and(|s| s.state == 'Z' && s.ppid == me))
-        .filter(|&pid| !children.contains(pid))
+        .filter(|&pid| !ours(pid))
         .collect()
 }

@@ -39,7 +39,7 @@ pub fn command(spec: &SpawnSpec<'_>) -> Result<tokio::process::Command, String> 
         // Its own group: one signal reaches everything the instance starts.
         .process_group(0)
         .kill_on_drop(false);
-    die_with_parent(&mut cmd);
+    die_with_parent(&mut cmd, spec.managed.stop.signal);
     Ok(cmd)
 }
 
@@ -64,11 +64,13 @@ fn environment(spec: &SpawnSpec<'_>) -> Result<Vec<(OsString, OsString)>, String
     Ok(vars)
 }
 
-/// `PR_SET_PDEATHSIG`: the child gets SIGTERM when harbormaster dies, even by
-/// SIGKILL. The kernel ties this to the *thread* that forked, so spawns must
-/// happen on long-lived runtime threads, never inside `spawn_blocking`.
+/// `PR_SET_PDEATHSIG`: the child gets its `stop.signal` when harbormaster
+/// dies, even by SIGKILL (the guard process then finishes the stop ladder,
+/// see `guard.rs`). The kernel ties this to the *thread* that forked, so
+/// spawns must happen on long-lived runtime threads, never inside
+/// `spawn_blocking`.
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut tokio::process::Command) {
+fn die_with_parent(cmd: &mut tokio::process::Command, signal: nix::sys::signal::Signal) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec in the child and only
     // makes two async-signal-safe syscalls (prctl, getppid); it allocates
@@ -76,7 +78,7 @@ fn die_with_parent(cmd: &mut tokio::process::Command) {
     // a pre-exec prctl, and orphaned children are the bug this product removes.
     unsafe {
         cmd.pre_exec(move || {
-            nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM)?;
+            nix::sys::prctl::set_pdeathsig(signal)?;
             // harbormaster died before prctl took effect: do not run orphaned.
             if nix::unistd::getppid() != parent {
                 return Err(std::io::Error::other("harbormaster exited during spawn"));

@@ -96,6 +96,7 @@ impl Harbor {
             }
         };
         let mut child = cmd
+            .env("XDG_RUNTIME_DIR", super::xdg(dir))
             .args(["run", "--log-format", "json", "--log-level", "info", "-c"])
             .arg(&file)
             .args(extra)

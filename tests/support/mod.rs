@@ -35,6 +35,11 @@ impl Cmd {
         Self(cmd)
     }
 
+    pub fn env(mut self, key: &str, value: impl AsRef<OsStr>) -> Self {
+        self.0.env(key, value);
+        self
+    }
+
     pub fn current_dir(mut self, dir: &Path) -> Self {
         self.0.current_dir(dir);
         self
@@ -50,17 +55,33 @@ impl Cmd {
     }
 }
 
-/// Runs `harbormaster -c DIR/harbormaster.toml ARGS…` off the async runtime
-/// (for tokio tests that keep traffic flowing meanwhile).
+/// Runs `harbormaster -c DIR/harbormaster.toml ARGS…` for the harbor of a
+/// test folder (see [`xdg`]).
+pub fn verb(dir: &Path, args: &[&str]) -> Output {
+    let config = dir.join("harbormaster.toml");
+    let mut all = vec!["-c".to_string(), config.to_string_lossy().into_owned()];
+    all.extend(args.iter().map(|a| a.to_string()));
+    Cmd::harbormaster(all)
+        .env("XDG_RUNTIME_DIR", xdg(dir))
+        .current_dir(dir)
+        .run()
+}
+
+/// [`verb`] off the async runtime (for tokio tests that keep traffic
+/// flowing meanwhile).
 pub fn verb_in(dir: &Path, args: &[&str]) -> tokio::task::JoinHandle<Output> {
     let dir = dir.to_path_buf();
     let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
     tokio::task::spawn_blocking(move || {
-        let config = dir.join("harbormaster.toml");
-        let mut all = vec!["-c".to_string(), config.to_string_lossy().into_owned()];
-        all.extend(args);
-        Cmd::harbormaster(all).current_dir(&dir).run()
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        verb(&dir, &args)
     })
+}
+
+/// The `XDG_RUNTIME_DIR` that [`harbor::Harbor`] and [`verb_in`] give the
+/// binary for a test folder, so runtime dirs go away with the folder.
+pub fn xdg(dir: &Path) -> std::path::PathBuf {
+    dir.join(".xdg")
 }
 
 /// Writes `text` as DIR/harbormaster.toml, then runs `harbormaster reload` (see [`verb_in`]).

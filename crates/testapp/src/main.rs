@@ -7,6 +7,7 @@
 
 mod routes;
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,6 +43,9 @@ struct Args {
     /// Internal: run as the grandchild.
     #[arg(long, hide = true)]
     grandchild: bool,
+    /// `POST /admin/shutdown` answers at once, then shuts down after this long.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "0s")]
+    shutdown_delay: Duration,
     /// After a shutdown starts, wait at most this long for open requests.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "5s")]
     shutdown_grace: Duration,
@@ -84,7 +88,8 @@ async fn main() -> std::io::Result<()> {
         grandchild_pid,
         args.log_requests,
         shutdown.clone(),
-    );
+    )
+    .with_shutdown_delay(args.shutdown_delay);
     println!(
         "testapp: listening on {addr} name={} pid={}",
         args.name,
@@ -97,7 +102,10 @@ async fn main() -> std::io::Result<()> {
             tokio::select! {
                 _ = sigterm.recv() => {
                     if ignore_sigterm {
-                        eprintln!("testapp: ignoring SIGTERM");
+                        // Write errors too are ignored: once harbormaster is
+                        // gone the pipe is broken, and eprintln! would panic
+                        // and end us, which is not what a stubborn app does.
+                        let _ = writeln!(std::io::stderr(), "testapp: ignoring SIGTERM");
                         continue;
                     }
                     eprintln!("testapp: SIGTERM, shutting down");

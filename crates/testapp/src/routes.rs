@@ -28,9 +28,17 @@ struct Inner {
     healthy: AtomicBool,
     ready: AtomicBool,
     shutdown: Arc<Notify>,
+    /// `POST /admin/shutdown` answers at once and shuts down this much later.
+    shutdown_delay: std::sync::Mutex<Duration>,
 }
 
 impl State {
+    /// Makes `POST /admin/shutdown` answer at once and shut down after `delay`.
+    pub fn with_shutdown_delay(self, delay: Duration) -> Self {
+        *self.0.shutdown_delay.lock().unwrap() = delay;
+        self
+    }
+
     pub fn new(
         name: String,
         port: u16,
@@ -46,6 +54,7 @@ impl State {
             healthy: AtomicBool::new(true),
             ready: AtomicBool::new(true),
             shutdown,
+            shutdown_delay: std::sync::Mutex::new(Duration::ZERO),
         }))
     }
 }
@@ -311,6 +320,12 @@ async fn bytes(Query(q): Query<N>) -> Response {
 }
 
 async fn shutdown(axum::extract::State(s): S) -> impl IntoResponse {
-    s.0.shutdown.notify_one();
+    let delay = *s.0.shutdown_delay.lock().unwrap();
+    eprintln!("testapp: shutdown requested over HTTP; exiting in {delay:?}");
+    let notify = s.0.shutdown.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        notify.notify_one();
+    });
     "shutting down\n"
 }
