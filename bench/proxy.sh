@@ -5,10 +5,14 @@
 # of it, measured with wrk in interleaved rounds so drift hits all alike.
 # Peers are configured as their docs advise for speed: upstream keep-alive
 # on, 2 workers/threads. Prints requests/s, p50/p99 latency, the ratios
-# harbormaster/nginx, harbormaster/haproxy, harbormaster/direct, and
+# harbormaster/nginx, harbormaster/haproxy, harbormaster/direct, the CPU
+# time each proxy spent per request (utime + stime of the process and its
+# worker children from /proc over the measured window: the fairest figure
+# on a 2-core machine where client, backend and proxy share the cores), and
 # harbormaster's RSS idle and under load. Stops everything it started.
 #
 # Usage: bench/proxy.sh [ROUNDS=3] [SECONDS=10] [CONNECTIONS=64]
+#        HM_BIN=/path/to/harbormaster bench/proxy.sh …   (measure another build)
 set -euo pipefail
 ROUNDS=${1:-3}
 DURATION=${2:-10}
@@ -31,7 +35,10 @@ if ! need nginx || ! need haproxy || ! need wrk; then
     || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx haproxy wrk >/dev/null
 fi
 NGINX_BIN=$(command -v nginx || echo /usr/sbin/nginx)
-(cd "$ROOT" && cargo build --release -q -p harbormaster)
+if [ -z "${HM_BIN:-}" ]; then
+  (cd "$ROOT" && cargo build --release -q -p harbormaster)
+  HM_BIN=$ROOT/target/release/harbormaster
+fi
 
 mkdir -p "$WORK/backend" "$WORK/proxy"
 cat > "$WORK/backend/nginx.conf" <<CONF
@@ -90,9 +97,9 @@ upstreams = ["$BACKEND"]
 CONF
 
 "$NGINX_BIN" -c "$WORK/backend/nginx.conf" -p "$WORK/backend" -g 'daemon off;' & PIDS+=($!)
-"$NGINX_BIN" -c "$WORK/proxy/nginx.conf" -p "$WORK/proxy" -g 'daemon off;' & PIDS+=($!)
-haproxy -f "$WORK/haproxy.cfg" -q & PIDS+=($!)
-"$ROOT/target/release/harbormaster" run -c "$WORK/harbormaster.toml" --log-level warn & HM_PID=$!; PIDS+=($HM_PID)
+"$NGINX_BIN" -c "$WORK/proxy/nginx.conf" -p "$WORK/proxy" -g 'daemon off;' & NGINX_PID=$!; PIDS+=($NGINX_PID)
+haproxy -f "$WORK/haproxy.cfg" -q & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
+"$HM_BIN" run -c "$WORK/harbormaster.toml" --log-level warn & HM_PID=$!; PIDS+=($HM_PID)
 
 for addr in $BACKEND $NGINX $HAPROXY $HM; do
   for _ in $(seq 100); do curl -fsS "http://$addr/" >/dev/null 2>&1 && break; sleep 0.05; done
@@ -101,13 +108,28 @@ done
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$HM_PID/status"; }
 IDLE_RSS=$(rss)
 
-declare -A RPS P50 P99
+# CPU ticks (utime + stime) of a process and its children (nginx workers).
+TICK=$(getconf CLK_TCK)
+cpu_ticks() {
+  local total=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    total=$((total + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo "$total"
+}
+declare -A RPS P50 P99 CPU
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
 LOAD_RSS=0
 for round in $(seq "$ROUNDS"); do
   for target in direct harbormaster nginx haproxy; do
-    case $target in direct) addr=$BACKEND;; harbormaster) addr=$HM;; nginx) addr=$NGINX;; haproxy) addr=$HAPROXY;; esac
+    case $target in direct) addr=$BACKEND pid=;; harbormaster) addr=$HM pid=$HM_PID;; nginx) addr=$NGINX pid=$NGINX_PID;; haproxy) addr=$HAPROXY pid=$HAPROXY_PID;; esac
+    [ -n "$pid" ] && before=$(cpu_ticks "$pid")
     out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "http://$addr/")
+    if [ -n "$pid" ]; then
+      ticks=$(( $(cpu_ticks "$pid") - before ))
+      requests=$(echo "$out" | awk '/requests in/ {print $1}')
+      CPU[$target]+="$(awk -v t="$ticks" -v hz="$TICK" -v n="$requests" 'BEGIN { printf "%.2f", t * 1e6 / hz / n }') "
+    fi
     if [ "$target" = harbormaster ]; then r=$(rss); [ "$r" -gt "$LOAD_RSS" ] && LOAD_RSS=$r; fi
     RPS[$target]+="$(echo "$out" | awk '/Requests\/sec/ {print $2}') "
     P50[$target]+="$(to_ms "$(echo "$out" | awk '$1=="50%" {print $2}')") "
@@ -129,4 +151,5 @@ ratio() { awk -v a="$(median "${RPS[$1]}")" -v b="$(median "${RPS[$2]}")" 'BEGIN
 echo
 echo "requests/s ratio  harbormaster/nginx = $(ratio harbormaster nginx)   harbormaster/haproxy = $(ratio harbormaster haproxy)   harbormaster/direct = $(ratio harbormaster direct)"
 echo "p99 ms            harbormaster = $(median "${P99[harbormaster]}")   nginx = $(median "${P99[nginx]}")   haproxy = $(median "${P99[haproxy]}")"
+echo "CPU us/request    harbormaster = $(median "${CPU[harbormaster]}")   nginx = $(median "${CPU[nginx]}")   haproxy = $(median "${CPU[haproxy]}")   (rounds: ${CPU[harbormaster]}| ${CPU[nginx]}| ${CPU[haproxy]})"
 echo "harbormaster RSS  idle = $((IDLE_RSS / 1024)) MiB ($IDLE_RSS KiB)   under load = $((LOAD_RSS / 1024)) MiB   peak = $((PEAK_RSS / 1024)) MiB"

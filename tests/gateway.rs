@@ -432,7 +432,20 @@ async fn access_log_has_one_line_per_request() {
     assert_eq!(line["bytes_in"], 5);
     assert_eq!(line["bytes_out"], body.len());
     assert_eq!(line["outcome"], "ok");
-    assert!(line["duration_ms"].as_f64().unwrap() >= 0.0);
+    assert_eq!(line["client"], "127.0.0.1");
+    assert!(line["host"].as_str().unwrap().starts_with("127.0.0.1:"));
+    // Whole microseconds: no float noise.
+    assert!(line["duration_us"].is_u64(), "{line}");
+
+    // The gateway's own answers are logged too, with their outcome.
+    let (status, _) =
+        support::harbor::request(h.gateway(0), "CONNECT", "x:443", "x:443", "").expect("an answer");
+    assert_eq!(status, 405);
+    let refused = h.wait_for(Duration::from_secs(5), |e| {
+        e["event"] == "access" && e["outcome"] == "refused"
+    });
+    assert_eq!(refused["status"], 405);
+    assert_eq!(refused["method"], "CONNECT");
 }
 
 #[test]

@@ -302,11 +302,36 @@ async fn spaced(url: String, method: reqwest::Method, body: &'static str, n: usi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_backend_closing_idle_connections_at_200ms_loses_no_request_with_a_shorter_upstream_idle_timeout(
 ) {
-    let port = raw::closes_idle_after_200ms();
-    let (_h, gw) = behind("upstream_idle_timeout = \"150ms\"", &[port], "");
-    let url = format!("http://{gw}/");
-    let gets = tokio::spawn(spaced(url.clone(), reqwest::Method::GET, "", 200));
-    let posts = tokio::spawn(spaced(url, reqwest::Method::POST, "payload", 200));
+    // One backend for the GETs and one for the POSTs, so that each pool
+    // connection is only ever reused 190 ms or more after its last use.
+    let (get_port, post_port) = (
+        raw::closes_idle_after_200ms(),
+        raw::closes_idle_after_200ms(),
+    );
+    let config = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\nupstream_idle_timeout = \"150ms\"\n{}{}",
+        external("gets", r#"[{ path = "/get" }]"#, &[get_port], ""),
+        external("posts", r#"[{ path = "/post" }]"#, &[post_port], ""),
+    );
+    let h = Harbor::start(&config);
+    let gw = h.gateway(0);
+    eventually(SECS(10), "both apps are served", || {
+        ["/get", "/post"]
+            .iter()
+            .all(|p| support::harbor::status(gw, "x", p) == Some(200))
+    });
+    let gets = tokio::spawn(spaced(
+        format!("http://{gw}/get"),
+        reqwest::Method::GET,
+        "",
+        200,
+    ));
+    let posts = tokio::spawn(spaced(
+        format!("http://{gw}/post"),
+        reqwest::Method::POST,
+        "payload",
+        200,
+    ));
     let mut bad = gets.await.unwrap();
     bad.extend(posts.await.unwrap());
     assert!(bad.is_empty(), "{} failed: {bad:?}", bad.len());

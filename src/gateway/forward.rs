@@ -1,8 +1,8 @@
 //! Forwarding one request: check, route, admit, pick, rewrite, send, and
 //! hand the response back with the in-flight guard inside its body.
 //!
-//! Every failure says whose it is ([`Failure::side`], as pingora's errors
-//! do): only the upstream's feed its circuit breaker; a client that breaks
+//! Every failure says whose it is (`observe::Kind::side`, as pingora's
+//! errors do): only the upstream's feed its circuit breaker; a client that breaks
 //! or stalls its own upload, or an instance at its connection limit, never
 //! counts against the instance.
 
@@ -18,25 +18,41 @@ use tokio::time::Instant;
 
 use super::balance::{self, Pick};
 use super::inflight::{Guard, GuardedBody};
+use super::outcome::Seen;
 use super::pool::{clone_parts, empty, PoolError, PooledBody};
 use super::request::{self, ClientBody, Progress, Refused};
 use super::routes::{normalize_host, Upstream};
 use super::{responses, Gateway, ProxyBody, Upstreams};
+use crate::observe::{Kind, Side};
 
 /// Seconds clients are asked to wait before retrying a 503.
 const RETRY_AFTER_S: u64 = 1;
+
+/// Who is on the other end of a client connection.
+pub(crate) struct Peer {
+    pub ip: std::net::IpAddr,
+    /// Its `X-Forwarded-For` value, made once per connection.
+    pub forwarded_for: HeaderValue,
+}
 
 pub(crate) async fn handle(
     gw: Arc<Gateway>,
     pool: Upstreams,
     mut req: Request<Incoming>,
-    client: &HeaderValue,
+    peer: &Peer,
 ) -> Response<ProxyBody> {
     let start = Instant::now();
+    let mut seen = Seen::new(&gw.observers, &req, peer.ip, start);
+    // A response the gateway makes itself, observed at once.
+    let answer = |seen: &Option<Seen>, app: Option<&str>, res: Response<ProxyBody>, kind: Kind| {
+        if let Some(seen) = seen {
+            seen.emit(app, None, res.status().as_u16(), kind, 0);
+        }
+        res
+    };
     if gw.refusing.load(std::sync::atomic::Ordering::Acquire) {
         let res = responses::shutting_down(RETRY_AFTER_S);
-        gw.log_local(&req, None, res.status(), start, "shutting_down");
-        return res;
+        return answer(&seen, None, res, Kind::ShuttingDown);
     }
     let raw_host = match request::host_of(&req) {
         Ok(h) => h,
@@ -45,30 +61,25 @@ pub(crate) async fn handle(
                 Refused::BadRequest(reason) => responses::bad_request(reason),
                 Refused::Connect => responses::method_not_allowed(),
             };
-            gw.log_local(&req, None, res.status(), start, "refused");
-            return res;
+            return answer(&seen, None, res, Kind::Refused);
         }
     };
     let host = normalize_host(raw_host.to_str().unwrap_or(""));
     let table = gw.table.load();
     let Some(route) = table.find(&host, req.uri().path()) else {
         let res = responses::no_route(&host, req.uri().path());
-        gw.log_local(&req, None, res.status(), start, "no_route");
-        return res;
+        return answer(&seen, None, res, Kind::NoRoute);
     };
     let app = route.app.clone();
+    let name = Some(app.name.as_str());
     if app
         .shared
         .draining
         .load(std::sync::atomic::Ordering::Acquire)
     {
-        let res = responses::draining(
-            app.name.as_str(),
-            RETRY_AFTER_S,
-            req.version() <= Version::HTTP_11,
-        );
-        gw.log_local(&req, Some(&app), res.status(), start, "draining");
-        return res;
+        let close = req.version() <= Version::HTTP_11;
+        let res = responses::draining(app.name.as_str(), RETRY_AFTER_S, close);
+        return answer(&seen, name, res, Kind::Draining);
     }
     // Pick, count ourselves in flight, then re-check that the instance was
     // not retired meanwhile (the rolling restart's half of the handshake
@@ -79,14 +90,12 @@ pub(crate) async fn handle(
             Pick::Upstream(u) => u.clone(),
             Pick::NoneReady => {
                 let res = responses::no_ready_instance(app.name.as_str(), RETRY_AFTER_S);
-                gw.log_local(&req, Some(&app), res.status(), start, "no_ready_instance");
-                return res;
+                return answer(&seen, name, res, Kind::NoReadyInstance);
             }
             Pick::AllOpen { retry_after } => {
                 let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
                 let res = responses::circuit_open(app.name.as_str(), secs);
-                gw.log_local(&req, Some(&app), res.status(), start, "circuit_open");
-                return res;
+                return answer(&seen, name, res, Kind::CircuitOpen);
             }
         };
         // Admitted: counted from here until the response's last byte.
@@ -96,12 +105,6 @@ pub(crate) async fn handle(
             break (first, guard);
         }
     };
-    // What the access log names the request by (only computed when it is on).
-    let seen = if gw.access_log {
-        (req.method().to_string(), req.uri().path().to_string())
-    } else {
-        Default::default()
-    };
     let version = req.version();
     let upgrade = request::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
@@ -110,9 +113,20 @@ pub(crate) async fn handle(
     let (mut parts, body) = req.into_parts();
     let strip = route.strip;
     drop(table);
-    request::prepare(&mut parts, &raw_host, client, upgrade, strip, has_body);
-    let bytes_in = gw.access_log.then(|| Arc::new(AtomicU64::new(0)));
-    let (body, progress) = client_body(body, bytes_in.clone());
+    request::prepare(
+        &mut parts,
+        &raw_host,
+        &peer.forwarded_for,
+        upgrade,
+        strip,
+        has_body,
+    );
+    let counted = seen.as_mut().filter(|_| has_body).map(|s| {
+        let counter = Arc::new(AtomicU64::new(0));
+        s.bytes_in = Some(counter.clone());
+        counter
+    });
+    let (body, progress) = client_body(body, counted);
     // A body-less request can be sent again as it was.
     let replay = (!has_body && !upgrade).then(|| clone_parts(&parts));
 
@@ -137,32 +151,36 @@ pub(crate) async fn handle(
     let mut res = match attempt {
         Ok(res) => res,
         Err(failure) => {
-            let (res, outcome) = failure.response(app.name.as_str());
-            if failure.side() == Side::Client {
-                tracing::info!(app = %app.name, instance = %upstream.label, outcome, "client broke its request");
-            } else {
+            let (res, kind) = failure.response(app.name.as_str());
+            let outcome = kind.name();
+            if kind.side() == Some(Side::Upstream) {
                 tracing::warn!(app = %app.name, instance = %upstream.label, outcome, "upstream request failed");
+            } else {
+                tracing::info!(app = %app.name, instance = %upstream.label, outcome, "request failed");
             }
-            if gw.access_log {
-                gw.record(&app, &upstream, &seen, res.status(), start, None, None)
-                    .log(outcome);
+            if let Some(seen) = &seen {
+                seen.emit(name, Some(&upstream.label), res.status().as_u16(), kind, 0);
             }
             return res;
         }
     };
 
-    let bytes_out = gw.access_log.then(|| Arc::new(AtomicU64::new(0)));
-    if gw.access_log {
-        let record = gw.record(
-            &app,
-            &upstream,
-            &seen,
-            res.status(),
-            start,
-            bytes_in,
-            bytes_out.clone(),
-        );
-        guard.on_done(move |completed| record.log(if completed { "ok" } else { "client_gone" }));
+    if let Some(seen) = seen {
+        let (app, instance, status) = (app.clone(), upstream.label.clone(), res.status().as_u16());
+        guard.on_done(move |completed, bytes_out| {
+            let kind = if completed {
+                Kind::Ok
+            } else {
+                Kind::ClientGone
+            };
+            seen.emit(
+                Some(app.name.as_str()),
+                Some(&instance),
+                status,
+                kind,
+                bytes_out,
+            );
+        });
     }
 
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -172,7 +190,8 @@ pub(crate) async fn handle(
             gw.tunnels.spawn(async move {
                 let mut guard = guard;
                 if let (Ok(c), Ok(u)) = tokio::join!(client_upgrade, upstream_upgrade) {
-                    tunnel(TokioIo::new(c), TokioIo::new(u), end).await;
+                    let to_client = tunnel(TokioIo::new(c), TokioIo::new(u), end).await;
+                    guard.sent(to_client);
                     guard.complete();
                 }
             });
@@ -193,7 +212,7 @@ pub(crate) async fn handle(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("text/event-stream"));
     res.map(|body| {
-        let body = GuardedBody::new(body, guard, bytes_out);
+        let body = GuardedBody::new(body, guard);
         if streaming {
             body.end_when(&gw.streams_end).boxed()
         } else {
@@ -207,21 +226,29 @@ pub(crate) async fn handle(
 /// WebSocket close frame with code 1001 "going away" — unmasked to the
 /// client, masked to the upstream (RFC 6455 §5.3) — and the tunnel closes.
 /// The cut happens between reads, so a frame larger than one read could be
-/// split; at shutdown the connection ends either way.
-async fn tunnel<C, U>(mut client: C, mut upstream: U, end: tokio_util::sync::CancellationToken)
+/// split; at shutdown the connection ends either way. Returns the bytes
+/// sent to the client (when the copy ended by itself).
+async fn tunnel<C, U>(
+    mut client: C,
+    mut upstream: U,
+    end: tokio_util::sync::CancellationToken,
+) -> u64
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     use tokio::io::AsyncWriteExt;
-    let cut = {
+    let copied = {
         let copy = tokio::io::copy_bidirectional(&mut client, &mut upstream);
         tokio::select! {
-            _ = copy => false,
-            _ = end.cancelled() => true,
+            copied = copy => Some(copied.map_or(0, |(_, to_client)| to_client)),
+            _ = end.cancelled() => None,
         }
     };
-    if cut {
+    if let Some(to_client) = copied {
+        return to_client;
+    }
+    {
         const GOING_AWAY: [u8; 2] = 1001u16.to_be_bytes();
         let _ = client
             .write_all(&[0x88, 0x02, GOING_AWAY[0], GOING_AWAY[1]])
@@ -234,17 +261,7 @@ where
         let _ = client.shutdown().await;
         let _ = upstream.shutdown().await;
     }
-}
-
-/// Whose fault a failed request is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Side {
-    /// The instance: counts against its circuit breaker.
-    Upstream,
-    /// The client broke or stalled its own request.
-    Client,
-    /// Neither is broken: the instance is at its connection limit.
-    Capacity,
+    0
 }
 
 #[derive(Debug)]
@@ -265,30 +282,28 @@ pub(crate) enum Failure {
 }
 
 impl Failure {
-    pub fn side(&self) -> Side {
+    /// How the request ended, and so whose fault it was.
+    fn kind(&self) -> Kind {
         match self {
-            Self::Connect | Self::Timeout | Self::Upstream => Side::Upstream,
-            Self::ClientAborted | Self::ClientStalled => Side::Client,
-            Self::Saturated => Side::Capacity,
+            Self::Connect => Kind::UpstreamConnectError,
+            Self::Timeout => Kind::UpstreamTimeout,
+            Self::Upstream => Kind::UpstreamError,
+            Self::Saturated => Kind::UpstreamSaturated,
+            Self::ClientAborted => Kind::ClientAborted,
+            Self::ClientStalled => Kind::ClientStalled,
         }
     }
 
-    /// The response the client gets, and the outcome the log names.
-    fn response(&self, app: &str) -> (Response<ProxyBody>, &'static str) {
-        match self {
-            Self::Timeout => (responses::gateway_timeout(app), "upstream_timeout"),
-            Self::Connect => (responses::bad_gateway(app), "upstream_connect_error"),
-            Self::Upstream => (responses::bad_gateway(app), "upstream_error"),
-            Self::Saturated => (
-                responses::no_connection(app, RETRY_AFTER_S),
-                "upstream_saturated",
-            ),
-            Self::ClientAborted => (
-                responses::bad_request("request body incomplete"),
-                "client_aborted",
-            ),
-            Self::ClientStalled => (responses::request_timeout(), "client_stalled"),
-        }
+    /// The response the client gets, and how the request ended.
+    fn response(&self, app: &str) -> (Response<ProxyBody>, Kind) {
+        let res = match self {
+            Self::Timeout => responses::gateway_timeout(app),
+            Self::Connect | Self::Upstream => responses::bad_gateway(app),
+            Self::Saturated => responses::no_connection(app, RETRY_AFTER_S),
+            Self::ClientAborted => responses::bad_request("request body incomplete"),
+            Self::ClientStalled => responses::request_timeout(),
+        };
+        (res, self.kind())
     }
 }
 
@@ -298,7 +313,7 @@ impl Upstream {
     fn record_result<B>(&self, attempt: &Result<Response<B>, Failure>, trip_on_5xx: bool) {
         let success = match attempt {
             Ok(res) => !(trip_on_5xx && res.status().is_server_error()),
-            Err(f) if f.side() == Side::Upstream => false,
+            Err(f) if f.kind().side() == Some(Side::Upstream) => false,
             Err(_) => return,
         };
         self.record(success, Instant::now());

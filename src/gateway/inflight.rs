@@ -61,9 +61,11 @@ impl Counter {
 /// Holds one unit of every counter it was taken on; gives it back on drop.
 pub struct Guard {
     counters: [Arc<Counter>; 3],
-    /// Runs when the guard drops, with whether the response completed.
-    on_done: Option<Box<dyn FnOnce(bool) + Send + Sync>>,
+    /// Runs when the guard drops, with whether the response completed and
+    /// the response body bytes sent.
+    on_done: Option<Box<dyn FnOnce(bool, u64) + Send + Sync>>,
     completed: bool,
+    bytes_out: u64,
 }
 
 impl std::fmt::Debug for Guard {
@@ -84,6 +86,7 @@ impl Guard {
             counters: [global.clone(), app.clone(), instance.clone()],
             on_done: None,
             completed: false,
+            bytes_out: 0,
         }
     }
 
@@ -94,13 +97,19 @@ impl Guard {
         self.counters[2] = instance.clone();
     }
 
-    /// Calls `f(completed)` when the guard drops (the access log uses it).
-    pub fn on_done(&mut self, f: impl FnOnce(bool) + Send + Sync + 'static) {
+    /// Calls `f(completed, bytes_out)` when the guard drops (the request's
+    /// outcome goes to the observers from there).
+    pub fn on_done(&mut self, f: impl FnOnce(bool, u64) + Send + Sync + 'static) {
         self.on_done = Some(Box::new(f));
     }
 
     pub fn complete(&mut self) {
         self.completed = true;
+    }
+
+    /// Counts response body bytes handed to the client.
+    pub fn sent(&mut self, bytes: u64) {
+        self.bytes_out += bytes;
     }
 }
 
@@ -110,7 +119,7 @@ impl Drop for Guard {
             c.leave();
         }
         if let Some(f) = self.on_done.take() {
-            f(self.completed);
+            f(self.completed, self.bytes_out);
         }
     }
 }
@@ -121,8 +130,6 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: B,
         guard: Option<Guard>,
-        bytes: u64,
-        on_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
         // For long-lived streams (SSE): when this resolves the body ends
         // cleanly between frames, as at the end of a drain's `stream_grace`.
         end: Option<Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>>,
@@ -130,17 +137,11 @@ pin_project_lite::pin_project! {
 }
 
 impl<B> GuardedBody<B> {
-    /// `on_bytes`, when given, receives the number of body bytes sent.
-    pub fn new(
-        inner: B,
-        guard: Guard,
-        on_bytes: Option<Arc<std::sync::atomic::AtomicU64>>,
-    ) -> Self {
+    /// The guard counts the body bytes sent.
+    pub fn new(inner: B, guard: Guard) -> Self {
         Self {
             inner,
             guard: Some(guard),
-            bytes: 0,
-            on_bytes,
             end: None,
         }
     }
@@ -163,9 +164,6 @@ impl<B: Body<Data = bytes::Bytes>> Body for GuardedBody<B> {
         let mut this = self.project();
         if let Some(end) = this.end.as_mut() {
             if end.as_mut().poll(cx).is_ready() {
-                if let Some(b) = this.on_bytes {
-                    b.store(*this.bytes, Ordering::Relaxed);
-                }
                 if let Some(mut g) = this.guard.take() {
                     g.complete();
                 }
@@ -175,26 +173,20 @@ impl<B: Body<Data = bytes::Bytes>> Body for GuardedBody<B> {
         let polled = this.inner.as_mut().poll_frame(cx);
         let ended = match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    *this.bytes += data.len() as u64;
+                if let (Some(data), Some(g)) = (frame.data_ref(), this.guard.as_mut()) {
+                    g.sent(data.len() as u64);
                 }
                 // hyper stops polling once a body says it has ended.
                 this.inner.is_end_stream()
             }
             Poll::Ready(None) => true,
             Poll::Ready(Some(Err(_))) => {
-                if let Some(b) = this.on_bytes {
-                    b.store(*this.bytes, Ordering::Relaxed);
-                }
                 this.guard.take();
                 false
             }
             Poll::Pending => false,
         };
         if ended {
-            if let Some(b) = this.on_bytes {
-                b.store(*this.bytes, Ordering::Relaxed);
-            }
             if let Some(mut g) = this.guard.take() {
                 g.complete();
             }
@@ -229,7 +221,6 @@ mod tests {
         let body = GuardedBody::new(
             StreamBody::new(tokio_stream_from(rx)),
             Guard::new(&g, &a, &i),
-            None,
         );
         assert_eq!((g.get(), a.get(), i.get()), (1, 1, 1));
         let reader = tokio::spawn(async move { body.collect().await.map(|c| c.to_bytes()) });
@@ -250,8 +241,8 @@ mod tests {
         let done = Arc::new(std::sync::Mutex::new(None));
         let mut guard = Guard::new(&g, &a, &i);
         let seen = done.clone();
-        guard.on_done(move |completed| *seen.lock().unwrap() = Some(completed));
-        let body = GuardedBody::new(http_body_util::Empty::<Bytes>::new(), guard, None);
+        guard.on_done(move |completed, _| *seen.lock().unwrap() = Some(completed));
+        let body = GuardedBody::new(http_body_util::Empty::<Bytes>::new(), guard);
         drop(body); // the client went away
         assert_eq!(g.get(), 0);
         assert_eq!(*done.lock().unwrap(), Some(false));

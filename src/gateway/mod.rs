@@ -13,12 +13,12 @@
 //! (client task ⇄ pooled connection task), and the wake-ups cost half the
 //! throughput (bench/RESULTS.md). The route table and counters are shared.
 
-mod access;
 mod balance;
 pub mod conn;
 mod forward;
 pub mod inflight;
 pub mod limits;
+mod outcome;
 mod pool;
 mod request;
 mod responses;
@@ -43,6 +43,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AppName, CircuitBreaker, GatewayConfig};
 use crate::health::breaker::Breaker;
+use crate::observe::{AccessLog, Observers};
 pub use inflight::Counter;
 pub use pool::ConnLimit;
 pub use routes::{AppShared, RouteTable, Upstream};
@@ -70,7 +71,8 @@ pub struct Gateway {
     response_timeout: Duration,
     upstream_idle_timeout: Duration,
     max_upstream_connections: usize,
-    access_log: bool,
+    /// Who gets each request's outcome (the access log, when on).
+    observers: Observers,
     /// Every request in flight, all apps.
     in_flight: Arc<Counter>,
     /// Per-app state kept across table snapshots.
@@ -127,7 +129,11 @@ impl Gateway {
             response_timeout: cfg.upstream_response_timeout,
             upstream_idle_timeout: cfg.upstream_idle_timeout,
             max_upstream_connections: cfg.max_upstream_connections as usize,
-            access_log: cfg.access_log,
+            observers: Observers::new(if cfg.access_log {
+                vec![Arc::new(AccessLog)]
+            } else {
+                Vec::new()
+            }),
             in_flight: Arc::new(Counter::default()),
             apps: Mutex::new(HashMap::new()),
             instances: Mutex::new(HashMap::new()),
@@ -407,9 +413,11 @@ impl Gateway {
            + Send
            + 'static {
         let gw = self.clone();
-        // X-Forwarded-For for this connection, made once.
-        let client = hyper::header::HeaderValue::from_str(&peer.ip().to_string())
-            .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("unknown"));
+        let client = Arc::new(forward::Peer {
+            ip: peer.ip(),
+            forwarded_for: hyper::header::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("unknown")),
+        });
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let active = state.begin();
             let h1 = !state.is_h2();

@@ -157,17 +157,21 @@ fn backend(serve: fn(BufReader<TcpStream>)) -> u16 {
     port
 }
 
-/// A keep-alive backend that closes a connection idle for 200 ms, as Node
-/// does after its `keepAliveTimeout`; every request gets `200 ok`.
+/// A keep-alive backend that closes a connection idle for 200 ms between
+/// requests, as Node does after its `keepAliveTimeout` (the first request
+/// has longer, like Node's `headersTimeout`); every request gets `200 ok`.
 pub fn closes_idle_after_200ms() -> u16 {
     backend(|mut conn| {
-        let idle = Duration::from_millis(200);
-        conn.get_ref().set_read_timeout(Some(idle)).unwrap();
+        conn.get_ref()
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
         while read_request(&mut conn).is_some() {
             let ok = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
             if conn.get_mut().write_all(ok).is_err() {
                 return;
             }
+            let idle = Duration::from_millis(200);
+            conn.get_ref().set_read_timeout(Some(idle)).unwrap();
         }
     })
 }
