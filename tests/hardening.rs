@@ -220,14 +220,27 @@ fn with_1024_file_descriptors_the_admin_api_and_status_answer_during_a_flood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_streams_share_a_bounded_number_of_upstream_connections() {
+    // 50: most streams wait for a connection, some get 503 "upstream busy".
+    h2_streams_to_a_slow_endpoint(Some(50)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_streams_stay_within_the_default_upstream_connection_limit() {
+    h2_streams_to_a_slow_endpoint(None).await;
+}
+
+/// 20 HTTP/2 connections × 100 streams to a 1 s endpoint: harbormaster's
+/// descriptors stay below `max_upstream_connections` + connections + 100,
+/// and `/live` answers throughout.
+async fn h2_streams_to_a_slow_endpoint(max_upstream_connections: Option<usize>) {
     let backend = Backend::start(&[]);
-    let (h, gw) = behind(
-        "max_upstream_connections = 50\nupstream_connect_timeout = \"3s\"",
-        &[backend.port],
-        "",
-    );
+    let gateway = match max_upstream_connections {
+        Some(n) => format!("max_upstream_connections = {n}\nupstream_connect_timeout = \"3s\""),
+        None => String::new(),
+    };
+    let (h, gw) = behind(&gateway, &[backend.port], "");
     let (pid, admin) = (h.pid(), h.admin());
-    let bound = 50 + 20 + 100;
+    let bound = max_upstream_connections.unwrap_or(512) + 20 + 100;
     let done = Arc::new(AtomicBool::new(false));
     let watcher = {
         let done = done.clone();
