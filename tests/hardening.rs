@@ -654,3 +654,40 @@ fn out_of_descriptors_the_gateway_backs_off_logs_once_a_second_and_recovers() {
     );
     drop(silent);
 }
+
+#[test]
+fn an_idle_http2_connection_gets_goaway_then_closes() {
+    use std::io::{Read, Write};
+    let backend = Backend::start(&[]);
+    let (_h, gw) = behind(
+        "header_read_timeout = \"1s\"\nclient_idle_timeout = \"1s\"",
+        &[backend.port],
+        "",
+    );
+    let mut s = std::net::TcpStream::connect(gw).unwrap();
+    s.set_read_timeout(Some(SECS(10))).unwrap();
+    // The preface, an empty SETTINGS frame, then nothing.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .unwrap();
+    let opened = Instant::now();
+    let mut frames = Vec::new();
+    loop {
+        let mut head = [0u8; 9];
+        if s.read_exact(&mut head).is_err() {
+            break; // closed
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let mut payload = vec![0; len];
+        if s.read_exact(&mut payload).is_err() {
+            break;
+        }
+        frames.push(head[3]);
+    }
+    const GOAWAY: u8 = 7;
+    assert!(frames.contains(&GOAWAY), "frame types seen: {frames:?}");
+    assert!(
+        opened.elapsed() < SECS(4),
+        "closed after {:?}",
+        opened.elapsed()
+    );
+}

@@ -260,14 +260,23 @@ where
 {
     tokio::pin!(conn);
     let mut closing_seen = false;
-    let mut goaway_sent = false;
+    // HTTP/2: when GOAWAY went out. hyper then finishes the open streams
+    // and closes; an idle connection that does not is dropped after
+    // `t.header` more.
+    let mut goaway_at: Option<Instant> = None;
     // While a request is served there is no deadline; look again this often
     // so the idle limit counts from the request's end.
     let recheck = t.header.min(t.idle);
     loop {
-        let deadline = state
-            .deadline(&t, closing_seen)
-            .unwrap_or_else(|| Instant::now() + if closing_seen { QUIET } else { recheck });
+        let now = Instant::now();
+        let idle = state.active.load(Ordering::Acquire) == 0;
+        let deadline = match goaway_at {
+            Some(at) if idle => at + t.header,
+            Some(_) => now + recheck,
+            None => state
+                .deadline(&t, closing_seen)
+                .unwrap_or(now + if closing_seen { QUIET } else { recheck }),
+        };
         tokio::select! {
             res = conn.as_mut() => {
                 if let Err(e) = res {
@@ -277,21 +286,26 @@ where
             }
             _ = closing.cancelled(), if !closing_seen => {
                 closing_seen = true;
-                if state.is_h2() && !goaway_sent {
-                    goaway_sent = true;
+                if state.is_h2() && goaway_at.is_none() {
+                    goaway_at = Some(Instant::now());
                     conn.as_mut().graceful_shutdown();
                 }
             }
             _ = tokio::time::sleep_until(deadline) => {
-                if state.deadline(&t, closing_seen).is_some_and(|d| d <= Instant::now()) {
-                    if !state.is_h2() {
-                        return; // idle or a stalled head: dropping closes it
+                let now = Instant::now();
+                let idle = state.active.load(Ordering::Acquire) == 0;
+                match goaway_at {
+                    // The GOAWAY was not honoured in time.
+                    Some(at) if idle && now >= at + t.header => return,
+                    Some(_) => {}
+                    None if state.deadline(&t, closing_seen).is_some_and(|d| d <= now) => {
+                        if !state.is_h2() {
+                            return; // idle or a stalled head: dropping closes it
+                        }
+                        goaway_at = Some(now);
+                        conn.as_mut().graceful_shutdown();
                     }
-                    if goaway_sent {
-                        return; // the GOAWAY was not honoured in time
-                    }
-                    goaway_sent = true;
-                    conn.as_mut().graceful_shutdown();
+                    None => {}
                 }
             }
         }
