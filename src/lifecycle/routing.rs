@@ -28,14 +28,12 @@ pub fn table(
     let mut upstreams: HashMap<AppName, Vec<Upstream>> = HashMap::new();
     for st in supervisor.snapshot() {
         if let (State::Ready, Some(port), true) =
-            (&st.state, st.port, config.apps.contains_key(&st.app))
+            (&st.state, st.port, config.apps.contains_key(&st.id.app))
         {
-            let label = format!("{}#{}", st.app, st.index);
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            upstreams
-                .entry(st.app.clone())
-                .or_default()
-                .push(upstream(&st.app, label, addr));
+            let app = &st.id.app;
+            let ready = upstream(app, st.id.to_string(), addr);
+            upstreams.entry(app.clone()).or_default().push(ready);
         }
     }
     for (name, app) in &config.apps {

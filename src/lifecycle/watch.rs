@@ -9,13 +9,13 @@ use std::time::Duration;
 use notify::{RecursiveMode, Watcher};
 use tokio_util::sync::CancellationToken;
 
-use super::reload::Reloader;
+use super::harbor::HarborCtx;
 
 /// Quiet time after the last change before reloading (editors write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
-pub async fn reload_on_change(reloader: Arc<Reloader>, cancel: CancellationToken) {
-    let file: PathBuf = reloader.current.load().source.clone();
+pub async fn reload_on_change(harbor: Arc<HarborCtx>, cancel: CancellationToken) {
+    let file: PathBuf = harbor.config().source.clone();
     let (Some(dir), Some(name)) = (
         file.parent().map(PathBuf::from),
         file.file_name().map(|n| n.to_os_string()),
@@ -60,6 +60,6 @@ pub async fn reload_on_change(reloader: Arc<Reloader>, cancel: CancellationToken
             }
         }
         tracing::info!(event = "reload_requested", via = "config file change");
-        reloader.reload_file().await;
+        harbor.reload_file().await;
     }
 }

@@ -31,11 +31,24 @@ const DEATHS_KEPT: usize = 10;
 /// Output lines kept in a death record.
 const DEATH_LINES: usize = 20;
 
+/// Which instance: its app and its index, shown as `app#index`. Built once
+/// per instance; the gateway's per-upstream state is keyed by its Display.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId {
+    pub app: AppName,
+    pub index: u32,
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.app, self.index)
+    }
+}
+
 /// What `status` and the gateway see of one instance.
 #[derive(Debug, Clone)]
 pub struct InstanceStatus {
-    pub app: AppName,
-    pub index: u32,
+    pub id: InstanceId,
     pub state: State,
     /// `HARBORMASTER_INSTANCE` of the current (or last) process.
     pub instance_id: Option<String>,
@@ -65,8 +78,7 @@ pub struct DeathRecord {
 /// One state change, as broadcast to subscribers.
 #[derive(Debug, Clone)]
 pub struct StateChange {
-    pub app: AppName,
-    pub index: u32,
+    pub id: InstanceId,
     pub from: State,
     pub to: State,
     pub reason: String,
@@ -76,7 +88,7 @@ pub struct StateChange {
 pub(crate) struct Instance {
     pub app: AppName,
     pub index: u32,
-    pub label: String,
+    pub id: InstanceId,
     pub managed: Arc<ManagedApp>,
     /// Current probe settings (a reload may change them in place).
     pub probes: watch::Receiver<Probes>,
@@ -109,10 +121,9 @@ enum Supervised {
 }
 
 impl Instance {
-    pub fn initial_status(app: &AppName, index: u32) -> InstanceStatus {
+    pub fn initial_status(id: InstanceId) -> InstanceStatus {
         InstanceStatus {
-            app: app.clone(),
-            index,
+            id,
             state: State::Starting,
             instance_id: None,
             pid: None,
@@ -129,21 +140,20 @@ impl Instance {
         let reason = reason.into();
         self.status.send_modify(|st| {
             let Some(to) = state::next(&st.state, event.clone()) else {
-                tracing::error!(app = %self.app, instance = %self.label, state = %st.state, ?event, "illegal state transition");
+                tracing::error!(app = %self.app, instance = %self.id, state = %st.state, ?event, "illegal state transition");
                 return;
             };
             let from = std::mem::replace(&mut st.state, to.clone());
             tracing::info!(
                 event = "state_change",
                 app = %self.app,
-                instance = %self.label,
+                instance = %self.id,
                 from = from.name(),
                 to = to.name(),
                 reason = %reason,
             );
             let _ = self.events.send(StateChange {
-                app: self.app.clone(),
-                index: self.index,
+                id: self.id.clone(),
                 from,
                 to,
                 reason,
@@ -225,7 +235,7 @@ impl Instance {
                         .into_iter()
                         .map(|l| l.text)
                         .collect();
-                    tracing::error!(app = %self.app, instance = %self.label, reason = %reason, last = %summary, last_lines = ?lines, "instance failed");
+                    tracing::error!(app = %self.app, instance = %self.id, reason = %reason, last = %summary, last_lines = ?lines, "instance failed");
                 }
                 stop.cancelled().await;
                 self.apply(Event::StopRequested, "stop requested");
@@ -276,12 +286,12 @@ impl Instance {
             timeout_ms: self.managed.stop.timeout.as_millis() as u64,
         };
         if let Err(e) = leftovers::record(&self.pids_dir, &record) {
-            tracing::warn!(app = %self.app, instance = %self.label, error = %e, "cannot record pid for crash recovery");
+            tracing::warn!(app = %self.app, instance = %self.id, error = %e, "cannot record pid for crash recovery");
         }
         let capture = |stream, reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
             let (app, label, ring, log) = (
                 self.app.to_string(),
-                self.label.clone(),
+                self.id.to_string(),
                 self.ring.clone(),
                 self.log.clone(),
             );
@@ -344,7 +354,7 @@ impl Instance {
                     next.assume_ready = ready;
                     _monitor = AbortOnDropHandle::new(tokio::spawn(monitor::watch(next, check, tx.clone())));
                     monitoring = true;
-                    tracing::info!(event = "probes_updated", app = %self.app, instance = %self.label);
+                    tracing::info!(event = "probes_updated", app = %self.app, instance = %self.id);
                 }
                 status = p.child.child.wait() => {
                     let exit = status.map(Exit::from_status).unwrap_or(Exit::Code(-1));
@@ -354,7 +364,7 @@ impl Instance {
                     None => monitoring = false,
                     Some(HealthEvent::Probed(outcome)) => self.status.send_modify(|s| s.last_probe = Some(outcome)),
                     Some(HealthEvent::Started(outcome)) => {
-                        tracing::info!(event = "startup_passed", app = %self.app, instance = %self.label, probe = %outcome);
+                        tracing::info!(event = "startup_passed", app = %self.app, instance = %self.id, probe = %outcome);
                     }
                     Some(HealthEvent::Ready(outcome)) if !ready => {
                         ready = true;
@@ -368,7 +378,7 @@ impl Instance {
                     Some(HealthEvent::StartupFailed(outcome) | HealthEvent::LivenessFailed(outcome)) => {
                         let what = if ready || probes.startup.is_none() { "liveness failed" } else { "startup probe failed" };
                         let why = format!("{what} (last probe: {outcome})");
-                        tracing::warn!(app = %self.app, instance = %self.label, reason = %why, "stopping unhealthy instance");
+                        tracing::warn!(app = %self.app, instance = %self.id, reason = %why, "stopping unhealthy instance");
                         if ready {
                             // Out of routing before the (maybe slow) stop.
                             self.apply(Event::BecameUnready, why.clone());
@@ -399,11 +409,11 @@ impl Instance {
         for hook in &cfg.hooks {
             match hooks::send(p.port, hook).await {
                 Ok(code) => {
-                    tracing::info!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, status = code, "stop hook sent");
+                    tracing::info!(app = %self.app, instance = %self.id, method = %hook.method, path = %hook.path, status = code, "stop hook sent");
                     exiting |= hook.expect_exit && (200..300).contains(&code);
                 }
                 Err(e) => {
-                    tracing::warn!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, error = %e, "stop hook failed; continuing")
+                    tracing::warn!(app = %self.app, instance = %self.id, method = %hook.method, path = %hook.path, error = %e, "stop hook failed; continuing")
                 }
             }
         }
@@ -427,7 +437,7 @@ impl Instance {
                     how.push_str(&format!(", {} to what it left", cfg.signal.as_str()));
                 }
             } else {
-                tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not exit after its stop hook in time; sending the stop signal");
+                tracing::warn!(app = %self.app, instance = %self.id, timeout = %fmt_duration(cfg.timeout), "did not exit after its stop hook in time; sending the stop signal");
                 how.push_str("did not exit after its stop hook; ");
                 deadline = Instant::now() + cfg.timeout;
             }
@@ -445,7 +455,7 @@ impl Instance {
                 _ = tokio::time::sleep_until(deadline) => None,
             };
             if exited.is_none() {
-                tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not stop in time; sending SIGKILL to the process group");
+                tracing::warn!(app = %self.app, instance = %self.id, timeout = %fmt_duration(cfg.timeout), "did not stop in time; sending SIGKILL to the process group");
                 target.signal(nix::sys::signal::Signal::SIGKILL);
                 let _ = p.child.child.wait().await;
                 how.push_str(", then SIGKILL after the stop timeout");
@@ -462,7 +472,7 @@ impl Instance {
 
     fn warn_survivors(&self, pgid: u32, survivors: &[i32]) {
         if !survivors.is_empty() {
-            tracing::error!(app = %self.app, instance = %self.label, pgid, ?survivors, "processes survived SIGKILL");
+            tracing::error!(app = %self.app, instance = %self.id, pgid, ?survivors, "processes survived SIGKILL");
         }
     }
 

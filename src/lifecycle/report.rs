@@ -1,70 +1,26 @@
-//! Building `/ready` and `/health` from the supervisor, the gateway and the
-//! external upstreams' health. `lifecycle` uses the same readiness for its
-//! one-time `ready` event.
+//! `/ready` and `/health` (also `status`), built from the supervisor, the
+//! gateway and the external upstreams' health. The one-time `ready` log
+//! event uses the same readiness.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
-use tokio::time::Instant;
-
-use super::api::*;
-use crate::config::{AppKind, Config};
-use crate::gateway::Gateway;
+use super::harbor::{lock, HarborCtx, Phase};
+use crate::admin::api::*;
+use crate::config::AppKind;
 use crate::health::probe::ProbeOutcome;
 use crate::health::upstreams::ExternalHealth;
 use crate::supervisor::state::State;
-use crate::supervisor::Supervisor;
 
-/// What the admin endpoints look at.
-pub struct View {
-    /// The running configuration (swapped by reloads).
-    pub config: Arc<arc_swap::ArcSwap<Config>>,
-    pub supervisor: Supervisor,
-    pub gateway: Arc<Gateway>,
-    pub externals: Arc<ExternalHealth>,
-    pub started: Instant,
-    pub shutting_down: Arc<AtomicBool>,
-    /// Cancelled to ask for a graceful shutdown.
-    pub shutdown: tokio_util::sync::CancellationToken,
-    /// Apps with a rolling restart under way.
-    pub restarting: std::sync::Mutex<std::collections::HashSet<crate::config::AppName>>,
-    /// Why the last rolling restart of an app failed (cleared by the next one).
-    pub restart_errors: std::sync::Mutex<std::collections::HashMap<crate::config::AppName, String>>,
-    /// Runs a rolling restart (installed by the lifecycle).
-    pub restart: RestartHook,
-    /// The last reload's result.
-    pub last_reload: Arc<std::sync::Mutex<Option<ReloadReport>>>,
-    /// Reloads the config file (installed by the lifecycle).
-    pub reload: ReloadHook,
-}
-
-/// A reload of the config file, as the lifecycle provides it.
-pub type ReloadHook = Arc<
-    dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ReloadResult> + Send>>
-        + Send
-        + Sync,
->;
-
-/// A rolling restart of one app, as the lifecycle provides it.
-pub type RestartHook = Arc<
-    dyn Fn(
-            crate::config::AppName,
-        )
-            -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>
-        + Send
-        + Sync,
->;
-
-impl View {
+impl HarborCtx {
     /// Ready when no shutdown is under way, nothing required is draining and
     /// every required app has a ready instance.
     pub fn readiness(&self) -> Ready {
         let mut reasons = Vec::new();
-        if self.shutting_down.load(Ordering::Acquire) {
+        if *self.phase.borrow() != Phase::Running {
             reasons.push("shutting down".to_string());
         }
         let config = self.config.load();
+        let waiting = self.supervisor.waiting().borrow().clone();
         for (name, app) in &config.apps {
             if !app.required {
                 continue;
@@ -74,6 +30,9 @@ impl View {
                 continue;
             }
             match &app.kind {
+                AppKind::Managed(_) if waiting.contains_key(name) => {
+                    reasons.push(format!("app {name} is {}", waiting[name]));
+                }
                 AppKind::Managed(_) => {
                     let states: Vec<State> = self
                         .supervisor
@@ -123,7 +82,7 @@ impl View {
 
     pub fn health(&self) -> Health {
         let ready = self.readiness();
-        let status = if self.shutting_down.load(Ordering::Acquire) {
+        let status = if *self.phase.borrow() != Phase::Running {
             "shutting_down"
         } else if ready.reasons.is_empty() {
             "ok"
@@ -132,7 +91,9 @@ impl View {
         };
         let mut apps = BTreeMap::new();
         let config = self.config.load();
+        let waiting = self.supervisor.waiting().borrow().clone();
         for (name, app) in &config.apps {
+            let (restarting, restart_error) = self.restart_state(name);
             let instances: Vec<InstanceHealth> = match &app.kind {
                 AppKind::Managed(_) => self
                     .supervisor
@@ -140,7 +101,7 @@ impl View {
                     .iter()
                     .map(|rx| {
                         let st = rx.borrow().clone();
-                        let id = format!("{}#{}", st.app, st.index);
+                        let id = st.id.to_string();
                         InstanceHealth {
                             state: st.state.name().into(),
                             detail: match &st.state {
@@ -169,13 +130,15 @@ impl View {
                                 .then(|| st.started_at.map(|t| t.elapsed().as_secs_f64()))
                                 .flatten(),
                             last_probe: st.last_probe.as_ref().map(probe_report),
-                            last_death: st.deaths.back().map(|d| DeathReport {
-                                at: humantime::format_rfc3339_millis(d.at).to_string(),
-                                exit: d.exit.map(|e| e.to_string()),
-                                uptime_s: d.uptime.as_secs_f64(),
-                                reason: d.reason.clone(),
-                                last_lines: d.last_lines.clone(),
-                            }),
+                            last_death: st.deaths.back().map(|d| death(d, true)),
+                            deaths: {
+                                let earlier = st.deaths.len().saturating_sub(1);
+                                st.deaths
+                                    .iter()
+                                    .take(earlier)
+                                    .map(|d| death(d, false))
+                                    .collect()
+                            },
                             id,
                         }
                     })
@@ -198,6 +161,7 @@ impl View {
                             uptime_s: None,
                             last_probe: h.last_probe.as_ref().map(probe_report),
                             last_death: None,
+                            deaths: Vec::new(),
                             id,
                         }
                     })
@@ -212,17 +176,9 @@ impl View {
                     }
                     .into(),
                     required: app.required,
-                    restarting: self
-                        .restarting
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .contains(name),
-                    restart_error: self
-                        .restart_errors
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .get(name)
-                        .cloned(),
+                    restarting,
+                    restart_error,
+                    waiting: waiting.get(name).cloned(),
                     ready: instances.iter().any(|i| i.ready),
                     draining: self.gateway.is_draining(name),
                     in_flight: self.gateway.app_in_flight(name),
@@ -237,11 +193,7 @@ impl View {
             status: status.into(),
             in_flight: self.gateway.in_flight(),
             apps,
-            last_reload: self
-                .last_reload
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .clone(),
+            last_reload: lock(&self.last_reload).clone(),
         }
     }
 }
@@ -251,5 +203,19 @@ fn probe_report(p: &ProbeOutcome) -> ProbeReport {
         ok: p.ok,
         latency_ms: p.latency.as_secs_f64() * 1000.0,
         detail: p.detail.clone(),
+    }
+}
+
+fn death(d: &crate::supervisor::DeathRecord, lines: bool) -> DeathReport {
+    DeathReport {
+        at: humantime::format_rfc3339_millis(d.at).to_string(),
+        exit: d.exit.map(|e| e.to_string()),
+        uptime_s: d.uptime.as_secs_f64(),
+        reason: d.reason.clone(),
+        last_lines: if lines {
+            d.last_lines.clone()
+        } else {
+            Vec::new()
+        },
     }
 }
