@@ -1,0 +1,258 @@
+//! `harbormaster status [--json] [APP]`: every app (also waiting and failed
+//! ones) in a table whose lines fit 100 columns, each problem as one reason
+//! line below its row; `APP` shows one app in detail (deaths with exit and
+//! uptime, probes, the last output lines once).
+//!
+//! Exit codes: 0 when every required app is up or on its way, 1 when a
+//! required app has failed (or the status cannot be read), 3 when no
+//! harbormaster runs for the config.
+
+use std::process::ExitCode;
+
+use super::client;
+use super::control::{running, ADMIN_TIMEOUT};
+use super::Cli;
+use crate::admin::api::{AppHealth, Health, InstanceHealth, RuntimeInfo};
+
+/// The width every line of the table fits in.
+const WIDTH: usize = 100;
+
+pub fn status(cli: &Cli, json: bool, app: Option<&str>) -> ExitCode {
+    client::block_on(async {
+        let (dir, info) = match running(cli).await {
+            Ok(found) => found,
+            Err(code) => return code,
+        };
+        let body = match client::request(&dir, "GET", "/v1/status", ADMIN_TIMEOUT).await {
+            Ok((200, body)) => body,
+            other => {
+                eprintln!("cannot read status from {}: {other:?}", info.admin);
+                return ExitCode::FAILURE;
+            }
+        };
+        let health = match serde_json::from_str::<Health>(&body) {
+            Ok(health) => health,
+            Err(e) => {
+                eprintln!("unexpected status answer: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        match (json, app) {
+            (true, _) => println!("{body}"),
+            (false, None) => print!("{}", table(&info, &health)),
+            (false, Some(name)) => match health.apps.get(name) {
+                Some(a) => print!("{}", detail(name, a)),
+                None => {
+                    eprintln!("unknown app `{name}`");
+                    return ExitCode::FAILURE;
+                }
+            },
+        }
+        let failed: Vec<&String> = health
+            .apps
+            .iter()
+            .filter(|(_, a)| a.required && failed(a))
+            .map(|(name, _)| name)
+            .collect();
+        if failed.is_empty() {
+            ExitCode::SUCCESS
+        } else if json {
+            ExitCode::FAILURE
+        } else {
+            let names: Vec<&str> = failed.iter().map(|s| s.as_str()).collect();
+            eprintln!("required app(s) failed: {}", names.join(", "));
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// Every instance of the app has failed (restart budget spent, or it
+/// cannot start): only a reload or `restart APP` brings it back.
+pub fn failed(app: &AppHealth) -> bool {
+    !app.instances.is_empty() && app.instances.iter().all(|i| i.state == "failed")
+}
+
+/// Why an instance is not (or was not) fine, if it is not.
+fn reason(i: &InstanceHealth) -> Option<String> {
+    if i.ready {
+        return None;
+    }
+    i.detail
+        .clone()
+        .or_else(|| i.last_death.as_ref().map(|d| d.reason.clone()))
+}
+
+/// Cuts `text` to `width` characters, marking the cut with `…`.
+fn fit(text: &str, width: usize) -> String {
+    let line = text.lines().next().unwrap_or("");
+    if line.chars().count() <= width {
+        return line.to_string();
+    }
+    let mut cut: String = line.chars().take(width.saturating_sub(1)).collect();
+    cut.push('…');
+    cut
+}
+
+fn table(info: &RuntimeInfo, h: &Health) -> String {
+    let mut out = fit(
+        &format!(
+            "harbormaster {} pid {} up {}s, {} — gateway {} — admin {}",
+            h.version,
+            info.pid,
+            h.uptime_s as u64,
+            h.status,
+            info.gateway.join(", "),
+            info.admin
+        ),
+        WIDTH,
+    );
+    out.push('\n');
+    if let Some(r) = &h.last_reload {
+        let how = match r.ok {
+            true => "ok".to_string(),
+            false => format!("failed — {}", r.message),
+        };
+        out.push_str(&fit(&format!("last reload {}: {how}", r.at), WIDTH));
+        out.push('\n');
+    }
+    let header = [
+        "APP",
+        "INSTANCE",
+        "STATE",
+        "PID",
+        "PORT",
+        "PROCS",
+        "READY",
+        "BREAKER",
+        "IN-FLIGHT",
+        "RESTARTS",
+        "UPTIME",
+    ];
+    // A row, and the reason line below it (if any).
+    let mut rows: Vec<(Vec<String>, Option<String>)> =
+        vec![(header.map(String::from).to_vec(), None)];
+    for (name, a) in &h.apps {
+        let app = if a.draining {
+            format!("{name} (draining)")
+        } else {
+            name.clone()
+        };
+        if a.instances.is_empty() {
+            let state = if a.waiting.is_some() {
+                "waiting"
+            } else {
+                "stopped"
+            };
+            let mut row = vec![app.clone(), "-".into(), state.into()];
+            row.extend(std::iter::repeat_n("-".to_string(), header.len() - 3));
+            rows.push((row, a.waiting.clone()));
+        }
+        for i in &a.instances {
+            let row = vec![
+                app.clone(),
+                i.id.clone(),
+                i.state.clone(),
+                i.pid.map_or("-".into(), |p| p.to_string()),
+                i.port.map_or("-".into(), |p| p.to_string()),
+                i.processes.map_or("-".into(), |n| n.to_string()),
+                if i.ready { "yes" } else { "no" }.into(),
+                i.breaker.clone(),
+                i.in_flight.to_string(),
+                i.restarts.to_string(),
+                i.uptime_s.map_or("-".into(), |u| format!("{}s", u as u64)),
+            ];
+            rows.push((row, reason(i)));
+        }
+        if let Some(e) = &a.restart_error {
+            let row = vec![app.clone(), "-".into(), "restart failed".into()];
+            rows.push((row, Some(e.clone())));
+        }
+    }
+    let widths: Vec<usize> = (0..header.len())
+        .map(|c| {
+            rows.iter()
+                .filter_map(|(r, _)| r.get(c))
+                .map(|cell| cell.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for (row, why) in rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+        if let Some(why) = why {
+            out.push_str(&fit(&format!("  ↳ {why}"), WIDTH));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn detail(name: &str, a: &AppHealth) -> String {
+    let mut out = format!(
+        "{name}: {} app, {}{}, {}{}\n",
+        a.kind,
+        if a.required { "required" } else { "optional" },
+        if a.draining { ", draining" } else { "" },
+        if a.ready { "ready" } else { "not ready" },
+        if a.restarting {
+            ", restart under way"
+        } else {
+            ""
+        },
+    );
+    if let Some(w) = &a.waiting {
+        out.push_str(&format!("  {w}\n"));
+    }
+    if let Some(e) = &a.restart_error {
+        out.push_str(&format!("  last restart failed: {e}\n"));
+    }
+    for i in &a.instances {
+        out.push_str(&format!(
+            "\n{} {}{}: pid {}, port {}, uptime {}, restarts {}, breaker {}, in flight {}\n",
+            i.id,
+            i.state,
+            i.detail
+                .as_ref()
+                .map_or(String::new(), |d| format!(" ({d})")),
+            i.pid.map_or("-".into(), |p| p.to_string()),
+            i.port.map_or("-".into(), |p| p.to_string()),
+            i.uptime_s.map_or("-".into(), |u| format!("{}s", u as u64)),
+            i.restarts,
+            i.breaker,
+            i.in_flight,
+        ));
+        if let Some(p) = &i.last_probe {
+            let ok = if p.ok { "ok" } else { "failed" };
+            out.push_str(&format!(
+                "  last probe: {ok} in {:.1}ms: {}\n",
+                p.latency_ms, p.detail
+            ));
+        }
+        let deaths: Vec<_> = i.deaths.iter().chain(&i.last_death).collect();
+        if !deaths.is_empty() {
+            out.push_str("  deaths (oldest first):\n");
+        }
+        for d in deaths {
+            out.push_str(&format!(
+                "    {} {} after {:.1}s: {}\n",
+                d.at,
+                d.exit.as_deref().unwrap_or("not started"),
+                d.uptime_s,
+                d.reason
+            ));
+        }
+        if let Some(d) = i.last_death.as_ref().filter(|d| !d.last_lines.is_empty()) {
+            out.push_str("  last lines:\n");
+            for line in &d.last_lines {
+                out.push_str(&format!("    {line}\n"));
+            }
+        }
+    }
+    out
+}
