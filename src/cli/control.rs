@@ -199,7 +199,9 @@ pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        let deadline = Instant::now() + timeout;
+        // The harbor gives up on the replacements at `timeout`; stopping
+        // them (or draining the old ones) takes a little longer.
+        let deadline = Instant::now() + timeout + Duration::from_secs(30);
         loop {
             // A client following another process's progress: poll the
             // status, bounded by the deadline.
