@@ -263,8 +263,13 @@ impl HarborCtx {
     }
 
     /// Turns supervisor state changes and waiting apps into events until
-    /// `cancel`. Subscribed before the task runs: nothing falls between.
-    pub(super) fn forward_events(self: &Arc<Self>) -> impl std::future::Future<Output = ()> + Send {
+    /// `done`, after forwarding what is pending then (the apps' last state
+    /// changes come before the `flushing` phase). Subscribed before the task
+    /// runs: nothing falls between.
+    pub(super) fn forward_events(
+        self: &Arc<Self>,
+        done: CancellationToken,
+    ) -> impl std::future::Future<Output = ()> + Send {
         let mut changes = self.supervisor.subscribe();
         let mut waiting = self.supervisor.waiting();
         let this = self.clone();
@@ -272,6 +277,7 @@ impl HarborCtx {
             let mut seen = waiting.borrow_and_update().clone();
             loop {
                 tokio::select! {
+                    biased;
                     change = changes.recv() => match change {
                         Ok(c) => {
                             let (app, id) = (Some(&c.id.app), Some(c.id.to_string()));
@@ -301,7 +307,7 @@ impl HarborCtx {
                         }
                         seen = now;
                     }
-                    _ = this.cancel.cancelled() => return,
+                    _ = done.cancelled() => return,
                 }
             }
         }

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::admin::api::{Event, Health, Ready, ReloadResult, RuntimeInfo};
 pub use crate::admin::HarborError;
@@ -100,6 +101,8 @@ pub struct Launched {
     harbor: Arc<HarborCtx>,
     runtime: RuntimeDir,
     watch_config: bool,
+    /// Ends the forwarding of the apps' state changes, once they stopped.
+    events: (CancellationToken, tokio::task::JoinHandle<()>),
 }
 
 /// Sets everything up and serves the sockets; no app is started yet.
@@ -148,7 +151,8 @@ pub async fn launch(
         h.router.clone(),
         h.cancel.child_token(),
     ));
-    bg.spawn(h.forward_events());
+    let events_done = CancellationToken::new();
+    let forwarding = tokio::spawn(h.forward_events(events_done.clone()));
     let admin_addr = listeners.admin.local_addr()?;
     tracing::info!(event = "admin_listening", addr = %admin_addr);
     bg.spawn(admin::serve(
@@ -194,6 +198,7 @@ pub async fn launch(
         harbor: h,
         runtime,
         watch_config: options.watch_config,
+        events: (events_done, forwarding),
     })
 }
 
@@ -210,6 +215,7 @@ impl Launched {
             harbor: h,
             runtime,
             watch_config,
+            events: (events_done, forwarding),
         } = self;
         if watch_config {
             let watching = watch::reload_on_change(h.clone(), h.cancel.child_token());
@@ -235,6 +241,8 @@ impl Launched {
         let _turn = h.changes.lock().await;
         h.gateway.refuse_requests();
         h.supervisor.stop_all(&h.config()).await;
+        events_done.cancel();
+        let _ = forwarding.await;
 
         h.set_phase(Phase::Flushing);
         h.cancel.cancel();
