@@ -56,14 +56,14 @@ command = ["{testapp}"]
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let status = harbor.status();
+    let status = harbor.health();
     println!(
         "ready: server has {} instance(s)",
         status.apps["server"].instances.len()
     );
 
     harbor.drain("server")?;
-    println!("drained: {}", harbor.status().apps["server"].draining);
+    println!("drained: {}", harbor.health().apps["server"].draining);
     harbor.resume("server")?;
 
     harbor.shutdown();

@@ -54,7 +54,7 @@ pub struct AppHealth {
     pub instances: Vec<InstanceHealth>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceHealth {
     /// `web#0`, or `legacy@127.0.0.1:3999` for an external upstream.
     pub id: String,

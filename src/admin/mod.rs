@@ -37,10 +37,8 @@ use tokio_util::sync::CancellationToken;
 pub trait Control: Send + Sync + 'static {
     fn health(&self) -> api::Health;
     fn readiness(&self) -> api::Ready;
-    /// Whether `token` is one of `[admin] tokens` (constant time per token).
-    fn authorized(&self, token: &str) -> bool;
-    /// Per-phase connection timeouts for the TCP door.
-    fn timeouts(&self) -> crate::gateway::conn::Timeouts;
+    /// The running config (`[admin] tokens`, connection timeouts).
+    fn config(&self) -> Arc<crate::config::Config>;
     fn request_shutdown(&self);
     fn reload(&self) -> impl Future<Output = api::ReloadResult> + Send;
     fn set_draining(&self, app: &str, draining: bool) -> Result<(), HarborError>;
@@ -78,11 +76,12 @@ impl HarborError {
 
 impl IntoResponse for HarborError {
     fn into_response(self) -> Response {
-        let body = api::ErrorBody {
-            error: self.to_string(),
-        };
-        (self.status(), Json(body)).into_response()
+        error(self.status(), self.to_string())
     }
+}
+
+fn error(code: StatusCode, error: String) -> Response {
+    (code, Json(api::ErrorBody { error })).into_response()
 }
 
 /// Which door a request came through.
@@ -98,9 +97,7 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
     let mutating = Router::new()
         .route("/v1/shutdown", post(shutdown::<C>))
         .route("/v1/reload", post(reload::<C>))
-        .route("/v1/apps/{app}/drain", post(drain::<C>))
-        .route("/v1/apps/{app}/resume", post(resume::<C>))
-        .route("/v1/apps/{app}/restart", post(restart::<C>));
+        .route("/v1/apps/{app}/{action}", post(app_action::<C>));
     let mutating = match door {
         Door::Socket => mutating,
         Door::Tcp => mutating.route_layer(axum::middleware::from_fn_with_state(
@@ -130,14 +127,21 @@ async fn authorize<C: Control>(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if harbor.authorized(given) {
+    // Constant time per candidate (`subtle`); how many tokens there are is
+    // not a secret.
+    let tokens = harbor.config().admin.tokens.clone();
+    let same = tokens.iter().fold(false, |found, t| {
+        found
+            | bool::from(subtle::ConstantTimeEq::ct_eq(
+                given.as_bytes(),
+                t.as_bytes(),
+            ))
+    });
+    if same {
         return next.run(req).await;
     }
-    let body = api::ErrorBody {
-        error: "unauthorized: over TCP, mutating calls need Authorization: Bearer <one of [admin] tokens>; the CLI uses admin.sock instead"
-            .into(),
-    };
-    (StatusCode::UNAUTHORIZED, Json(body)).into_response()
+    let why = "unauthorized: over TCP, mutating calls need Authorization: Bearer <one of [admin] tokens>; the CLI uses admin.sock instead";
+    error(StatusCode::UNAUTHORIZED, why.into())
 }
 
 fn accepted(status: &str, app: Option<String>) -> Response {
@@ -154,24 +158,11 @@ async fn shutdown<C: Control>(State(harbor): State<Arc<C>>) -> Response {
     accepted("shutting_down", None)
 }
 
-async fn drain<C: Control>(State(harbor): State<Arc<C>>, Path(app): Path<String>) -> Response {
-    match harbor.set_draining(&app, true) {
-        Ok(()) => accepted("draining", Some(app)),
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn resume<C: Control>(State(harbor): State<Arc<C>>, Path(app): Path<String>) -> Response {
-    match harbor.set_draining(&app, false) {
-        Ok(()) => accepted("resumed", Some(app)),
-        Err(e) => e.into_response(),
-    }
-}
-
-/// `POST /v1/apps/{app}/restart[?timeout=30s]`: 202 once queued.
-async fn restart<C: Control>(
+/// `POST /v1/apps/{app}/drain|resume|restart[?timeout=30s]`: 202 once
+/// done (drain, resume) or queued (restart).
+async fn app_action<C: Control>(
     State(harbor): State<Arc<C>>,
-    Path(app): Path<String>,
+    Path((app, action)): Path<(String, String)>,
     uri: Uri,
 ) -> Response {
     let timeout = uri
@@ -179,18 +170,19 @@ async fn restart<C: Control>(
         .unwrap_or("")
         .split('&')
         .find_map(|kv| kv.strip_prefix("timeout="))
-        .map(humantime::parse_duration);
-    let timeout = match timeout.transpose() {
-        Ok(t) => t,
-        Err(e) => {
-            let body = api::ErrorBody {
-                error: format!("invalid timeout: {e}"),
-            };
-            return (StatusCode::BAD_REQUEST, Json(body)).into_response();
+        .map(humantime::parse_duration)
+        .transpose();
+    let done = match (action.as_str(), timeout) {
+        ("drain", _) => harbor.set_draining(&app, true).map(|()| "draining"),
+        ("resume", _) => harbor.set_draining(&app, false).map(|()| "resumed"),
+        ("restart", Ok(timeout)) => harbor.restart(&app, timeout).map(|()| "restarting"),
+        ("restart", Err(e)) => {
+            return error(StatusCode::BAD_REQUEST, format!("invalid timeout: {e}"))
         }
+        _ => return StatusCode::NOT_FOUND.into_response(),
     };
-    match harbor.restart(&app, timeout) {
-        Ok(()) => accepted("restarting", Some(app)),
+    match done {
+        Ok(status) => accepted(status, Some(app)),
         Err(e) => e.into_response(),
     }
 }
@@ -254,7 +246,13 @@ pub async fn serve<C: Control>(
     harbor: Arc<C>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
-    let timeouts = harbor.timeouts();
+    let timeouts = {
+        let gateway = &harbor.config().gateway;
+        crate::gateway::conn::Timeouts {
+            header: gateway.header_read_timeout,
+            idle: gateway.client_idle_timeout,
+        }
+    };
     server::serve_tcp(listener, router(harbor, Door::Tcp), timeouts, shutdown).await
 }
 

@@ -4,8 +4,8 @@
 //! embedders through [`super::Harbor`]. A new front (MCP, audit, metrics)
 //! is added here, once.
 //!
-//! Invariants: route tables are published only by the [`Router`] (under its
-//! lock); reloads and restarts apply one at a time through `changes`, each
+//! Invariants: route tables are published only by `publish_routes` (under
+//! its lock); reloads and restarts apply one at a time through `changes`, each
 //! reading the config when its turn comes, so a restart queued behind a
 //! reload restarts the new definition.
 
@@ -20,7 +20,6 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::routing::Router;
 use crate::admin::api::{Event, EventKind, ReloadReport};
 use crate::admin::{self, HarborError};
 use crate::config::{AppConfig, AppKind, AppName, Config};
@@ -58,15 +57,16 @@ impl Phase {
 }
 
 pub struct HarborCtx {
-    pub(super) config: Arc<ArcSwap<Config>>,
+    pub(super) config: ArcSwap<Config>,
     pub(super) supervisor: Supervisor,
     pub(super) gateway: Arc<Gateway>,
     pub(super) externals: Arc<ExternalHealth>,
-    pub(super) router: Arc<Router>,
+    /// Held while a route table is built and published (`routing.rs`).
+    pub(super) routes: Mutex<()>,
     events: broadcast::Sender<Event>,
     pub(super) phase: watch::Sender<Phase>,
     /// Cancelled to ask for the graceful shutdown.
-    pub(super) shutdown: CancellationToken,
+    pub(super) shutdown_requested: CancellationToken,
     /// Ends background tasks (routing, monitors, admin, watchers).
     pub(super) cancel: CancellationToken,
     /// Parent of every listener's token.
@@ -77,11 +77,12 @@ pub struct HarborCtx {
     restarts: Mutex<HashMap<AppName, Option<String>>>,
     pub(super) last_reload: Mutex<Option<ReloadReport>>,
     listeners: Mutex<HashMap<SocketAddr, CancellationToken>>,
-    monitors: Mutex<HashMap<AppName, CancellationToken>>,
     /// Every gateway listener's task, also those a reload added.
     pub(super) serving: TaskTracker,
     pub(super) background: TaskTracker,
     pub(super) started: Instant,
+    /// Held until the harbor has stopped; then runtime.json goes.
+    pub(super) runtime: Mutex<Option<super::RuntimeDir>>,
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -90,34 +91,27 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl HarborCtx {
     pub fn new(config: Config, supervisor: Supervisor, gateway: Arc<Gateway>) -> Arc<Self> {
-        let config = Arc::new(ArcSwap::from_pointee(config));
         let externals = Arc::new(ExternalHealth::default());
-        let router = Arc::new(Router::new(
-            config.clone(),
-            supervisor.clone(),
-            externals.clone(),
-            gateway.clone(),
-        ));
         let cancel = CancellationToken::new();
         Arc::new(Self {
-            router,
-            config,
+            routes: Mutex::default(),
+            config: ArcSwap::from_pointee(config),
             supervisor,
             gateway,
             externals,
             events: broadcast::channel(1024).0,
             phase: watch::channel(Phase::Running).0,
-            shutdown: CancellationToken::new(),
+            shutdown_requested: CancellationToken::new(),
             stop_accepting: cancel.child_token(),
             cancel,
             changes: tokio::sync::Mutex::new(()),
             restarts: Mutex::default(),
             last_reload: Mutex::default(),
             listeners: Mutex::default(),
-            monitors: Mutex::default(),
             serving: TaskTracker::new(),
             background: TaskTracker::new(),
             started: Instant::now(),
+            runtime: Mutex::default(),
         })
     }
 
@@ -125,12 +119,41 @@ impl HarborCtx {
         self.config.load_full()
     }
 
+    /// Every event from now on: the same events as `GET /v1/events`.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.events.subscribe()
     }
 
+    /// The shutdown phase, as it changes.
     pub fn phase(&self) -> watch::Receiver<Phase> {
         self.phase.subscribe()
+    }
+
+    /// Asks for the ordered graceful shutdown.
+    pub fn shutdown(&self) {
+        self.shutdown_requested.cancel();
+    }
+
+    /// Stop routing new requests to `app` (503 + Retry-After).
+    pub fn drain(&self, app: &str) -> Result<(), HarborError> {
+        self.switch(app, true)
+    }
+
+    /// Undo [`HarborCtx::drain`].
+    pub fn resume(&self, app: &str) -> Result<(), HarborError> {
+        self.switch(app, false)
+    }
+
+    fn switch(&self, app: &str, draining: bool) -> Result<(), HarborError> {
+        let (name, _) = self.known_app(app)?;
+        self.gateway.set_draining(&name, draining);
+        if draining {
+            tracing::info!(event = "app_drain_start", app = %name, in_flight = self.gateway.app_in_flight(&name));
+        } else {
+            tracing::info!(event = "app_resumed", app = %name);
+        }
+        self.emit(Some(&name), None, EventKind::Drain { draining });
+        Ok(())
     }
 
     pub(super) fn emit(&self, app: Option<&AppName>, instance: Option<String>, what: EventKind) {
@@ -166,21 +189,6 @@ impl HarborCtx {
         if let Some(token) = lock(&self.listeners).remove(addr) {
             token.cancel();
             tracing::info!(event = "listener_closed", %addr);
-        }
-    }
-
-    /// Starts the readiness monitors of an external app.
-    pub fn start_monitors(&self, name: &AppName, app: &AppConfig) {
-        let token = self.cancel.child_token();
-        self.externals.spawn_app_monitors(name, app, token.clone());
-        if let Some(old) = lock(&self.monitors).insert(name.clone(), token) {
-            old.cancel();
-        }
-    }
-
-    pub(super) fn stop_monitors(&self, name: &AppName) {
-        if let Some(token) = lock(&self.monitors).remove(name) {
-            token.cancel();
         }
     }
 
@@ -229,7 +237,7 @@ impl HarborCtx {
         };
         let result = tokio::select! {
             result = run => result,
-            _ = self.shutdown.cancelled() => Err(HarborError::ShuttingDown),
+            _ = self.shutdown_requested.cancelled() => Err(HarborError::ShuttingDown),
         };
         let error = result.as_ref().err().map(|e| e.to_string());
         if let Some(e) = &error {
@@ -244,12 +252,10 @@ impl HarborCtx {
         result
     }
 
-    /// A rolling restart, waited for (the embedding API).
-    pub async fn restart_now(
-        &self,
-        app: &str,
-        timeout: Option<Duration>,
-    ) -> Result<(), HarborError> {
+    /// Rolling restart of a managed app, waited for: the new instances are
+    /// ready before the old ones drain and stop; `timeout` bounds the wait
+    /// for readiness (default 120s).
+    pub async fn restart(&self, app: &str, timeout: Option<Duration>) -> Result<(), HarborError> {
         let name = self.begin_restart(app)?;
         self.run_restart(name, timeout).await
     }
@@ -297,13 +303,10 @@ impl HarborCtx {
                     changed = waiting.changed() => {
                         if changed.is_err() { return }
                         let now = waiting.borrow_and_update().clone();
-                        for (app, reason) in &now {
-                            if seen.get(app) != Some(reason) {
-                                this.emit(Some(app), None, EventKind::Waiting { reason: Some(reason.clone()) });
-                            }
-                        }
-                        for app in seen.keys().filter(|a| !now.contains_key(*a)) {
-                            this.emit(Some(app), None, EventKind::Waiting { reason: None });
+                        let apps: std::collections::BTreeSet<_> = now.keys().chain(seen.keys()).collect();
+                        for app in apps.into_iter().filter(|a| now.get(*a) != seen.get(*a)) {
+                            let reason = now.get(app).cloned();
+                            this.emit(Some(app), None, EventKind::Waiting { reason });
                         }
                         seen = now;
                     }
@@ -330,45 +333,20 @@ impl admin::Control for HarborCtx {
         self.readiness()
     }
 
-    fn authorized(&self, given: &str) -> bool {
-        // Constant time per candidate (`subtle`); how many tokens there are
-        // is not a secret.
-        let config = self.config.load();
-        config.admin.tokens.iter().fold(false, |found, t| {
-            found
-                | bool::from(subtle::ConstantTimeEq::ct_eq(
-                    given.as_bytes(),
-                    t.as_bytes(),
-                ))
-        })
-    }
-
-    fn timeouts(&self) -> crate::gateway::conn::Timeouts {
-        let gateway = &self.config.load().gateway;
-        crate::gateway::conn::Timeouts {
-            header: gateway.header_read_timeout,
-            idle: gateway.client_idle_timeout,
-        }
+    fn config(&self) -> Arc<Config> {
+        self.config()
     }
 
     fn request_shutdown(&self) {
-        self.shutdown.cancel();
+        self.shutdown();
     }
 
     fn reload(&self) -> impl std::future::Future<Output = admin::api::ReloadResult> + Send {
-        self.reload_file()
+        self.reload()
     }
 
     fn set_draining(&self, app: &str, draining: bool) -> Result<(), HarborError> {
-        let (name, _) = self.known_app(app)?;
-        self.gateway.set_draining(&name, draining);
-        if draining {
-            tracing::info!(event = "app_drain_start", app = %name, in_flight = self.gateway.app_in_flight(&name));
-        } else {
-            tracing::info!(event = "app_resumed", app = %name);
-        }
-        self.emit(Some(&name), None, EventKind::Drain { draining });
-        Ok(())
+        self.switch(app, draining)
     }
 
     fn restart(self: &Arc<Self>, app: &str, timeout: Option<Duration>) -> Result<(), HarborError> {

@@ -1,6 +1,6 @@
 //! The harbor, started in phases (the caller has validated the config and
 //! bound the listeners: [`launch`] sets up and serves the sockets, then
-//! [`Launched::serve`] starts the apps) and stopped in phases
+//! [`HarborCtx::serve`] starts the apps) and stopped in phases
 //! (`running → draining → stopping_apps → flushing → stopped`).
 //!
 //! [`run`] is the library entry point: tests and embedders pass port-0
@@ -18,18 +18,17 @@ mod watch;
 use std::future::Future;
 use std::net::TcpListener;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::admin::api::{Event, Health, Ready, ReloadResult, RuntimeInfo};
+use crate::admin;
+use crate::admin::api::RuntimeInfo;
 pub use crate::admin::HarborError;
-use crate::admin::{self, Control};
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::supervisor::{reaper, Supervisor};
+use crate::supervisor::Supervisor;
 pub use harbor::{HarborCtx, Phase};
 pub use runtime_dir::RuntimeDir;
 
@@ -95,64 +94,33 @@ pub async fn run(
         .await
 }
 
-/// A harbor whose sockets are served and whose runtime.json is written;
-/// apps start when it is served.
-pub struct Launched {
-    harbor: Arc<HarborCtx>,
-    runtime: RuntimeDir,
-    watch_config: bool,
-    /// Ends the forwarding of the apps' state changes, once they stopped.
-    events: (CancellationToken, tokio::task::JoinHandle<()>),
-}
-
-/// Sets everything up and serves the sockets; no app is started yet.
+/// Sets everything up and serves the sockets (runtime.json is written); no
+/// app is started until [`HarborCtx::serve`].
 pub async fn launch(
     config: Config,
     runtime: RuntimeDir,
     listeners: Listeners,
     options: Options,
-) -> anyhow::Result<Launched> {
+) -> anyhow::Result<Arc<HarborCtx>> {
     let supervisor = Supervisor::with_dirs(runtime.path(), &config.runtime.state_dir)?;
     let gateway = Gateway::new(&config.gateway);
     let h = HarborCtx::new(config, supervisor.clone(), gateway);
     let config = h.config();
-    if options.subreaper {
-        reaper::become_subreaper().context("cannot become a child subreaper")?;
-    }
-    if reaper::adopts_orphans() {
-        reaper::spawn(h.cancel.child_token()).context("cannot watch SIGCHLD")?;
-        tracing::info!(pid = std::process::id(), "reaping adopted orphans");
-    }
-    for line in supervisor.clean_leftovers().await {
-        tracing::warn!(event = "leftover_stopped", "{line}");
-    }
-    if options.guard {
-        // Without it, instances still get their parent-death signal and the
-        // next start's sweep: worth a warning, not a refusal to start.
-        match supervisor.start_guard() {
-            Ok(pid) => tracing::info!(
-                event = "guard_started",
-                pid,
-                "instances are stopped even if harbormaster is killed"
-            ),
-            Err(e) => {
-                tracing::warn!(event = "guard_failed", error = %e, "cannot start the guard process; if harbormaster is killed, its instances are stopped only at the next start")
-            }
-        }
-    }
-
+    supervisor
+        .take_charge(options.subreaper, options.guard, h.cancel.child_token())
+        .await?;
     let nofile = crate::gateway::limits::raise_nofile();
     tracing::debug!(?nofile, "open-file limit");
     for (name, app) in &config.apps {
-        h.start_monitors(name, app);
+        h.externals.watch_app(name, app, &h.cancel);
     }
     let bg = &h.background;
-    bg.spawn(routing::keep_updated(
-        h.router.clone(),
-        h.cancel.child_token(),
-    ));
-    let events_done = CancellationToken::new();
-    let forwarding = tokio::spawn(h.forward_events(events_done.clone()));
+    bg.spawn(routing::keep_updated(h.clone(), h.cancel.child_token()));
+    if options.watch_config {
+        let watching = watch::reload_on_change(h.clone(), h.cancel.child_token());
+        bg.spawn(watching);
+    }
+    bg.spawn(reload_on_sighup(h.clone()));
     let admin_addr = listeners.admin.local_addr()?;
     tracing::info!(event = "admin_listening", addr = %admin_addr);
     bg.spawn(admin::serve(
@@ -194,34 +162,18 @@ pub async fn launch(
         runtime_dir = %runtime.path().display(),
         apps = config.apps.len(),
     );
-    Ok(Launched {
-        harbor: h,
-        runtime,
-        watch_config: options.watch_config,
-        events: (events_done, forwarding),
-    })
+    *harbor::lock(&h.runtime) = Some(runtime);
+    Ok(h)
 }
 
-impl Launched {
-    /// The harbor, for embedders and tests (events, phases, status).
-    pub fn harbor(&self) -> Arc<HarborCtx> {
-        self.harbor.clone()
-    }
-
+impl HarborCtx {
     /// Starts the apps and serves until `shutdown` (or a shutdown request),
     /// then stops in order.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self {
-            harbor: h,
-            runtime,
-            watch_config,
-            events: (events_done, forwarding),
-        } = self;
-        if watch_config {
-            let watching = watch::reload_on_change(h.clone(), h.cancel.child_token());
-            h.background.spawn(watching);
-        }
-        h.background.spawn(reload_on_sighup(h.clone()));
+    pub async fn serve(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let h = self;
+        // Forwarded until the apps have stopped, then ended (`events_done`).
+        let events_done = CancellationToken::new();
+        let forwarding = tokio::spawn(h.forward_events(events_done.clone()));
         h.supervisor.start_all(&h.config());
         tracing::info!(
             event = "started",
@@ -229,9 +181,9 @@ impl Launched {
         );
         tokio::select! {
             _ = shutdown => {}
-            _ = h.shutdown.cancelled() => {}
+            _ = h.shutdown_requested.cancelled() => {}
         }
-        h.shutdown.cancel(); // a change under way stops at once
+        h.shutdown(); // a change under way stops at once
         let started = Instant::now();
         drain(&h).await;
 
@@ -248,7 +200,9 @@ impl Launched {
         h.cancel.cancel();
         h.background.close();
         h.background.wait().await;
-        runtime.retire();
+        if let Some(runtime) = harbor::lock(&h.runtime).take() {
+            runtime.retire();
+        }
         tracing::info!(
             event = "shutdown_complete",
             duration_ms = started.elapsed().as_millis() as u64
@@ -307,12 +261,20 @@ async fn drain(h: &HarborCtx) {
 }
 
 /// A running harbor, for programs that embed harbormaster (a desktop app
-/// supervising its own local server): subscribe to events and phases, drain
-/// or resume apps, restart and reload, ask for a graceful shutdown and await
-/// its completion.
+/// supervising its own local server). Everything [`HarborCtx`] offers —
+/// events, phases, health, drain, resume, restart, reload, shutdown — is
+/// reached through it; [`Harbor::wait`] awaits the end of the shutdown.
 pub struct Harbor {
     harbor: Arc<HarborCtx>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl std::ops::Deref for Harbor {
+    type Target = HarborCtx;
+
+    fn deref(&self) -> &HarborCtx {
+        &self.harbor
+    }
 }
 
 impl Harbor {
@@ -322,56 +284,9 @@ impl Harbor {
         let dir = runtime_dir::locate(None, config.runtime.dir.as_deref(), &config.source);
         let runtime = RuntimeDir::acquire(&dir)?;
         let listeners = bind(&config)?;
-        let launched = launch(config, runtime, listeners, options).await?;
-        let harbor = launched.harbor();
-        let task = tokio::spawn(launched.serve(std::future::pending()));
+        let harbor = launch(config, runtime, listeners, options).await?;
+        let task = tokio::spawn(harbor.clone().serve(std::future::pending()));
         Ok(Self { harbor, task })
-    }
-
-    /// Every event from now on: the same events as `GET /v1/events`.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
-        self.harbor.subscribe()
-    }
-
-    /// The shutdown phase, as it changes.
-    pub fn phase(&self) -> tokio::sync::watch::Receiver<Phase> {
-        self.harbor.phase()
-    }
-
-    /// What `GET /health` answers: apps, instances, states, breakers, in-flight.
-    pub fn status(&self) -> Health {
-        self.harbor.health()
-    }
-
-    /// Whether every required app is ready (what `GET /ready` answers).
-    pub fn readiness(&self) -> Ready {
-        self.harbor.readiness()
-    }
-
-    /// Stop routing new requests to `app` (503 + Retry-After).
-    pub fn drain(&self, app: &str) -> Result<(), HarborError> {
-        self.harbor.set_draining(app, true)
-    }
-
-    /// Undo [`Harbor::drain`].
-    pub fn resume(&self, app: &str) -> Result<(), HarborError> {
-        self.harbor.set_draining(app, false)
-    }
-
-    /// Rolling restart of a managed app: the new instances are ready before
-    /// the old ones drain and stop; `timeout` bounds the wait for readiness.
-    pub async fn restart(&self, app: &str, timeout: Option<Duration>) -> Result<(), HarborError> {
-        self.harbor.restart_now(app, timeout).await
-    }
-
-    /// Reloads the config file: applies exactly the change, or nothing if it is invalid.
-    pub async fn reload(&self) -> ReloadResult {
-        self.harbor.reload_file().await
-    }
-
-    /// Asks for the ordered graceful shutdown; [`Harbor::wait`] sees it end.
-    pub fn shutdown(&self) {
-        self.harbor.request_shutdown();
     }
 
     /// Waits until the harbor has stopped.
@@ -390,7 +305,7 @@ async fn reload_on_sighup(h: Arc<HarborCtx>) {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!(event = "reload_requested", via = "SIGHUP");
-                h.reload_file().await;
+                h.reload().await;
             }
             _ = h.cancel.cancelled() => return,
         }

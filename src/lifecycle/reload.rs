@@ -17,29 +17,19 @@ use tokio::time::Instant;
 use super::harbor::{lock, HarborCtx, Phase, READY_TIMEOUT};
 use crate::admin::api::{EventKind, ReloadReport, ReloadResult};
 use crate::config::diff;
-use crate::config::{self, AppConfig, AppKind, AppName, Config, LoadError};
+use crate::config::{self, AppKind, AppName, Config, LoadError};
 
 impl HarborCtx {
     /// Reloads the file the running config came from.
-    pub async fn reload_file(&self) -> ReloadResult {
+    pub async fn reload(&self) -> ReloadResult {
         let path = self.config.load().source.clone();
         let result = match config::load(&path) {
             Ok(new) => tokio::select! {
                 applied = self.apply(new) => applied,
-                _ = self.shutdown.cancelled() => refused("harbormaster is shutting down; the reload was interrupted"),
+                _ = self.shutdown_requested.cancelled() => refused("harbormaster is shutting down; the reload was interrupted"),
             },
-            Err(LoadError::Invalid(errors)) => ReloadResult {
-                status: "invalid".into(),
-                plan: None,
-                errors: errors.iter().map(|e| e.to_string()).collect(),
-                failed: Vec::new(),
-            },
-            Err(e) => ReloadResult {
-                status: "invalid".into(),
-                plan: None,
-                errors: vec![e.to_string()],
-                failed: Vec::new(),
-            },
+            Err(LoadError::Invalid(errors)) => not_applied("invalid", errors.iter()),
+            Err(e) => not_applied("invalid", [e]),
         };
         let ok = result.status == "applied" && result.failed.is_empty();
         let message = match result.status.as_str() {
@@ -77,22 +67,17 @@ impl HarborCtx {
         let mut failed = Vec::new();
 
         // Listeners first: a port that cannot be bound fails the whole reload.
-        let mut bound = Vec::new();
-        for addr in &plan.listeners_added {
-            match std::net::TcpListener::bind(addr) {
-                Ok(l) => bound.push(l),
-                Err(e) => {
-                    return ReloadResult {
-                        status: "invalid".into(),
-                        plan: None,
-                        errors: vec![format!(
-                            "cannot listen on {addr} (gateway.listen): {e}; nothing was changed"
-                        )],
-                        failed,
-                    }
-                }
-            }
-        }
+        let bound: Result<Vec<_>, String> = (plan.listeners_added.iter())
+            .map(|addr| {
+                std::net::TcpListener::bind(addr).map_err(|e| {
+                    format!("cannot listen on {addr} (gateway.listen): {e}; nothing was changed")
+                })
+            })
+            .collect();
+        let bound = match bound {
+            Ok(bound) => bound,
+            Err(why) => return not_applied("invalid", [why]),
+        };
         for listener in bound {
             if let Err(e) = self.serve_listener(listener) {
                 failed.push(format!("listener: {e}"));
@@ -109,8 +94,7 @@ impl HarborCtx {
             self.gateway.set_draining(name, true);
             tracing::info!(event = "app_drain_start", app = %name, in_flight = self.gateway.app_in_flight(name));
         }
-        self.config.store(Arc::new(transition));
-        self.router.rebuild();
+        self.use_config(transition);
 
         // Added apps start (in dependency order) and are routed once ready.
         for name in new
@@ -118,27 +102,26 @@ impl HarborCtx {
             .into_iter()
             .filter(|n| plan.added.contains(n))
         {
-            let app = &new.apps[&name];
-            match &app.kind {
-                AppKind::Managed(_) => self.supervisor.start_app(app),
-                AppKind::External { .. } => self.start_monitors(&name, app),
-            }
+            // Each does nothing for the other kind of app.
+            self.supervisor.start_app(&new.apps[&name]);
+            self.externals
+                .watch_app(&name, &new.apps[&name], &self.cancel);
             tracing::info!(event = "app_added", app = %name);
         }
         // Changed apps: blue-green (a change of kind stops the old kind first).
-        let deadline = Instant::now() + READY_TIMEOUT;
+        let (deadline, mut kept) = (Instant::now() + READY_TIMEOUT, Vec::new());
         for name in &plan.replaced {
             let (before, after) = (&old.apps[name], &new.apps[name]);
             if std::mem::discriminant(&before.kind) != std::mem::discriminant(&after.kind) {
-                self.stop(name, before).await;
+                self.stop(name).await;
             }
             if let Err(why) = self.replace(after, deadline, false).await {
                 failed.push(format!("{name}: {why}"));
                 // Keep serving with the old definition.
-                let mut kept = (**self.config.load()).clone();
-                kept.apps.insert(name.clone(), before.clone());
-                self.config.store(Arc::new(kept));
-                self.router.rebuild();
+                kept.push(name);
+                let mut running = (*self.config()).clone();
+                running.apps.insert(name.clone(), before.clone());
+                self.use_config(running);
             }
         }
         // Probe settings changed in place: running instances switch probes.
@@ -147,7 +130,7 @@ impl HarborCtx {
             match &after.kind {
                 AppKind::Managed(_) => self.supervisor.update_probes(after),
                 AppKind::External { .. } if before.readiness != after.readiness => {
-                    self.start_monitors(name, after)
+                    self.externals.watch_app(name, after, &self.cancel)
                 }
                 AppKind::External { .. } => {}
             }
@@ -161,20 +144,14 @@ impl HarborCtx {
             } else {
                 tracing::warn!(event = "app_drain_timeout", app = %name, cut = shared.in_flight.get());
             }
-            self.stop(name, &old.apps[name]).await;
+            self.stop(name).await;
         }
         // Final: the new config, keeping old definitions where a replacement failed.
-        let mut final_config = new.clone();
-        let running = self.config.load_full();
-        for name in &plan.replaced {
-            if running.apps.get(name) == old.apps.get(name) {
-                final_config
-                    .apps
-                    .insert(name.clone(), old.apps[name].clone());
-            }
+        let mut running = new.clone();
+        for name in kept {
+            running.apps.insert(name.clone(), old.apps[name].clone());
         }
-        self.config.store(Arc::new(final_config));
-        self.router.rebuild();
+        self.use_config(running);
         for name in &plan.removed {
             self.gateway.set_draining(name, false);
             tracing::info!(event = "app_removed", app = %name);
@@ -190,19 +167,28 @@ impl HarborCtx {
         }
     }
 
-    async fn stop(&self, name: &AppName, app: &AppConfig) {
-        match &app.kind {
-            AppKind::Managed(_) => self.supervisor.stop_app(name).await,
-            AppKind::External { .. } => self.stop_monitors(name),
-        }
+    /// The running config from now on, routed at once.
+    fn use_config(&self, config: Config) {
+        self.config.store(Arc::new(config));
+        self.publish_routes();
+    }
+
+    async fn stop(&self, name: &AppName) {
+        self.supervisor.stop_app(name).await;
+        self.externals.forget_app(name);
     }
 }
 
 fn refused(why: &str) -> ReloadResult {
+    not_applied("refused", [why])
+}
+
+/// A reload that changed nothing: `invalid` or `refused`, and why.
+fn not_applied<E: ToString>(status: &str, errors: impl IntoIterator<Item = E>) -> ReloadResult {
     ReloadResult {
-        status: "refused".into(),
+        status: status.into(),
         plan: None,
-        errors: vec![why.into()],
+        errors: errors.into_iter().map(|e| e.to_string()).collect(),
         failed: Vec::new(),
     }
 }

@@ -27,7 +27,7 @@ impl HarborCtx {
         let name = &app.name;
         let AppKind::Managed(_) = &app.kind else {
             // External: swap the monitors.
-            self.start_monitors(name, app);
+            self.externals.watch_app(name, app, &self.cancel);
             tracing::info!(event = "app_replaced", app = %name);
             return Ok(());
         };
@@ -42,12 +42,12 @@ impl HarborCtx {
                 for id in &fresh {
                     self.supervisor.stop_instance(id).await;
                 }
-                self.router.rebuild();
+                self.publish_routes();
             }
             return Err(not_ready.into());
         }
         // The new instances are routable before the old ones leave.
-        self.router.rebuild();
+        self.publish_routes();
         let drain = Instant::now() + self.config.load().gateway.drain_timeout;
         let retire = old.iter().map(|id| async move {
             let label = id.to_string();
@@ -59,7 +59,7 @@ impl HarborCtx {
             self.gateway.forget_upstream(&label);
         });
         futures_util::future::join_all(retire).await;
-        self.router.rebuild();
+        self.publish_routes();
         let new: Vec<String> = fresh.iter().map(|id| id.to_string()).collect();
         tracing::info!(event = "app_replaced", app = %name, instances = %new.join(", "));
         Ok(())

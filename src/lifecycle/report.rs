@@ -36,22 +36,15 @@ impl HarborCtx {
                 AppKind::Managed(_) => {
                     let states: Vec<State> = self
                         .supervisor
-                        .watch(name)
-                        .iter()
-                        .map(|rx| rx.borrow().state.clone())
+                        .snapshot_of(name)
+                        .into_iter()
+                        .map(|s| s.state)
                         .collect();
-                    if states.contains(&State::Ready) {
-                        continue;
-                    }
-                    let failed = states.iter().find_map(|s| match s {
-                        State::Failed { reason } => Some(reason.clone()),
-                        _ => None,
-                    });
-                    reasons.push(match (states.is_empty(), failed) {
-                        (true, _) => format!("app {name} is not running"),
-                        (false, Some(reason))
-                            if states.iter().all(|s| matches!(s, State::Failed { .. })) =>
-                        {
+                    let all_failed = states.iter().all(|s| matches!(s, State::Failed { .. }));
+                    reasons.push(match states.first() {
+                        _ if states.contains(&State::Ready) => continue,
+                        None => format!("app {name} is not running"),
+                        Some(State::Failed { reason }) if all_failed => {
                             format!("app {name} failed: {reason}")
                         }
                         _ => format!("app {name} has no ready instance"),
@@ -97,48 +90,34 @@ impl HarborCtx {
             let instances: Vec<InstanceHealth> = match &app.kind {
                 AppKind::Managed(_) => self
                     .supervisor
-                    .watch(name)
+                    .snapshot_of(name)
                     .iter()
-                    .map(|rx| {
-                        let st = rx.borrow().clone();
+                    .map(|st| {
                         let id = st.id.to_string();
                         InstanceHealth {
                             state: st.state.name().into(),
-                            detail: match &st.state {
-                                State::Failed { reason } => Some(reason.clone()),
-                                State::Exited(exit) => Some(exit.to_string()),
-                                _ => None,
-                            },
+                            detail: st.detail(),
                             pid: st.pid,
                             port: st.port,
-                            processes: Some(match (st.pid, &st.instance_id) {
-                                (Some(pid), Some(id)) => crate::supervisor::descendants::Target {
-                                    pgid: pid as i32,
-                                    instance_id: id,
-                                }
-                                .members()
-                                .len(),
-                                _ => 0,
-                            }),
+                            processes: Some(st.processes()),
                             ready: st.state == State::Ready,
                             breaker: self.gateway.breaker_state(&id).into(),
                             in_flight: self.gateway.upstream_in_flight(&id),
                             restarts: st.restarts,
-                            uptime_s: st
-                                .state
-                                .is_up()
-                                .then(|| st.started_at.map(|t| t.elapsed().as_secs_f64()))
-                                .flatten(),
+                            uptime_s: st.uptime().map(|d| d.as_secs_f64()),
                             last_probe: st.last_probe.as_ref().map(probe_report),
-                            last_death: st.deaths.back().map(|d| death(d, true)),
-                            deaths: {
-                                let earlier = st.deaths.len().saturating_sub(1);
-                                st.deaths
-                                    .iter()
-                                    .take(earlier)
-                                    .map(|d| death(d, false))
-                                    .collect()
-                            },
+                            last_death: st.deaths.back().map(death),
+                            deaths: st
+                                .deaths
+                                .iter()
+                                .rev()
+                                .skip(1)
+                                .rev()
+                                .map(|d| DeathReport {
+                                    last_lines: Vec::new(),
+                                    ..death(d)
+                                })
+                                .collect(),
                             id,
                         }
                     })
@@ -150,19 +129,13 @@ impl HarborCtx {
                         let h = self.externals.get(&id);
                         InstanceHealth {
                             state: if h.ready { "ready" } else { "not_ready" }.into(),
-                            detail: None,
-                            pid: None,
                             port: Some(addr.port()),
-                            processes: None,
                             ready: h.ready,
                             breaker: self.gateway.breaker_state(&id).into(),
                             in_flight: self.gateway.upstream_in_flight(&id),
-                            restarts: 0,
-                            uptime_s: None,
                             last_probe: h.last_probe.as_ref().map(probe_report),
-                            last_death: None,
-                            deaths: Vec::new(),
                             id,
+                            ..Default::default()
                         }
                     })
                     .collect(),
@@ -206,16 +179,12 @@ fn probe_report(p: &ProbeOutcome) -> ProbeReport {
     }
 }
 
-fn death(d: &crate::supervisor::DeathRecord, lines: bool) -> DeathReport {
+fn death(d: &crate::supervisor::DeathRecord) -> DeathReport {
     DeathReport {
         at: humantime::format_rfc3339_millis(d.at).to_string(),
         exit: d.exit.map(|e| e.to_string()),
         uptime_s: d.uptime.as_secs_f64(),
         reason: d.reason.clone(),
-        last_lines: if lines {
-            d.last_lines.clone()
-        } else {
-            Vec::new()
-        },
+        last_lines: d.last_lines.clone(),
     }
 }

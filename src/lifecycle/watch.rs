@@ -60,6 +60,6 @@ pub async fn reload_on_change(harbor: Arc<HarborCtx>, cancel: CancellationToken)
             }
         }
         tracing::info!(event = "reload_requested", via = "config file change");
-        harbor.reload_file().await;
+        harbor.reload().await;
     }
 }

@@ -64,6 +64,38 @@ pub struct InstanceStatus {
     pub last_probe: Option<ProbeOutcome>,
 }
 
+impl InstanceStatus {
+    /// Live processes of the instance: its group plus the descendants that
+    /// left it (found by `HARBORMASTER_INSTANCE`).
+    pub fn processes(&self) -> usize {
+        match (self.pid, &self.instance_id) {
+            (Some(pid), Some(id)) => super::descendants::Target {
+                pgid: pid as i32,
+                instance_id: id,
+            }
+            .members()
+            .len(),
+            _ => 0,
+        }
+    }
+
+    /// What the state name alone does not say: why it failed or how it exited.
+    pub fn detail(&self) -> Option<String> {
+        match &self.state {
+            State::Failed { reason } => Some(reason.clone()),
+            State::Exited(exit) => Some(exit.to_string()),
+            _ => None,
+        }
+    }
+
+    /// How long the current process has run, while it runs.
+    pub fn uptime(&self) -> Option<Duration> {
+        self.started_at
+            .filter(|_| self.state.is_up())
+            .map(|t| t.elapsed())
+    }
+}
+
 /// Why and how a process ended on its own.
 #[derive(Debug, Clone)]
 pub struct DeathRecord {

@@ -139,6 +139,48 @@ impl Supervisor {
         Ok(pid)
     }
 
+    /// Takes charge of this process's children before any app starts:
+    /// become a child subreaper (`subreaper`), reap adopted orphans until
+    /// `cancel`, stop what a killed harbormaster left behind, and start the
+    /// guard (`guard`; a guard that cannot start is a warning: instances
+    /// still get their parent-death signal and the next start's sweep).
+    pub async fn take_charge(
+        &self,
+        subreaper: bool,
+        guard: bool,
+        cancel: CancellationToken,
+    ) -> std::io::Result<()> {
+        let context = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+        };
+        if subreaper {
+            reaper::become_subreaper()
+                .map_err(std::io::Error::from)
+                .map_err(context("cannot become a child subreaper"))?;
+        }
+        if reaper::adopts_orphans() {
+            reaper::spawn(cancel).map_err(context("cannot watch SIGCHLD"))?;
+            tracing::info!(pid = std::process::id(), "reaping adopted orphans");
+        }
+        for line in self.clean_leftovers().await {
+            tracing::warn!(event = "leftover_stopped", "{line}");
+        }
+        if guard {
+            match self.start_guard() {
+                Ok(pid) => tracing::info!(
+                    event = "guard_started",
+                    pid,
+                    "instances are stopped even if harbormaster is killed"
+                ),
+                Err(e) => {
+                    tracing::warn!(event = "guard_failed", error = %e, "cannot start the guard process; if harbormaster is killed, its instances are stopped only at the next start")
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stops processes left behind by a harbormaster that was killed.
     pub async fn clean_leftovers(&self) -> Vec<String> {
         leftovers::clean(&self.0.runtime_dir.join("pids")).await
@@ -162,6 +204,14 @@ impl Supervisor {
             .values()
             .flatten()
             .map(|i| i.status.borrow().clone())
+            .collect()
+    }
+
+    /// The current status of an app's instances.
+    pub fn snapshot_of(&self, app: &AppName) -> Vec<InstanceStatus> {
+        self.watch(app)
+            .iter()
+            .map(|rx| rx.borrow().clone())
             .collect()
     }
 
