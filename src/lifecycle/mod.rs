@@ -13,7 +13,6 @@ mod replace;
 mod report;
 pub mod routing;
 pub mod runtime_dir;
-mod watch;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -117,8 +116,16 @@ pub async fn launch(
     let bg = &h.background;
     bg.spawn(routing::keep_updated(h.clone(), h.cancel.child_token()));
     if options.watch_config {
-        let watching = watch::reload_on_change(h.clone(), h.cancel.child_token());
-        bg.spawn(watching);
+        let (file, this) = (config.source.clone(), h.clone());
+        bg.spawn(crate::config::watch::on_change(
+            file,
+            h.cancel.child_token(),
+            move || {
+                tracing::info!(event = "reload_requested", via = "config file change");
+                let this = this.clone();
+                async move { drop(this.reload().await) }
+            },
+        ));
     }
     bg.spawn(reload_on_sighup(h.clone()));
     let admin_addr = listeners.admin.local_addr()?;
