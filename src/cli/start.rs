@@ -140,7 +140,7 @@ async fn failed_app(dir: &Path, pid: u32) -> Option<ExitCode> {
     }
     if let Some(death) = app.instances.iter().find_map(|i| i.last_death.as_ref()) {
         eprintln!("last lines of {name}:");
-        for line in &death.last_lines {
+        for line in super::status::once(&death.last_lines) {
             eprintln!("  {line}");
         }
     }

@@ -77,9 +77,34 @@ fn reason(i: &InstanceHealth) -> Option<String> {
     if i.ready {
         return None;
     }
-    i.detail
+    let why = i
+        .detail
         .clone()
-        .or_else(|| i.last_death.as_ref().map(|d| d.reason.clone()))
+        .or_else(|| i.last_death.as_ref().map(|d| d.reason.clone()))?;
+    // The cause is usually in what the process said last.
+    let said = i.last_death.as_ref().and_then(|d| d.last_lines.last());
+    Some(match said {
+        Some(line) => format!("{why} — {}", line.trim()),
+        None => why,
+    })
+}
+
+/// Each distinct line once, in order of first appearance, with its count
+/// (every restart of a crashing app tends to say the same thing).
+pub(super) fn once(lines: &[String]) -> Vec<String> {
+    let mut seen: Vec<(&str, usize)> = Vec::new();
+    for line in lines {
+        match seen.iter_mut().find(|(l, _)| *l == line.as_str()) {
+            Some((_, n)) => *n += 1,
+            None => seen.push((line, 1)),
+        }
+    }
+    seen.into_iter()
+        .map(|(l, n)| match n {
+            1 => l.to_string(),
+            n => format!("{l} (×{n})"),
+        })
+        .collect()
 }
 
 /// Cuts `text` to `width` characters, marking the cut with `…`.
@@ -249,10 +274,62 @@ fn detail(name: &str, a: &AppHealth) -> String {
         }
         if let Some(d) = i.last_death.as_ref().filter(|d| !d.last_lines.is_empty()) {
             out.push_str("  last lines:\n");
-            for line in &d.last_lines {
+            for line in once(&d.last_lines) {
                 out.push_str(&format!("    {line}\n"));
             }
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_reason_is_cut_to_the_width_with_a_mark() {
+        let cut = fit(&"x".repeat(300), WIDTH);
+        assert_eq!(cut.chars().count(), WIDTH);
+        assert!(cut.ends_with('…'));
+        assert_eq!(fit("short\nsecond line", WIDTH), "short");
+    }
+
+    #[test]
+    fn repeated_lines_are_shown_once_with_their_count() {
+        let lines: Vec<String> = ["boom", "retrying", "boom", "boom"]
+            .map(String::from)
+            .to_vec();
+        assert_eq!(once(&lines), ["boom (×3)", "retrying"]);
+    }
+
+    #[test]
+    fn every_line_of_the_table_fits_100_columns() {
+        let reason = "restarted 2 times within 1m; ".repeat(10);
+        let health: Health = serde_json::from_value(serde_json::json!({
+            "version": "0", "pid": 1, "uptime_s": 1.0, "status": "degraded", "in_flight": 0,
+            "apps": {
+                "api": { "kind": "managed", "required": true, "ready": false, "draining": false,
+                         "in_flight": 0, "instances": [{ "id": "api#0", "state": "failed",
+                         "detail": reason, "ready": false, "breaker": "closed", "in_flight": 0,
+                         "restarts": 2 }] },
+                "web": { "kind": "managed", "required": false, "ready": false, "draining": false,
+                         "in_flight": 0, "waiting": "waiting for api to be ready", "instances": [] }
+            }
+        }))
+        .unwrap();
+        let info = RuntimeInfo {
+            pid: 1,
+            version: "0".into(),
+            started_at: String::new(),
+            config: String::new(),
+            gateway: vec!["127.0.0.1:1".into()],
+            admin: "http://127.0.0.1:2".into(),
+            socket: String::new(),
+        };
+        let out = table(&info, &health);
+        assert!(out.lines().all(|l| l.chars().count() <= WIDTH), "{out}");
+        assert!(out.contains("web  -         waiting"), "{out}");
+        assert!(out.contains("↳ waiting for api to be ready"), "{out}");
+        assert!(failed(&health.apps["api"]) && !failed(&health.apps["web"]));
+    }
 }
