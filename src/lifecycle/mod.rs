@@ -8,7 +8,7 @@
 //! run in the background for a program that embeds it.
 
 mod harbor;
-pub mod reload;
+mod reload;
 mod replace;
 mod report;
 pub mod routing;
