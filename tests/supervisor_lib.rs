@@ -18,11 +18,16 @@ const NEVER_READY: &str =
     "[apps.api]\nroutes = [{ host = \"api.localhost\" }]\ncommand = [\"sleep\", \"30\"]\n";
 
 #[tokio::test(start_paused = true)]
-async fn a_dependent_waits_with_its_reason_and_stops_waiting_when_stopped() {
+async fn dependents_wait_with_their_reason_and_stop_waiting_when_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let config = config(
         dir.path(),
-        &format!("{NEVER_READY}[apps.web]\nroutes = [{{ path = \"/\" }}]\ncommand = [\"sleep\", \"30\"]\ndepends_on = {{ api = \"ready\" }}\n"),
+        &format!(
+            "{NEVER_READY}[apps.web]\nroutes = [{{ path = \"/\" }}]\ncommand = [\"sleep\", \"30\"]\n\
+             depends_on = {{ api = \"ready\" }}\n\
+             [apps.front]\nroutes = [{{ path = \"/front\" }}]\ncommand = [\"sleep\", \"30\"]\n\
+             depends_on = {{ web = \"started\" }}\n"
+        ),
     );
     let supervisor = Supervisor::new(dir.path()).unwrap();
     supervisor.start_all(&config);
@@ -39,8 +44,15 @@ async fn a_dependent_waits_with_its_reason_and_stops_waiting_when_stopped() {
         supervisor.waiting().borrow()[&web],
         "waiting for api to be ready"
     );
+    // A chain waits too: `front` does not take a waiting `web` for started.
+    let front = AppName::new("front").unwrap();
+    assert_eq!(
+        supervisor.waiting().borrow()[&front],
+        "waiting for web to be started"
+    );
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert!(supervisor.ids(&web).is_empty(), "web never started");
+    assert!(supervisor.ids(&front).is_empty(), "front never started");
 
     supervisor.stop_all(&config).await;
     assert!(supervisor.waiting().borrow().is_empty());

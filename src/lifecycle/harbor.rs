@@ -200,7 +200,7 @@ impl HarborCtx {
             .ok_or_else(|| HarborError::UnknownApp(app.into()))
     }
 
-    /// Marks a rolling restart of `app` as queued (409-style `Busy` if one is).
+    /// Marks a rolling restart of `app` as queued (`Busy` if one already is).
     fn begin_restart(&self, app: &str) -> Result<AppName, HarborError> {
         let (name, cfg) = self.known_app(app)?;
         if !matches!(cfg.kind, AppKind::Managed(_)) {

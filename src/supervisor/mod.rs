@@ -235,7 +235,7 @@ impl Supervisor {
         self.cancel_waiter(&app.name);
         // Subscribed before the first check: no change falls between the two.
         let mut changes = self.subscribe();
-        if self.unmet(app).is_empty() {
+        if !self.still_waits(app) {
             self.spawn_all(app);
             return;
         }
@@ -244,17 +244,12 @@ impl Supervisor {
         let (this, app) = (self.clone(), app.clone());
         tokio::spawn(async move {
             loop {
-                let unmet = this.unmet(&app);
-                if unmet.is_empty() {
-                    break;
-                }
-                let reason = format!("waiting for {}", unmet.join(", "));
-                this.0.waiting.send_if_modified(|w| {
-                    w.insert(app.name.clone(), reason.clone()).as_ref() != Some(&reason)
-                });
                 tokio::select! {
                     change = changes.recv() => if matches!(change, Err(broadcast::error::RecvError::Closed)) { return },
                     _ = token.cancelled() => return,
+                }
+                if !this.still_waits(&app) {
+                    break;
                 }
             }
             // Under the waiters' lock: a stop that cancelled us wins.
@@ -283,6 +278,21 @@ impl Supervisor {
         (0..managed.instances.get())
             .map(|_| self.add_instance(app).0)
             .collect()
+    }
+
+    /// Whether `app` must (still) wait for a dependency; if so, says what
+    /// for in [`Supervisor::waiting`] at once, so an app depending on this
+    /// one never mistakes it for started.
+    fn still_waits(&self, app: &AppConfig) -> bool {
+        let unmet = self.unmet(app);
+        if unmet.is_empty() {
+            return false;
+        }
+        let reason = format!("waiting for {}", unmet.join(", "));
+        self.0.waiting.send_if_modified(|w| {
+            w.insert(app.name.clone(), reason.clone()).as_ref() != Some(&reason)
+        });
+        true
     }
 
     /// The dependencies of `app` that do not meet their condition now.
