@@ -283,3 +283,22 @@ async fn the_event_stream_shows_a_killed_instance_within_a_second() {
         "{data}"
     );
 }
+
+#[test]
+fn a_reload_that_drops_a_dependency_starts_the_waiting_app() {
+    let dir = tempfile::tempdir().unwrap();
+    let flag = dir.path().join("never-created");
+    let restart = "backoff_initial = \"50ms\"\nbackoff_max = \"200ms\"\nmax_restarts = 1000";
+    let text = api_and_web(&flag, restart);
+    let h = Harbor::start_in(dir.path(), &text, NO_WATCH);
+    h.wait_state("api#0", "restarting", 0);
+    eventually(SECS(10), "web is shown waiting", || {
+        status_json(&h)["apps"]["web"]["waiting"].is_string()
+    });
+    let without = text.replace("depends_on = { api = \"ready\" }\n", "");
+    assert_ne!(without, text);
+    std::fs::write(h.dir.join("harbormaster.toml"), without).unwrap();
+    let out = support::verb(&h.dir, &["reload"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    h.wait_state("web#0", "ready", 0);
+}

@@ -127,7 +127,10 @@ impl HarborCtx {
         // Probe settings changed in place: running instances switch probes.
         for name in &plan.in_place {
             let (before, after) = (&old.apps[name], &new.apps[name]);
+            let waiting = self.supervisor.waiting().borrow().contains_key(name);
             match &after.kind {
+                // A waiting app waits for its new dependencies from now on.
+                AppKind::Managed(_) if waiting => self.supervisor.start_app(after),
                 AppKind::Managed(_) => self.supervisor.update_probes(after),
                 AppKind::External { .. } if before.readiness != after.readiness => {
                     self.externals.watch_app(name, after, &self.cancel)
