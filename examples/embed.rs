@@ -37,17 +37,16 @@ command = ["{testapp}"]
         .map_err(|errors| anyhow::anyhow!("{errors}"))?;
 
     let harbor = Harbor::start(config, Options::default()).await?;
-    let mut changes = harbor.subscribe();
+    let mut events = harbor.subscribe();
     tokio::spawn(async move {
-        while let Ok(change) = changes.recv().await {
-            println!(
-                "{}#{}: {} -> {} ({})",
-                change.app, change.index, change.from, change.to, change.reason
-            );
+        // The same events as `GET /v1/events`.
+        while let Ok(event) = events.recv().await {
+            println!("{}: {}", event.kind(), serde_json::to_string(&event)?);
         }
+        Ok::<_, serde_json::Error>(())
     });
 
-    // Wait until the server is ready (the state changes above say when).
+    // Wait until the server is ready (the events above say when).
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     while !harbor.readiness().reasons.is_empty() {
         anyhow::ensure!(
@@ -57,15 +56,15 @@ command = ["{testapp}"]
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let status = harbor.status();
+    let status = harbor.health();
     println!(
         "ready: server has {} instance(s)",
         status.apps["server"].instances.len()
     );
 
-    harbor.drain("server");
-    println!("drained: {}", harbor.status().apps["server"].draining);
-    harbor.resume("server");
+    harbor.drain("server")?;
+    println!("drained: {}", harbor.health().apps["server"].draining);
+    harbor.resume("server")?;
 
     harbor.shutdown();
     harbor.wait().await?;

@@ -44,6 +44,9 @@ pub struct AppHealth {
     /// A rolling restart is under way.
     #[serde(default)]
     pub restarting: bool,
+    /// What the app waits for before it starts (`waiting for api to be ready`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting: Option<String>,
     /// Why the last rolling restart failed, if it did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restart_error: Option<String>,
@@ -51,7 +54,7 @@ pub struct AppHealth {
     pub instances: Vec<InstanceHealth>,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct InstanceHealth {
     /// `web#0`, or `legacy@127.0.0.1:3999` for an external upstream.
     pub id: String,
@@ -78,6 +81,10 @@ pub struct InstanceHealth {
     pub last_probe: Option<ProbeReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_death: Option<DeathReport>,
+    /// Earlier deaths, oldest first, without their last lines (the output
+    /// they share is in `last_death`, once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deaths: Vec<DeathReport>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -147,4 +154,79 @@ pub struct ReloadReport {
     pub at: String,
     pub ok: bool,
     pub message: String,
+}
+
+/// One event of `GET /v1/events` and of `Harbor::subscribe`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// RFC 3339, UTC, milliseconds.
+    pub ts: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app: Option<String>,
+    /// `web#0`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    #[serde(flatten)]
+    pub what: EventKind,
+}
+
+/// What happened; `kind` in the JSON and the SSE `event:` line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    StateChange {
+        from: String,
+        to: String,
+        reason: String,
+    },
+    /// An instance started or stopped taking traffic.
+    Readiness {
+        ready: bool,
+    },
+    /// The app waits for its dependencies (`reason`), or no longer does.
+    Waiting {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+    Drain {
+        draining: bool,
+    },
+    Reload {
+        ok: bool,
+        message: String,
+    },
+    /// `started`, `done` or `failed` (with `error`).
+    Restart {
+        outcome: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// `running`, `draining`, `stopping_apps`, `flushing`, `stopped`.
+    Shutdown {
+        phase: String,
+    },
+}
+
+impl Event {
+    pub fn new(app: Option<String>, instance: Option<String>, what: EventKind) -> Self {
+        Self {
+            ts: humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string(),
+            app,
+            instance,
+            what,
+        }
+    }
+
+    /// The SSE event name.
+    pub fn kind(&self) -> &'static str {
+        match self.what {
+            EventKind::StateChange { .. } => "state_change",
+            EventKind::Readiness { .. } => "readiness",
+            EventKind::Waiting { .. } => "waiting",
+            EventKind::Drain { .. } => "drain",
+            EventKind::Reload { .. } => "reload",
+            EventKind::Restart { .. } => "restart",
+            EventKind::Shutdown { .. } => "shutdown",
+        }
+    }
 }

@@ -1,4 +1,4 @@
-//! `stop`, `status`, `drain` and `resume`: verbs that talk to the running
+//! `stop`, `drain`, `resume`, `restart` and `reload`: verbs that talk to the running
 //! harbormaster found through the runtime directory.
 
 use std::process::ExitCode;
@@ -12,7 +12,7 @@ use crate::admin::api::{Health, RuntimeInfo};
 use crate::lifecycle::runtime_dir;
 use crate::supervisor::process_group;
 
-const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The runtime dir for the command line's config; when the config does not
 /// load, says so (and that the instance running for it is still found).
@@ -33,7 +33,7 @@ fn note_config(cli: &Cli, config_error: &Option<String>, info: &RuntimeInfo) {
 }
 
 /// The running harbormaster, or the exit code that says why there is none.
-async fn running(cli: &Cli) -> Result<(std::path::PathBuf, RuntimeInfo), ExitCode> {
+pub(super) async fn running(cli: &Cli) -> Result<(std::path::PathBuf, RuntimeInfo), ExitCode> {
     let (dir, config_error) = runtime_dir(cli);
     let dir = &dir;
     match client::find(dir).await {
@@ -133,115 +133,6 @@ fn signal_term(info: &RuntimeInfo) {
     );
 }
 
-/// `harbormaster status [--json]`.
-pub fn status(cli: &Cli, json: bool) -> ExitCode {
-    client::block_on(async {
-        let (dir, info) = match running(cli).await {
-            Ok(found) => found,
-            Err(code) => return code,
-        };
-        let body = match client::request(&dir, "GET", "/v1/status", ADMIN_TIMEOUT).await {
-            Ok((200, body)) => body,
-            other => {
-                eprintln!("cannot read status from {}: {other:?}", info.admin);
-                return ExitCode::FAILURE;
-            }
-        };
-        if json {
-            println!("{body}");
-            return ExitCode::SUCCESS;
-        }
-        match serde_json::from_str::<Health>(&body) {
-            Ok(health) => {
-                print!("{}", table(&info, &health));
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("unexpected status answer: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    })
-}
-
-fn table(info: &RuntimeInfo, h: &Health) -> String {
-    let mut out = format!(
-        "harbormaster {} pid {} up {}s, {} — gateway {} — admin {}\n",
-        h.version,
-        info.pid,
-        h.uptime_s as u64,
-        h.status,
-        info.gateway.join(", "),
-        info.admin
-    );
-    let header = [
-        "APP",
-        "INSTANCE",
-        "STATE",
-        "PID",
-        "PORT",
-        "PROCS",
-        "READY",
-        "BREAKER",
-        "IN-FLIGHT",
-        "RESTARTS",
-        "UPTIME",
-        "LAST DEATH",
-    ];
-    let mut rows = vec![header.map(String::from).to_vec()];
-    for (app, a) in &h.apps {
-        let app = if a.draining {
-            format!("{app} (draining)")
-        } else {
-            app.clone()
-        };
-        for i in &a.instances {
-            rows.push(vec![
-                app.clone(),
-                i.id.clone(),
-                i.detail
-                    .as_ref()
-                    .map_or(i.state.clone(), |d| format!("{} ({d})", i.state)),
-                i.pid.map_or("-".into(), |p| p.to_string()),
-                i.port.map_or("-".into(), |p| p.to_string()),
-                i.processes.map_or("-".into(), |n| n.to_string()),
-                if i.ready { "yes" } else { "no" }.into(),
-                i.breaker.clone(),
-                i.in_flight.to_string(),
-                i.restarts.to_string(),
-                i.uptime_s.map_or("-".into(), |u| format!("{}s", u as u64)),
-                i.last_death
-                    .as_ref()
-                    .map_or("-".into(), |d| d.reason.clone()),
-            ]);
-        }
-    }
-    if let Some(r) = &h.last_reload {
-        out.push_str(&format!(
-            "last reload {}: {}\n",
-            r.at,
-            if r.ok {
-                "ok".to_string()
-            } else {
-                format!("failed — {}", r.message.lines().next().unwrap_or(""))
-            }
-        ));
-    }
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 /// An app name checked before it becomes part of a request path.
 fn app_name(app: &str) -> Result<crate::config::AppName, ExitCode> {
     crate::config::AppName::new(app).map_err(|why| {
@@ -293,7 +184,13 @@ pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
             Ok(found) => found,
             Err(code) => return code,
         };
-        let path = format!("/v1/apps/{app}/restart");
+        // The harbor gives up on replacements that are not ready by then.
+        let path = format!(
+            "/v1/apps/{app}/restart?timeout={}",
+            humantime::format_duration(timeout)
+                .to_string()
+                .replace(' ', "")
+        );
         match post_admin(&dir, &path, ADMIN_TIMEOUT, &format!("restart {app}")).await {
             Err(code) => return code,
             Ok((202, _)) => {}
@@ -302,7 +199,9 @@ pub fn restart(cli: &Cli, app: &str, timeout: Duration) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        let deadline = Instant::now() + timeout;
+        // The harbor gives up on the replacements at `timeout`; stopping
+        // them (or draining the old ones) takes a little longer.
+        let deadline = Instant::now() + timeout + Duration::from_secs(30);
         loop {
             // A client following another process's progress: poll the
             // status, bounded by the deadline.

@@ -11,6 +11,7 @@ mod logging;
 mod logs;
 mod run;
 mod start;
+mod status;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,19 +59,28 @@ pub enum LogFormat {
 pub enum Verb {
     /// Run in the foreground: start every app, supervise it, stop all on SIGTERM/SIGINT.
     Run(run::RunArgs),
-    /// Run in the background; return 0 once every required app is ready.
-    Start,
+    /// Run in the background; return 0 once every required app is ready,
+    /// 1 as soon as one has failed (with its reason and last lines).
+    Start {
+        /// How long to wait for every required app to be ready.
+        #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+    },
     /// Graceful stop; waits until the process is gone and its ports are free.
     Stop {
         /// How long to wait for the process to exit.
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
-    /// Apps, instances, state, pid, port, ready, breaker, in-flight, restarts.
+    /// Every app (also waiting and failed ones), instances, state, pid, port,
+    /// ready, breaker, in-flight, restarts; APP: one app in detail. Exit 1
+    /// when a required app has failed.
     Status {
         /// Print the admin API's JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Show this app in detail.
+        app: Option<String>,
     },
     /// Stop routing new requests to APP (503 + Retry-After); in-flight requests finish.
     Drain { app: String },
@@ -81,7 +91,8 @@ pub enum Verb {
     /// Rolling restart: each new instance is ready before the old one drains and stops.
     Restart {
         app: String,
-        /// How long to wait for the restart to finish.
+        /// How long to wait for the restart to finish (the harbor gives up
+        /// on replacements that are not ready by then).
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
     },
@@ -126,9 +137,9 @@ pub fn main() -> ExitCode {
     match &cli.verb {
         Verb::Guard { .. } => ExitCode::SUCCESS,
         Verb::Run(args) => run::run(&cli, args),
-        Verb::Start => start::start(&cli),
+        Verb::Start { timeout } => start::start(&cli, *timeout),
         Verb::Stop { timeout } => control::stop(&cli, *timeout),
-        Verb::Status { json } => control::status(&cli, *json),
+        Verb::Status { json, app } => status::status(&cli, *json, app.as_deref()),
         Verb::Drain { app } => control::app_switch(&cli, app, "drain"),
         Verb::Resume { app } => control::app_switch(&cli, app, "resume"),
         Verb::Reload => control::reload(&cli),

@@ -1,5 +1,7 @@
 //! `harbormaster start`: run in the background, return once every required
-//! app is ready; on failure exit 1 with the reason and the log tail.
+//! app is ready; exit 1 as soon as a required app has failed (with its
+//! reason and last lines; the background harbormaster is stopped, so it
+//! keeps no port), or with the log tail when it is not ready by `--timeout`.
 
 use std::path::Path;
 use std::process::{ExitCode, Stdio};
@@ -9,14 +11,13 @@ use tokio::time::Instant;
 
 use super::client::{self, Found};
 use super::Cli;
+use crate::admin::api::Health;
 use crate::lifecycle::runtime_dir;
 
-/// How long `start` waits for readiness.
-const START_TIMEOUT: Duration = Duration::from_secs(120);
 /// Log file of a background harbormaster, in `STATE_DIR/logs/`.
 pub const LOG: &str = "harbormaster.log";
 
-pub fn start(cli: &Cli) -> ExitCode {
+pub fn start(cli: &Cli, timeout: Duration) -> ExitCode {
     let Some(config) = super::run::load_or_report(&cli.config) else {
         return ExitCode::FAILURE;
     };
@@ -80,7 +81,7 @@ pub fn start(cli: &Cli) -> ExitCode {
             });
         }
         let pid = child.id();
-        let deadline = Instant::now() + START_TIMEOUT;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Ok(Some(status)) = child.try_wait() {
                 eprintln!("harbormaster exited during start ({status}):");
@@ -92,6 +93,9 @@ pub fn start(cli: &Cli) -> ExitCode {
                 return ExitCode::FAILURE;
             }
             if runtime_dir::read_info(&dir).is_some_and(|i| i.pid == pid) {
+                if let Some(code) = failed_app(&dir, pid).await {
+                    return code;
+                }
                 if let Ok((200, _)) =
                     client::request(&dir, "GET", "/ready", Duration::from_secs(2)).await
                 {
@@ -107,7 +111,7 @@ pub fn start(cli: &Cli) -> ExitCode {
                 }
             }
             if Instant::now() >= deadline {
-                eprintln!("harbormaster pid {pid} is not ready after {}s; it keeps running; last log lines:", START_TIMEOUT.as_secs());
+                eprintln!("harbormaster pid {pid} is not ready after {}; it keeps running; last log lines:", humantime::format_duration(timeout));
                 eprint!("{}", tail(&log_path, 20));
                 return ExitCode::FAILURE;
             }
@@ -116,6 +120,37 @@ pub fn start(cli: &Cli) -> ExitCode {
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
     })
+}
+
+/// If a required app has failed: says which, why and its last lines, stops
+/// the background harbormaster and returns exit 1.
+async fn failed_app(dir: &Path, pid: u32) -> Option<ExitCode> {
+    let Ok((200, body)) = client::request(dir, "GET", "/v1/status", Duration::from_secs(2)).await
+    else {
+        return None;
+    };
+    let health: Health = serde_json::from_str(&body).ok()?;
+    let (name, app) = health
+        .apps
+        .iter()
+        .find(|(_, a)| a.required && super::status::failed(a))?;
+    eprintln!("required app {name} failed:");
+    for i in &app.instances {
+        eprintln!("  {}: {}", i.id, i.detail.as_deref().unwrap_or(&i.state));
+    }
+    if let Some(death) = app.instances.iter().find_map(|i| i.last_death.as_ref()) {
+        eprintln!("last lines of {name}:");
+        for line in super::status::once(&death.last_lines) {
+            eprintln!("  {line}");
+        }
+    }
+    eprintln!("stopping harbormaster pid {pid}");
+    let _ = client::request(dir, "POST", "/v1/shutdown", Duration::from_secs(2)).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    if !crate::supervisor::process_group::wait_exit(pid as i32, deadline).await {
+        eprintln!("harbormaster pid {pid} is still running");
+    }
+    Some(ExitCode::FAILURE)
 }
 
 /// The last `n` lines of a file.

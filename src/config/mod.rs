@@ -17,6 +17,7 @@ mod raw;
 mod validate;
 mod validate_app;
 mod values;
+pub mod watch;
 
 use std::path::{Path, PathBuf};
 

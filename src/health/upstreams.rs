@@ -25,6 +25,8 @@ pub struct ExternalHealth {
     states: Mutex<HashMap<String, UpstreamHealth>>,
     /// Bumped on every readiness flip, so routing can follow.
     version: watch::Sender<u64>,
+    /// Ends the monitors of each app (`watch_app`, `forget_app`).
+    apps: Mutex<HashMap<AppName, CancellationToken>>,
 }
 
 impl Default for ExternalHealth {
@@ -32,6 +34,7 @@ impl Default for ExternalHealth {
         Self {
             states: Mutex::default(),
             version: watch::channel(0).0,
+            apps: Mutex::default(),
         }
     }
 }
@@ -62,6 +65,30 @@ impl ExternalHealth {
     pub fn spawn_monitors(self: &Arc<Self>, config: &Config, cancel: CancellationToken) {
         for (name, app) in &config.apps {
             self.spawn_app_monitors(name, app, cancel.clone());
+        }
+    }
+
+    /// (Re)starts the monitors of `app` (nothing for a managed app) until
+    /// `forget_app` or `parent` is cancelled; its previous monitors end.
+    pub fn watch_app(
+        self: &Arc<Self>,
+        name: &AppName,
+        app: &AppConfig,
+        parent: &CancellationToken,
+    ) {
+        let token = parent.child_token();
+        self.spawn_app_monitors(name, app, token.clone());
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(old) = apps.insert(name.clone(), token) {
+            old.cancel();
+        }
+    }
+
+    /// Ends the monitors of `app` (removed by a reload); it is not ready then.
+    pub fn forget_app(&self, name: &AppName) {
+        let mut apps = self.apps.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(token) = apps.remove(name) {
+            token.cancel();
         }
     }
 

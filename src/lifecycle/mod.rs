@@ -1,33 +1,34 @@
-//! The harbor: one running configuration — supervisor, gateway and the
-//! cancellation tree — started in phases (the caller has validated the config
-//! and bound the listeners) and stopped in order.
+//! The harbor, started in phases (the caller has validated the config and
+//! bound the listeners: [`launch`] sets up and serves the sockets, then
+//! [`HarborCtx::serve`] starts the apps) and stopped in phases
+//! (`running → draining → stopping_apps → flushing → stopped`).
 //!
 //! [`run`] is the library entry point: tests and embedders pass port-0
-//! listeners and their own shutdown future.
+//! listeners and their own shutdown future. [`Harbor`] is the same harbor
+//! run in the background for a program that embeds it.
 
-pub mod reload;
-pub mod rolling;
+mod harbor;
+mod reload;
+mod replace;
+mod report;
 pub mod routing;
 pub mod runtime_dir;
-mod watch;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::TcpListener;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
-
 use anyhow::Context;
-use std::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::admin;
 use crate::admin::api::RuntimeInfo;
+pub use crate::admin::HarborError;
 use crate::config::Config;
 use crate::gateway::Gateway;
-use crate::health::upstreams::ExternalHealth;
-use crate::supervisor::{reaper, Supervisor};
+use crate::supervisor::Supervisor;
+pub use harbor::{HarborCtx, Phase};
 pub use runtime_dir::RuntimeDir;
 
 /// Options that come from the command line rather than the config file.
@@ -71,13 +72,14 @@ pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
 
 /// Runs the harbor until `shutdown` resolves (or `POST /v1/shutdown`), then
 /// stops it in order (ARCHITECTURE.md, lifecycle semantics):
-/// 1. `/ready` answers 503; serving goes on for `drain_delay`;
-/// 2. listeners close; kept-alive HTTP/1 connections get `Connection: close`
-///    and idle ones are closed; HTTP/2 gets GOAWAY;
-/// 3. in-flight requests finish, decided by counting, bounded by
-///    `drain_timeout`; SSE streams end cleanly after `stream_grace`;
-/// 4. apps stop in reverse dependency order with their stop sequence;
-/// 5. runtime.json is removed and the lock released.
+/// 1. `draining`: `/ready` answers 503; serving goes on for `drain_delay`;
+///    listeners close; kept-alive HTTP/1 connections get `Connection: close`
+///    and idle ones are closed; HTTP/2 gets GOAWAY; in-flight requests
+///    finish, decided by counting, bounded by `drain_timeout`; SSE streams
+///    end cleanly after `stream_grace`;
+/// 2. `stopping_apps`: apps stop in reverse dependency order;
+/// 3. `flushing`: background tasks end, runtime.json is removed and the
+///    lock released; then `stopped`.
 pub async fn run(
     config: Config,
     runtime: RuntimeDir,
@@ -91,135 +93,62 @@ pub async fn run(
         .await
 }
 
-/// A harbor whose sockets are served and whose runtime.json is written;
-/// apps start when it is served.
-pub struct Launched {
-    reloader: Arc<reload::Reloader>,
-    watch_config: bool,
-    config: Arc<ArcSwap<Config>>,
-    runtime: RuntimeDir,
-    supervisor: Supervisor,
-    gateway: Arc<Gateway>,
-    view: Arc<admin::View>,
-    cancel: CancellationToken,
-    stop_accepting: CancellationToken,
-    shutting_down: Arc<AtomicBool>,
-    routing: tokio::task::JoinHandle<()>,
-    admin_server: tokio::task::JoinHandle<std::io::Result<()>>,
-    socket_server: tokio::task::JoinHandle<std::io::Result<()>>,
-    servers: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
-}
-
-/// Sets everything up and serves the sockets; no app is started yet.
+/// Sets everything up and serves the sockets (runtime.json is written); no
+/// app is started until [`HarborCtx::serve`].
 pub async fn launch(
     config: Config,
     runtime: RuntimeDir,
     listeners: Listeners,
     options: Options,
-) -> anyhow::Result<Launched> {
-    let current = Arc::new(ArcSwap::from_pointee(config));
-    let config = current.load_full();
-    let runtime_dir = runtime.path().to_path_buf();
-    let supervisor = Supervisor::with_dirs(&runtime_dir, &config.runtime.state_dir)?;
-    let cancel = CancellationToken::new();
-    if options.subreaper {
-        reaper::become_subreaper().context("cannot become a child subreaper")?;
-    }
-    if reaper::adopts_orphans() {
-        reaper::spawn(cancel.child_token()).context("cannot watch SIGCHLD")?;
-        tracing::info!(pid = std::process::id(), "reaping adopted orphans");
-    }
-    for line in supervisor.clean_leftovers().await {
-        tracing::warn!(event = "leftover_stopped", "{line}");
-    }
-    if options.guard {
-        // Without it, instances still get their parent-death signal and the
-        // next start's sweep: worth a warning, not a refusal to start.
-        match supervisor.start_guard() {
-            Ok(pid) => tracing::info!(
-                event = "guard_started",
-                pid,
-                "instances are stopped even if harbormaster is killed"
-            ),
-            Err(e) => {
-                tracing::warn!(event = "guard_failed", error = %e, "cannot start the guard process; if harbormaster is killed, its instances are stopped only at the next start")
-            }
-        }
-    }
-
+) -> anyhow::Result<Arc<HarborCtx>> {
+    let supervisor = Supervisor::with_dirs(runtime.path(), &config.runtime.state_dir)?;
+    let gateway = Gateway::new(&config.gateway);
+    let h = HarborCtx::new(config, supervisor.clone(), gateway);
+    let config = h.config();
+    supervisor
+        .take_charge(options.subreaper, options.guard, h.cancel.child_token())
+        .await?;
     let nofile = crate::gateway::limits::raise_nofile();
     tracing::debug!(?nofile, "open-file limit");
-    let gateway = Gateway::new(&config.gateway);
-    let externals = Arc::new(ExternalHealth::default());
-    let stop_accepting = cancel.child_token();
-    let shutting_down = Arc::new(AtomicBool::new(false));
-    let last_reload = Arc::new(std::sync::Mutex::new(None));
-    let router = Arc::new(routing::Router::new(
-        current.clone(),
-        supervisor.clone(),
-        externals.clone(),
-        gateway.clone(),
-    ));
-    let reloader = Arc::new(reload::Reloader::new(
-        router.clone(),
-        current.clone(),
-        supervisor.clone(),
-        gateway.clone(),
-        externals.clone(),
-        shutting_down.clone(),
-        cancel.child_token(),
-        stop_accepting.clone(),
-        last_reload.clone(),
-    ));
     for (name, app) in &config.apps {
-        reloader.start_monitors(name, app);
+        h.externals.watch_app(name, app, &h.cancel);
     }
-    let routing = tokio::spawn(routing::keep_updated(router.clone(), cancel.child_token()));
-    let view = Arc::new(admin::View {
-        config: current.clone(),
-        supervisor: supervisor.clone(),
-        gateway: gateway.clone(),
-        externals: externals.clone(),
-        started: Instant::now(),
-        shutting_down: shutting_down.clone(),
-        shutdown: CancellationToken::new(),
-        restarting: Default::default(),
-        restart_errors: Default::default(),
-        last_reload,
-        reload: {
-            let reloader = reloader.clone();
-            Arc::new(move || {
-                let reloader = reloader.clone();
-                Box::pin(async move { reloader.reload_file().await })
-            })
-        },
-        restart: {
-            let router = router.clone();
-            Arc::new(move |app| Box::pin(rolling::restart(router.clone(), app)))
-        },
-    });
+    let bg = &h.background;
+    bg.spawn(routing::keep_updated(h.clone(), h.cancel.child_token()));
+    if options.watch_config {
+        let (file, this) = (config.source.clone(), h.clone());
+        bg.spawn(crate::config::watch::on_change(
+            file,
+            h.cancel.child_token(),
+            move || {
+                tracing::info!(event = "reload_requested", via = "config file change");
+                let this = this.clone();
+                async move { drop(this.reload().await) }
+            },
+        ));
+    }
+    bg.spawn(reload_on_sighup(h.clone()));
     let admin_addr = listeners.admin.local_addr()?;
     tracing::info!(event = "admin_listening", addr = %admin_addr);
-    let admin_server = tokio::spawn(admin::serve(
+    bg.spawn(admin::serve(
         listeners.admin,
-        view.clone(),
-        cancel.child_token(),
+        h.clone(),
+        h.cancel.child_token(),
     ));
     let socket = runtime
         .bind_socket()
         .with_context(|| format!("cannot listen on {}", runtime.socket_path().display()))?;
-    let socket_server = tokio::spawn(admin::serve_socket(
+    bg.spawn(admin::serve_socket(
         socket,
-        view.clone(),
-        cancel.child_token(),
+        h.clone(),
+        h.cancel.child_token(),
     ));
-    tokio::spawn(announce_ready(view.clone(), cancel.child_token()));
+    bg.spawn(announce_ready(h.clone()));
 
-    let mut servers = Vec::new();
     let mut gateway_addrs = Vec::new();
     for listener in listeners.gateway {
         gateway_addrs.push(listener.local_addr()?.to_string());
-        servers.push(reloader.serve_listener(listener)?);
+        h.serve_listener(listener)?;
     }
     // Every listener is bound: "runtime.json exists" means "ports are held".
     runtime
@@ -237,135 +166,122 @@ pub async fn launch(
         event = "starting",
         pid = std::process::id(),
         config = %config.source.display(),
-        runtime_dir = %runtime_dir.display(),
+        runtime_dir = %runtime.path().display(),
         apps = config.apps.len(),
     );
-    Ok(Launched {
-        reloader,
-        watch_config: options.watch_config,
-        config: current,
-        runtime,
-        supervisor,
-        gateway,
-        view,
-        cancel,
-        stop_accepting,
-        shutting_down,
-        routing,
-        admin_server,
-        socket_server,
-        servers,
-    })
+    *harbor::lock(&h.runtime) = Some(runtime);
+    Ok(h)
 }
 
-impl Launched {
+impl HarborCtx {
     /// Starts the apps and serves until `shutdown` (or a shutdown request),
     /// then stops in order.
-    pub async fn serve(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-        let Self {
-            reloader,
-            watch_config,
-            config: current,
-            runtime,
-            supervisor,
-            gateway,
-            view,
-            cancel,
-            stop_accepting,
-            shutting_down,
-            routing,
-            admin_server,
-            socket_server,
-            servers,
-        } = self;
-        let config = current.load_full();
-        if watch_config {
-            tokio::spawn(watch::reload_on_change(
-                reloader.clone(),
-                cancel.child_token(),
-            ));
-        }
-        tokio::spawn(reload_on_sighup(reloader, cancel.child_token()));
-        let requested = view.shutdown.clone();
-        let shutdown = async move {
-            tokio::select! {
-                _ = shutdown => {}
-                _ = requested.cancelled() => {}
-            }
-        };
-        tokio::pin!(shutdown);
+    pub async fn serve(self: Arc<Self>, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let h = self;
+        // Forwarded until the apps have stopped, then ended (`events_done`).
+        let events_done = CancellationToken::new();
+        let forwarding = tokio::spawn(h.forward_events(events_done.clone()));
+        h.supervisor.start_all(&h.config());
+        tracing::info!(
+            event = "started",
+            "every app was started or waits for its dependencies"
+        );
         tokio::select! {
-            _ = supervisor.start_all(&config) => {
-                tracing::info!(event = "started", "every app was started");
-                shutdown.await;
-            }
-            _ = &mut shutdown => {}
+            _ = shutdown => {}
+            _ = h.shutdown_requested.cancelled() => {}
         }
-
-        // 1.
+        h.shutdown(); // a change under way stops at once
         let started = Instant::now();
-        shutting_down.store(true, Ordering::Release);
-        tracing::info!(event = "shutdown_started", in_flight = gateway.in_flight());
-        tokio::time::sleep(config.gateway.drain_delay).await;
-        // 2.
-        stop_accepting.cancel();
-        let drain_start = Instant::now();
-        let deadline = drain_start + config.gateway.drain_timeout;
-        // 3.
-        let streams = {
-            let (gateway, grace) = (gateway.clone(), config.gateway.stream_grace);
-            tokio::spawn(async move {
-                tokio::time::sleep(grace).await;
-                gateway.end_streams();
-            })
-        };
-        let in_flight = gateway.in_flight();
-        if gateway.wait_idle(deadline).await {
-            tracing::info!(
-                event = "shutdown_drained",
-                in_flight,
-                duration_ms = drain_start.elapsed().as_millis() as u64
-            );
-        } else {
-            tracing::warn!(
-                event = "shutdown_timeout_reached",
-                in_flight,
-                cut = gateway.in_flight(),
-                "in-flight requests cut at drain_timeout"
-            );
+        drain(&h).await;
+
+        // With the config as reloads left it; a request still arriving on a
+        // connection the deadline left open gets 503, not a 502.
+        h.set_phase(Phase::StoppingApps);
+        let _turn = h.changes.lock().await;
+        h.gateway.refuse_requests();
+        h.supervisor.stop_all(&h.config()).await;
+        events_done.cancel();
+        let _ = forwarding.await;
+
+        h.set_phase(Phase::Flushing);
+        h.cancel.cancel();
+        h.background.close();
+        h.background.wait().await;
+        if let Some(runtime) = harbor::lock(&h.runtime).take() {
+            runtime.retire();
         }
-        streams.abort();
-        gateway.end_streams();
-        for server in servers {
-            if tokio::time::timeout_at(deadline, server).await.is_err() {
-                tracing::warn!("connections still open at the drain deadline were closed");
-            }
-        }
-        // 4. (with the config as reloads left it); a request still arriving
-        // on a connection the deadline left open gets 503, not a 502.
-        gateway.refuse_requests();
-        supervisor.stop_all(&current.load_full()).await;
-        cancel.cancel();
-        let _ = routing.await;
-        let _ = admin_server.await;
-        let _ = socket_server.await;
-        // 5.
-        runtime.retire();
         tracing::info!(
             event = "shutdown_complete",
             duration_ms = started.elapsed().as_millis() as u64
         );
+        h.set_phase(Phase::Stopped);
         Ok(())
     }
 }
 
+/// The `draining` phase: `/ready` 503, `drain_delay`, listeners close,
+/// in-flight work finishes by count (streams end after `stream_grace`).
+async fn drain(h: &HarborCtx) {
+    let config = h.config();
+    h.set_phase(Phase::Draining);
+    tracing::info!(
+        event = "shutdown_started",
+        in_flight = h.gateway.in_flight()
+    );
+    tokio::time::sleep(config.gateway.drain_delay).await;
+    h.stop_accepting.cancel();
+    let drain_start = Instant::now();
+    let deadline = drain_start + config.gateway.drain_timeout;
+    let in_flight = h.gateway.in_flight();
+    let streams_ended = async {
+        tokio::time::sleep(config.gateway.stream_grace).await;
+        h.gateway.end_streams();
+        std::future::pending::<()>().await
+    };
+    let idle = tokio::select! {
+        idle = h.gateway.wait_idle(deadline) => idle,
+        _ = streams_ended => unreachable!("pending"),
+    };
+    if idle {
+        tracing::info!(
+            event = "shutdown_drained",
+            in_flight,
+            duration_ms = drain_start.elapsed().as_millis() as u64
+        );
+    } else {
+        let cut = h.gateway.in_flight();
+        tracing::warn!(
+            event = "shutdown_timeout_reached",
+            in_flight,
+            cut,
+            "in-flight requests cut at drain_timeout"
+        );
+    }
+    h.gateway.end_streams();
+    h.serving.close();
+    if tokio::time::timeout_at(deadline, h.serving.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open at the drain deadline were closed");
+    }
+}
+
 /// A running harbor, for programs that embed harbormaster (a desktop app
-/// supervising its own local server): subscribe to state changes, drain or
-/// resume apps, ask for a graceful shutdown and await its completion.
+/// supervising its own local server). Everything [`HarborCtx`] offers —
+/// events, phases, health, drain, resume, restart, reload, shutdown — is
+/// reached through it; [`Harbor::wait`] awaits the end of the shutdown.
 pub struct Harbor {
-    supervisor: Supervisor,
-    view: Arc<admin::View>,
+    harbor: Arc<HarborCtx>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl std::ops::Deref for Harbor {
+    type Target = HarborCtx;
+
+    fn deref(&self) -> &HarborCtx {
+        &self.harbor
+    }
 }
 
 impl Harbor {
@@ -375,70 +291,9 @@ impl Harbor {
         let dir = runtime_dir::locate(None, config.runtime.dir.as_deref(), &config.source);
         let runtime = RuntimeDir::acquire(&dir)?;
         let listeners = bind(&config)?;
-        let launched = launch(config, runtime, listeners, options).await?;
-        let (supervisor, view) = (launched.supervisor.clone(), launched.view.clone());
-        let task = tokio::spawn(launched.serve(std::future::pending()));
-        Ok(Self {
-            supervisor,
-            view,
-            task,
-        })
-    }
-
-    /// Every instance state change from now on.
-    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<crate::supervisor::StateChange> {
-        self.supervisor.subscribe()
-    }
-
-    /// What `GET /health` answers: apps, instances, states, breakers, in-flight.
-    pub fn status(&self) -> admin::api::Health {
-        self.view.health()
-    }
-
-    /// Whether every required app is ready (what `GET /ready` answers).
-    pub fn readiness(&self) -> admin::api::Ready {
-        self.view.readiness()
-    }
-
-    /// Stop routing new requests to `app` (503 + Retry-After); `false` if unknown.
-    pub fn drain(&self, app: &str) -> bool {
-        self.switch(app, true)
-    }
-
-    /// Undo [`Harbor::drain`]; `false` if the app is unknown.
-    pub fn resume(&self, app: &str) -> bool {
-        self.switch(app, false)
-    }
-
-    fn switch(&self, app: &str, draining: bool) -> bool {
-        match crate::config::AppName::new(app)
-            .ok()
-            .filter(|a| self.view.config.load().apps.contains_key(a))
-        {
-            Some(name) => {
-                self.view.gateway.set_draining(&name, draining);
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// Rolling restart of a managed app: each new instance is ready before
-    /// the old one drains and stops.
-    pub async fn restart(&self, app: &str) -> Result<(), String> {
-        let name =
-            crate::config::AppName::new(app).map_err(|e| format!("invalid app name: {e}"))?;
-        (self.view.restart)(name).await
-    }
-
-    /// Reloads the config file: applies exactly the change, or nothing if it is invalid.
-    pub async fn reload(&self) -> admin::api::ReloadResult {
-        (self.view.reload)().await
-    }
-
-    /// Asks for the ordered graceful shutdown; [`Harbor::wait`] sees it end.
-    pub fn shutdown(&self) {
-        self.view.shutdown.cancel();
+        let harbor = launch(config, runtime, listeners, options).await?;
+        let task = tokio::spawn(harbor.clone().serve(std::future::pending()));
+        Ok(Self { harbor, task })
     }
 
     /// Waits until the harbor has stopped.
@@ -448,7 +303,7 @@ impl Harbor {
 }
 
 /// SIGHUP reloads the config file (errors are logged; nothing changes then).
-async fn reload_on_sighup(reloader: Arc<reload::Reloader>, cancel: CancellationToken) {
+async fn reload_on_sighup(h: Arc<HarborCtx>) {
     let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) else {
         tracing::warn!("cannot handle SIGHUP; reload with `harbormaster reload`");
         return;
@@ -457,26 +312,26 @@ async fn reload_on_sighup(reloader: Arc<reload::Reloader>, cancel: CancellationT
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!(event = "reload_requested", via = "SIGHUP");
-                reloader.reload_file().await;
+                h.reload().await;
             }
-            _ = cancel.cancelled() => return,
+            _ = h.cancel.cancelled() => return,
         }
     }
 }
 
 /// Logs one `ready` event when every required app first has a ready instance.
-async fn announce_ready(view: Arc<admin::View>, cancel: CancellationToken) {
-    let mut states = view.supervisor.subscribe();
-    let mut upstreams = view.externals.changes();
+async fn announce_ready(h: Arc<HarborCtx>) {
+    let mut events = h.subscribe();
+    let mut upstreams = h.externals.changes();
     loop {
-        if view.readiness().reasons.is_empty() {
+        if h.readiness().reasons.is_empty() {
             tracing::info!(event = "ready", "every required app is ready");
             return;
         }
         tokio::select! {
-            _ = states.recv() => {}
+            _ = events.recv() => {}
             _ = upstreams.changed() => {}
-            _ = cancel.cancelled() => return,
+            _ = h.cancel.cancelled() => return,
         }
     }
 }

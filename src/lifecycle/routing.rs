@@ -1,5 +1,5 @@
 //! Where the supervisor and the gateway meet: instance states in, route
-//! table snapshots out. Ready managed instances and ready external upstreams
+//! table snapshots out, published by one function on every path. Ready managed instances and ready external upstreams
 //! are routable; everything else is not.
 
 use std::collections::HashMap;
@@ -9,6 +9,7 @@ use std::sync::Arc;
 use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
 
+use super::harbor::{lock, HarborCtx};
 use crate::config::{AppKind, AppName, Config};
 use crate::gateway::{Gateway, RouteTable, Upstream};
 use crate::health::upstreams::ExternalHealth;
@@ -28,14 +29,12 @@ pub fn table(
     let mut upstreams: HashMap<AppName, Vec<Upstream>> = HashMap::new();
     for st in supervisor.snapshot() {
         if let (State::Ready, Some(port), true) =
-            (&st.state, st.port, config.apps.contains_key(&st.app))
+            (&st.state, st.port, config.apps.contains_key(&st.id.app))
         {
-            let label = format!("{}#{}", st.app, st.index);
             let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-            upstreams
-                .entry(st.app.clone())
-                .or_default()
-                .push(upstream(&st.app, label, addr));
+            let app = &st.id.app;
+            let ready = upstream(app, st.id.to_string(), addr);
+            upstreams.entry(app.clone()).or_default().push(ready);
         }
     }
     for (name, app) in &config.apps {
@@ -57,55 +56,29 @@ pub fn table(
     RouteTable::build(config, &upstreams, &shared)
 }
 
-/// The one place route tables are built and published. Loading the config,
-/// building and storing happen under one lock, so a rebuild that starts
-/// later always publishes later: a stale table cannot overwrite a newer one.
-pub struct Router {
-    pub current: Arc<arc_swap::ArcSwap<Config>>,
-    pub supervisor: Supervisor,
-    pub externals: Arc<ExternalHealth>,
-    pub gateway: Arc<Gateway>,
-    lock: std::sync::Mutex<()>,
-}
-
-impl Router {
-    pub fn new(
-        current: Arc<arc_swap::ArcSwap<Config>>,
-        supervisor: Supervisor,
-        externals: Arc<ExternalHealth>,
-        gateway: Arc<Gateway>,
-    ) -> Self {
-        Self {
-            current,
-            supervisor,
-            externals,
-            gateway,
-            lock: std::sync::Mutex::new(()),
-        }
-    }
-
-    pub fn rebuild(&self) {
-        let _one = self.lock.lock().unwrap_or_else(|p| p.into_inner());
-        let config = self.current.load();
-        self.gateway.update(table(
-            &config,
-            &self.supervisor,
-            &self.externals,
-            &self.gateway,
-        ));
+impl HarborCtx {
+    /// The one publisher of route tables. Loading the config, building and
+    /// storing happen under one lock, so a rebuild that starts later always
+    /// publishes later: a stale table cannot overwrite a newer one.
+    pub(super) fn publish_routes(&self) {
+        let _one = lock(&self.routes);
+        let config = self.config.load();
+        let (supervisor, externals) = (&self.supervisor, &self.externals);
+        self.gateway
+            .update(table(&config, supervisor, externals, &self.gateway));
     }
 }
 
 /// Publishes the current table now, then returns a task body that rebuilds
 /// it on every instance or upstream readiness change until `cancel`.
 /// Subscribing before the first build means no change falls between the two.
-pub fn keep_updated(
-    router: Arc<Router>,
+pub(super) fn keep_updated(
+    h: Arc<HarborCtx>,
     cancel: CancellationToken,
 ) -> impl std::future::Future<Output = ()> {
-    let mut changes = router.supervisor.subscribe();
-    let mut upstream_changes = router.externals.changes();
-    router.rebuild();
+    let mut changes = h.supervisor.subscribe();
+    let mut upstream_changes = h.externals.changes();
+    h.publish_routes();
     async move {
         loop {
             tokio::select! {
@@ -116,7 +89,7 @@ pub fn keep_updated(
                 changed = upstream_changes.changed() => if changed.is_err() { return },
                 _ = cancel.cancelled() => return,
             }
-            router.rebuild();
+            h.publish_routes();
         }
     }
 }

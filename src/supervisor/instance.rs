@@ -31,11 +31,24 @@ const DEATHS_KEPT: usize = 10;
 /// Output lines kept in a death record.
 const DEATH_LINES: usize = 20;
 
+/// Which instance: its app and its index, shown as `app#index`. Built once
+/// per instance; the gateway's per-upstream state is keyed by its Display.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceId {
+    pub app: AppName,
+    pub index: u32,
+}
+
+impl std::fmt::Display for InstanceId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}#{}", self.app, self.index)
+    }
+}
+
 /// What `status` and the gateway see of one instance.
 #[derive(Debug, Clone)]
 pub struct InstanceStatus {
-    pub app: AppName,
-    pub index: u32,
+    pub id: InstanceId,
     pub state: State,
     /// `HARBORMASTER_INSTANCE` of the current (or last) process.
     pub instance_id: Option<String>,
@@ -49,6 +62,38 @@ pub struct InstanceStatus {
     pub deaths: VecDeque<DeathRecord>,
     /// The last readiness probe result.
     pub last_probe: Option<ProbeOutcome>,
+}
+
+impl InstanceStatus {
+    /// Live processes of the instance: its group plus the descendants that
+    /// left it (found by `HARBORMASTER_INSTANCE`).
+    pub fn processes(&self) -> usize {
+        match (self.pid, &self.instance_id) {
+            (Some(pid), Some(id)) => super::descendants::Target {
+                pgid: pid as i32,
+                instance_id: id,
+            }
+            .members()
+            .len(),
+            _ => 0,
+        }
+    }
+
+    /// What the state name alone does not say: why it failed or how it exited.
+    pub fn detail(&self) -> Option<String> {
+        match &self.state {
+            State::Failed { reason } => Some(reason.clone()),
+            State::Exited(exit) => Some(exit.to_string()),
+            _ => None,
+        }
+    }
+
+    /// How long the current process has run, while it runs.
+    pub fn uptime(&self) -> Option<Duration> {
+        self.started_at
+            .filter(|_| self.state.is_up())
+            .map(|t| t.elapsed())
+    }
 }
 
 /// Why and how a process ended on its own.
@@ -65,8 +110,7 @@ pub struct DeathRecord {
 /// One state change, as broadcast to subscribers.
 #[derive(Debug, Clone)]
 pub struct StateChange {
-    pub app: AppName,
-    pub index: u32,
+    pub id: InstanceId,
     pub from: State,
     pub to: State,
     pub reason: String,
@@ -76,7 +120,7 @@ pub struct StateChange {
 pub(crate) struct Instance {
     pub app: AppName,
     pub index: u32,
-    pub label: String,
+    pub id: InstanceId,
     pub managed: Arc<ManagedApp>,
     /// Current probe settings (a reload may change them in place).
     pub probes: watch::Receiver<Probes>,
@@ -109,10 +153,9 @@ enum Supervised {
 }
 
 impl Instance {
-    pub fn initial_status(app: &AppName, index: u32) -> InstanceStatus {
+    pub fn initial_status(id: InstanceId) -> InstanceStatus {
         InstanceStatus {
-            app: app.clone(),
-            index,
+            id,
             state: State::Starting,
             instance_id: None,
             pid: None,
@@ -129,21 +172,20 @@ impl Instance {
         let reason = reason.into();
         self.status.send_modify(|st| {
             let Some(to) = state::next(&st.state, event.clone()) else {
-                tracing::error!(app = %self.app, instance = %self.label, state = %st.state, ?event, "illegal state transition");
+                tracing::error!(app = %self.app, instance = %self.id, state = %st.state, ?event, "illegal state transition");
                 return;
             };
             let from = std::mem::replace(&mut st.state, to.clone());
             tracing::info!(
                 event = "state_change",
                 app = %self.app,
-                instance = %self.label,
+                instance = %self.id,
                 from = from.name(),
                 to = to.name(),
                 reason = %reason,
             );
             let _ = self.events.send(StateChange {
-                app: self.app.clone(),
-                index: self.index,
+                id: self.id.clone(),
                 from,
                 to,
                 reason,
@@ -225,7 +267,7 @@ impl Instance {
                         .into_iter()
                         .map(|l| l.text)
                         .collect();
-                    tracing::error!(app = %self.app, instance = %self.label, reason = %reason, last = %summary, last_lines = ?lines, "instance failed");
+                    tracing::error!(app = %self.app, instance = %self.id, reason = %reason, last = %summary, last_lines = ?lines, "instance failed");
                 }
                 stop.cancelled().await;
                 self.apply(Event::StopRequested, "stop requested");
@@ -276,12 +318,12 @@ impl Instance {
             timeout_ms: self.managed.stop.timeout.as_millis() as u64,
         };
         if let Err(e) = leftovers::record(&self.pids_dir, &record) {
-            tracing::warn!(app = %self.app, instance = %self.label, error = %e, "cannot record pid for crash recovery");
+            tracing::warn!(app = %self.app, instance = %self.id, error = %e, "cannot record pid for crash recovery");
         }
         let capture = |stream, reader: Option<Box<dyn tokio::io::AsyncRead + Send + Unpin>>| {
             let (app, label, ring, log) = (
                 self.app.to_string(),
-                self.label.clone(),
+                self.id.to_string(),
                 self.ring.clone(),
                 self.log.clone(),
             );
@@ -344,7 +386,7 @@ impl Instance {
                     next.assume_ready = ready;
                     _monitor = AbortOnDropHandle::new(tokio::spawn(monitor::watch(next, check, tx.clone())));
                     monitoring = true;
-                    tracing::info!(event = "probes_updated", app = %self.app, instance = %self.label);
+                    tracing::info!(event = "probes_updated", app = %self.app, instance = %self.id);
                 }
                 status = p.child.child.wait() => {
                     let exit = status.map(Exit::from_status).unwrap_or(Exit::Code(-1));
@@ -354,7 +396,7 @@ impl Instance {
                     None => monitoring = false,
                     Some(HealthEvent::Probed(outcome)) => self.status.send_modify(|s| s.last_probe = Some(outcome)),
                     Some(HealthEvent::Started(outcome)) => {
-                        tracing::info!(event = "startup_passed", app = %self.app, instance = %self.label, probe = %outcome);
+                        tracing::info!(event = "startup_passed", app = %self.app, instance = %self.id, probe = %outcome);
                     }
                     Some(HealthEvent::Ready(outcome)) if !ready => {
                         ready = true;
@@ -368,7 +410,7 @@ impl Instance {
                     Some(HealthEvent::StartupFailed(outcome) | HealthEvent::LivenessFailed(outcome)) => {
                         let what = if ready || probes.startup.is_none() { "liveness failed" } else { "startup probe failed" };
                         let why = format!("{what} (last probe: {outcome})");
-                        tracing::warn!(app = %self.app, instance = %self.label, reason = %why, "stopping unhealthy instance");
+                        tracing::warn!(app = %self.app, instance = %self.id, reason = %why, "stopping unhealthy instance");
                         if ready {
                             // Out of routing before the (maybe slow) stop.
                             self.apply(Event::BecameUnready, why.clone());
@@ -399,11 +441,11 @@ impl Instance {
         for hook in &cfg.hooks {
             match hooks::send(p.port, hook).await {
                 Ok(code) => {
-                    tracing::info!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, status = code, "stop hook sent");
+                    tracing::info!(app = %self.app, instance = %self.id, method = %hook.method, path = %hook.path, status = code, "stop hook sent");
                     exiting |= hook.expect_exit && (200..300).contains(&code);
                 }
                 Err(e) => {
-                    tracing::warn!(app = %self.app, instance = %self.label, method = %hook.method, path = %hook.path, error = %e, "stop hook failed; continuing")
+                    tracing::warn!(app = %self.app, instance = %self.id, method = %hook.method, path = %hook.path, error = %e, "stop hook failed; continuing")
                 }
             }
         }
@@ -427,7 +469,7 @@ impl Instance {
                     how.push_str(&format!(", {} to what it left", cfg.signal.as_str()));
                 }
             } else {
-                tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not exit after its stop hook in time; sending the stop signal");
+                tracing::warn!(app = %self.app, instance = %self.id, timeout = %fmt_duration(cfg.timeout), "did not exit after its stop hook in time; sending the stop signal");
                 how.push_str("did not exit after its stop hook; ");
                 deadline = Instant::now() + cfg.timeout;
             }
@@ -445,7 +487,7 @@ impl Instance {
                 _ = tokio::time::sleep_until(deadline) => None,
             };
             if exited.is_none() {
-                tracing::warn!(app = %self.app, instance = %self.label, timeout = %fmt_duration(cfg.timeout), "did not stop in time; sending SIGKILL to the process group");
+                tracing::warn!(app = %self.app, instance = %self.id, timeout = %fmt_duration(cfg.timeout), "did not stop in time; sending SIGKILL to the process group");
                 target.signal(nix::sys::signal::Signal::SIGKILL);
                 let _ = p.child.child.wait().await;
                 how.push_str(", then SIGKILL after the stop timeout");
@@ -462,7 +504,7 @@ impl Instance {
 
     fn warn_survivors(&self, pgid: u32, survivors: &[i32]) {
         if !survivors.is_empty() {
-            tracing::error!(app = %self.app, instance = %self.label, pgid, ?survivors, "processes survived SIGKILL");
+            tracing::error!(app = %self.app, instance = %self.id, pgid, ?survivors, "processes survived SIGKILL");
         }
     }
 

@@ -25,10 +25,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use instance::Instance;
-pub use instance::{DeathRecord, InstanceStatus, StateChange};
+pub use instance::{DeathRecord, InstanceId, InstanceStatus, StateChange};
 use output::{AppLog, LogRing};
 use state::State;
 
@@ -54,6 +55,21 @@ struct Inner {
     guard: Mutex<Option<guard::Guard>>,
     run_id: String,
     apps: Mutex<BTreeMap<AppName, Vec<InstanceHandle>>>,
+    /// Apps waiting for their dependencies, with the reason.
+    waiting: watch::Sender<BTreeMap<AppName, String>>,
+    waiters: Mutex<std::collections::HashMap<AppName, CancellationToken>>,
+}
+
+/// A replacement (or a started app) that did not become ready.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{id} did not become ready ({reason})")]
+pub struct NotReady {
+    pub id: InstanceId,
+    pub reason: String,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// The probes an app's instances run.
@@ -103,6 +119,8 @@ impl Supervisor {
             guard: Mutex::new(None),
             run_id,
             apps: Mutex::new(BTreeMap::new()),
+            waiting: watch::channel(BTreeMap::new()).0,
+            waiters: Mutex::new(Default::default()),
         })))
     }
 
@@ -121,13 +139,55 @@ impl Supervisor {
         Ok(pid)
     }
 
+    /// Takes charge of this process's children before any app starts:
+    /// become a child subreaper (`subreaper`), reap adopted orphans until
+    /// `cancel`, stop what a killed harbormaster left behind, and start the
+    /// guard (`guard`; a guard that cannot start is a warning: instances
+    /// still get their parent-death signal and the next start's sweep).
+    pub async fn take_charge(
+        &self,
+        subreaper: bool,
+        guard: bool,
+        cancel: CancellationToken,
+    ) -> std::io::Result<()> {
+        let context = |what: &str| {
+            let what = what.to_string();
+            move |e: std::io::Error| std::io::Error::new(e.kind(), format!("{what}: {e}"))
+        };
+        if subreaper {
+            reaper::become_subreaper()
+                .map_err(std::io::Error::from)
+                .map_err(context("cannot become a child subreaper"))?;
+        }
+        if reaper::adopts_orphans() {
+            reaper::spawn(cancel).map_err(context("cannot watch SIGCHLD"))?;
+            tracing::info!(pid = std::process::id(), "reaping adopted orphans");
+        }
+        for line in self.clean_leftovers().await {
+            tracing::warn!(event = "leftover_stopped", "{line}");
+        }
+        if guard {
+            match self.start_guard() {
+                Ok(pid) => tracing::info!(
+                    event = "guard_started",
+                    pid,
+                    "instances are stopped even if harbormaster is killed"
+                ),
+                Err(e) => {
+                    tracing::warn!(event = "guard_failed", error = %e, "cannot start the guard process; if harbormaster is killed, its instances are stopped only at the next start")
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Stops processes left behind by a harbormaster that was killed.
     pub async fn clean_leftovers(&self) -> Vec<String> {
         leftovers::clean(&self.0.runtime_dir.join("pids")).await
     }
 
     fn apps(&self) -> std::sync::MutexGuard<'_, BTreeMap<AppName, Vec<InstanceHandle>>> {
-        self.0.apps.lock().unwrap_or_else(|p| p.into_inner())
+        lock(&self.0.apps)
     }
 
     /// Status watchers of an app's instances (empty for external or unknown apps).
@@ -147,6 +207,14 @@ impl Supervisor {
             .collect()
     }
 
+    /// The current status of an app's instances.
+    pub fn snapshot_of(&self, app: &AppName) -> Vec<InstanceStatus> {
+        self.watch(app)
+            .iter()
+            .map(|rx| rx.borrow().clone())
+            .collect()
+    }
+
     /// Output rings of an app's instances.
     pub fn output(&self, app: &AppName) -> Vec<Arc<LogRing>> {
         self.apps()
@@ -155,46 +223,186 @@ impl Supervisor {
             .unwrap_or_default()
     }
 
-    /// Starts `instances` copies of a managed app; external apps need nothing.
+    /// Starts `app` once its dependencies meet their conditions (at once if
+    /// they do now); external apps need nothing. Until then the app is
+    /// *waiting*, with the reason in [`Supervisor::waiting`]. A dependency
+    /// that recovers later, however (backoff, reload, restart), starts it
+    /// then: no state needs a stop and start to recover.
     pub fn start_app(&self, app: &AppConfig) {
-        let AppKind::Managed(managed) = &app.kind else {
+        if !matches!(app.kind, AppKind::Managed(_)) {
             return;
-        };
-        let handles = (0..managed.instances.get())
-            .map(|index| self.spawn_instance(app, index))
-            .collect();
-        self.apps().insert(app.name.clone(), handles);
+        }
+        self.cancel_waiter(&app.name);
+        // Subscribed before the first check: no change falls between the two.
+        let mut changes = self.subscribe();
+        if !self.still_waits(app) {
+            self.spawn_all(app);
+            return;
+        }
+        let token = CancellationToken::new();
+        lock(&self.0.waiters).insert(app.name.clone(), token.clone());
+        let (this, app) = (self.clone(), app.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    change = changes.recv() => if matches!(change, Err(broadcast::error::RecvError::Closed)) { return },
+                    _ = token.cancelled() => return,
+                }
+                if !this.still_waits(&app) {
+                    break;
+                }
+            }
+            // Under the waiters' lock: a stop that cancelled us wins.
+            let mut waiters = lock(&this.0.waiters);
+            if !token.is_cancelled() {
+                waiters.remove(&app.name);
+                this.spawn_all(&app);
+            }
+        });
     }
 
-    /// Starts one more instance of `app` (a rolling restart's replacement),
-    /// with the next free index; returns its index and status watcher.
-    pub fn add_instance(&self, app: &AppConfig) -> Option<(u32, watch::Receiver<InstanceStatus>)> {
+    /// Starts `instances` copies of `app` now, whatever its dependencies
+    /// (`restart` of a waiting app), each with a fresh restart budget.
+    pub fn start_now(&self, app: &AppConfig) -> Vec<InstanceId> {
+        self.cancel_waiter(&app.name);
+        self.spawn_all(app)
+    }
+
+    fn spawn_all(&self, app: &AppConfig) -> Vec<InstanceId> {
+        let AppKind::Managed(managed) = &app.kind else {
+            return Vec::new();
+        };
+        self.0
+            .waiting
+            .send_if_modified(|w| w.remove(&app.name).is_some());
+        (0..managed.instances.get())
+            .map(|_| self.add_instance(app).0)
+            .collect()
+    }
+
+    /// Whether `app` must (still) wait for a dependency; if so, says what
+    /// for in [`Supervisor::waiting`] at once, so an app depending on this
+    /// one never mistakes it for started.
+    fn still_waits(&self, app: &AppConfig) -> bool {
+        let unmet = self.unmet(app);
+        if unmet.is_empty() {
+            return false;
+        }
+        let reason = format!("waiting for {}", unmet.join(", "));
+        self.0.waiting.send_if_modified(|w| {
+            w.insert(app.name.clone(), reason.clone()).as_ref() != Some(&reason)
+        });
+        true
+    }
+
+    /// The dependencies of `app` that do not meet their condition now.
+    fn unmet(&self, app: &AppConfig) -> Vec<String> {
+        app.depends_on
+            .iter()
+            .filter(|(dep, cond)| !self.meets(dep, **cond))
+            .map(|(dep, cond)| match cond {
+                DependsOn::Started => format!("{dep} to be started"),
+                DependsOn::Ready => format!("{dep} to be ready"),
+            })
+            .collect()
+    }
+
+    fn meets(&self, dep: &AppName, cond: DependsOn) -> bool {
+        if self.0.waiting.borrow().contains_key(dep) {
+            return false;
+        }
+        let apps = self.apps();
+        let Some(list) = apps.get(dep) else {
+            return true; // external: nothing to wait for until health checks exist
+        };
+        list.iter().any(|h| match (cond, &h.status.borrow().state) {
+            (DependsOn::Started, s) => matches!(s, State::Running | State::Ready),
+            (DependsOn::Ready, s) => *s == State::Ready,
+        })
+    }
+
+    /// Apps waiting for their dependencies, with the reason.
+    pub fn waiting(&self) -> watch::Receiver<BTreeMap<AppName, String>> {
+        self.0.waiting.subscribe()
+    }
+
+    fn cancel_waiter(&self, app: &AppName) {
+        if let Some(token) = lock(&self.0.waiters).remove(app) {
+            token.cancel();
+        }
+        self.0.waiting.send_if_modified(|w| w.remove(app).is_some());
+    }
+
+    /// Starts one more instance of `app` with the next free index (a
+    /// replacement); returns its id and status watcher.
+    pub fn add_instance(&self, app: &AppConfig) -> (InstanceId, watch::Receiver<InstanceStatus>) {
         let mut apps = self.apps();
-        let list = apps.get_mut(&app.name)?;
+        let list = apps.entry(app.name.clone()).or_default();
         let index = list
             .iter()
-            .map(|h| h.status.borrow().index + 1)
+            .map(|h| h.status.borrow().id.index + 1)
             .max()
             .unwrap_or(0);
-        let handle = self.spawn_instance(app, index);
+        let id = InstanceId {
+            app: app.name.clone(),
+            index,
+        };
+        let handle = self.spawn_instance(app, id.clone());
         let rx = handle.status.clone();
         list.push(handle);
-        Some((index, rx))
+        (id, rx)
     }
 
-    /// Indexes of an app's current instances.
-    pub fn indexes(&self, app: &AppName) -> Vec<u32> {
-        self.watch(app).iter().map(|rx| rx.borrow().index).collect()
+    /// Ids of an app's current instances.
+    pub fn ids(&self, app: &AppName) -> Vec<InstanceId> {
+        self.watch(app)
+            .iter()
+            .map(|rx| rx.borrow().id.clone())
+            .collect()
+    }
+
+    /// Waits until every instance in `ids` is ready. Fails as soon as one
+    /// ends (failed, exited, stopped) or at `deadline`.
+    pub async fn wait_ready(&self, ids: &[InstanceId], deadline: Instant) -> Result<(), NotReady> {
+        let not_ready = |id: &InstanceId, reason: String| NotReady {
+            id: id.clone(),
+            reason,
+        };
+        for id in ids {
+            let rx = self
+                .watch(&id.app)
+                .into_iter()
+                .find(|rx| rx.borrow().id == *id);
+            let Some(mut rx) = rx else {
+                return Err(not_ready(id, "it was stopped".into()));
+            };
+            loop {
+                let state = rx.borrow_and_update().state.clone();
+                match state {
+                    State::Ready => break,
+                    State::Failed { .. } | State::Exited(_) | State::Stopped => {
+                        return Err(not_ready(id, state.to_string()))
+                    }
+                    _ => {}
+                }
+                match tokio::time::timeout_at(deadline, rx.changed()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) => return Err(not_ready(id, "it was stopped".into())),
+                    Err(_) => return Err(not_ready(id, format!("still {state} at the deadline"))),
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Stops one instance and waits until it is confirmed stopped.
-    pub async fn stop_instance(&self, app: &AppName, index: u32) {
+    pub async fn stop_instance(&self, id: &InstanceId) {
         let handle = {
             let mut apps = self.apps();
-            let Some(list) = apps.get_mut(app) else {
+            let Some(list) = apps.get_mut(&id.app) else {
                 return;
             };
-            let Some(pos) = list.iter().position(|h| h.status.borrow().index == index) else {
+            let Some(pos) = list.iter().position(|h| h.status.borrow().id == *id) else {
                 return;
             };
             list.remove(pos)
@@ -203,7 +411,7 @@ impl Supervisor {
         let _ = handle.task.await;
     }
 
-    fn spawn_instance(&self, app: &AppConfig, index: u32) -> InstanceHandle {
+    fn spawn_instance(&self, app: &AppConfig, id: InstanceId) -> InstanceHandle {
         let AppKind::Managed(managed) = &app.kind else {
             unreachable!("only managed apps have instances")
         };
@@ -213,12 +421,12 @@ impl Supervisor {
             &self.0.state_dir.join("logs"),
             app.name.as_str(),
         ));
-        let (status, rx) = watch::channel(Instance::initial_status(&app.name, index));
+        let (status, rx) = watch::channel(Instance::initial_status(id.clone()));
         let ring = Arc::new(LogRing::default());
         let instance = Instance {
             app: app.name.clone(),
-            index,
-            label: format!("{}#{index}", app.name),
+            index: id.index,
+            id,
             managed,
             probes,
             pids_dir: self.0.pids_dir.clone(),
@@ -250,62 +458,17 @@ impl Supervisor {
         }
     }
 
-    /// Starts every app, each after the apps it depends on meet their
-    /// condition. An app whose dependency fails is not started (logged).
-    pub async fn start_all(&self, config: &Config) {
+    /// Starts every app; each one waits (visibly) until the apps it
+    /// depends on meet their condition.
+    pub fn start_all(&self, config: &Config) {
         for name in config.start_order() {
-            let app = &config.apps[&name];
-            let mut blocked = None;
-            for (dep, cond) in &app.depends_on {
-                if let Err(why) = self.wait_for(dep, *cond).await {
-                    blocked = Some(format!("dependency `{dep}` {why}"));
-                    break;
-                }
-            }
-            match blocked {
-                Some(why) => tracing::error!(app = %name, reason = %why, "app not started"),
-                None => self.start_app(app),
-            }
-        }
-    }
-
-    /// Waits until one instance of `app` is up (`started`) or ready (`ready`).
-    /// Fails when no instance can get there any more.
-    pub async fn wait_for(&self, app: &AppName, cond: DependsOn) -> Result<(), String> {
-        let mut rxs = self.watch(app);
-        if rxs.is_empty() {
-            return Ok(()); // external: nothing to wait for until health checks exist
-        }
-        loop {
-            let states: Vec<State> = rxs.iter().map(|rx| rx.borrow().state.clone()).collect();
-            let met = states.iter().any(|s| match cond {
-                DependsOn::Started => matches!(s, State::Running | State::Ready),
-                DependsOn::Ready => *s == State::Ready,
-            });
-            if met {
-                return Ok(());
-            }
-            if let Some(end) = states
-                .iter()
-                .find(|s| matches!(s, State::Failed { .. } | State::Exited(_) | State::Stopped))
-            {
-                if states
-                    .iter()
-                    .all(|s| matches!(s, State::Failed { .. } | State::Exited(_) | State::Stopped))
-                {
-                    return Err(format!("is {end}"));
-                }
-            }
-            let changed =
-                futures_util::future::select_all(rxs.iter_mut().map(|rx| Box::pin(rx.changed())));
-            if changed.await.0.is_err() {
-                return Err("is gone".into());
-            }
+            self.start_app(&config.apps[&name]);
         }
     }
 
     /// Stops an app's instances (in parallel) and waits until each is confirmed stopped.
     pub async fn stop_app(&self, app: &AppName) {
+        self.cancel_waiter(app);
         let handles = self.apps().remove(app).unwrap_or_default();
         for h in &handles {
             h.stop.cancel();
@@ -317,6 +480,10 @@ impl Supervisor {
 
     /// Stops every app, dependents before their dependencies.
     pub async fn stop_all(&self, config: &Config) {
+        // Nothing waiting starts while the rest stops.
+        for (_, token) in lock(&self.0.waiters).drain() {
+            token.cancel();
+        }
         let mut order = config.start_order();
         order.reverse();
         // Apps started outside `config` (none today) are stopped last.

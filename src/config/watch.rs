@@ -1,21 +1,25 @@
-//! Reload when the config file changes: the folder is watched (editors save
-//! by writing a new file and renaming it over the old one), events for the
-//! file are debounced, then the file is reloaded like SIGHUP would.
+//! Changes of the config file, for reload on save: the folder is watched
+//! (editors save by writing a new file and renaming it over the old one) and
+//! events for the file are debounced. The one side effect of this module,
+//! kept apart from loading; the caller decides what a change does.
 
+use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use notify::{RecursiveMode, Watcher};
 use tokio_util::sync::CancellationToken;
 
-use super::reload::Reloader;
-
 /// Quiet time after the last change before reloading (editors write in bursts).
 const DEBOUNCE: Duration = Duration::from_millis(300);
 
-pub async fn reload_on_change(reloader: Arc<Reloader>, cancel: CancellationToken) {
-    let file: PathBuf = reloader.current.load().source.clone();
+/// Calls `changed` once the file has been quiet for a moment after each
+/// burst of changes, until `cancel`.
+pub async fn on_change<F: Future<Output = ()>>(
+    file: PathBuf,
+    cancel: CancellationToken,
+    mut changed: impl FnMut() -> F,
+) {
     let (Some(dir), Some(name)) = (
         file.parent().map(PathBuf::from),
         file.file_name().map(|n| n.to_os_string()),
@@ -59,7 +63,6 @@ pub async fn reload_on_change(reloader: Arc<Reloader>, cancel: CancellationToken
                 _ = cancel.cancelled() => return,
             }
         }
-        tracing::info!(event = "reload_requested", via = "config file change");
-        reloader.reload_file().await;
+        changed().await;
     }
 }
