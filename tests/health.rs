@@ -189,6 +189,7 @@ fn a_resetting_instance_trips_its_breaker_and_recovers_through_half_open() {
     );
     let h = Harbor::start(&config);
     let gw = h.gateway(0);
+    let events = event_stream(h.admin());
     h.wait_for(SECS(10), |e| e["event"] == "upstream_ready");
     eventually(SECS(5), "routed", || status(gw, "x", "/") == Some(502));
     // Three consecutive failures open the breaker (the poll above made at
@@ -234,6 +235,39 @@ fn a_resetting_instance_trips_its_breaker_and_recovers_through_half_open() {
         moves,
         ["closed->open", "open->half_open", "half_open->closed"]
     );
+    // The same changes reach /v1/events clients.
+    eventually(SECS(5), "breaker events on /v1/events", || {
+        let text = events.lock().unwrap().clone();
+        ["open", "half_open", "closed"].iter().all(|to| {
+            text.split("\n\n").any(|e| {
+                e.contains("event: breaker")
+                    && e.contains(&format!("\"to\":\"{to}\""))
+                    && e.contains("\"app\":\"flaky\"")
+            })
+        })
+    });
+}
+
+/// Everything a `GET /v1/events` client receives, as it arrives.
+fn event_stream(admin: std::net::SocketAddr) -> std::sync::Arc<std::sync::Mutex<String>> {
+    use std::io::{Read, Write};
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut s = std::net::TcpStream::connect(admin).unwrap();
+    s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let sink = text.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    text
 }
 
 #[test]

@@ -183,6 +183,11 @@ pub enum EventKind {
     Readiness {
         ready: bool,
     },
+    /// An instance's circuit breaker moved: `closed`, `open`, `half_open`.
+    Breaker {
+        from: String,
+        to: String,
+    },
     /// The app waits for its dependencies (`reason`), or no longer does.
     Waiting {
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -222,6 +227,7 @@ impl Event {
         match self.what {
             EventKind::StateChange { .. } => "state_change",
             EventKind::Readiness { .. } => "readiness",
+            EventKind::Breaker { .. } => "breaker",
             EventKind::Waiting { .. } => "waiting",
             EventKind::Drain { .. } => "drain",
             EventKind::Reload { .. } => "reload",

@@ -74,7 +74,9 @@ mod tests {
     use crate::gateway::routes::AppShared;
     use crate::health::breaker::Breaker;
     use std::num::NonZeroU32;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
+
+    use crate::gateway::InstanceBreaker;
 
     fn cb() -> CircuitBreaker {
         CircuitBreaker {
@@ -93,7 +95,7 @@ mod tests {
             trip_on_5xx: false,
             upstreams: (0..n)
                 .map(|i| {
-                    let breaker = Arc::new(Mutex::new(Breaker::new(cb())));
+                    let breaker = Arc::new(InstanceBreaker::new(Breaker::new(cb())));
                     let addr = ([127, 0, 0, 1], 1000 + i).into();
                     Upstream::new(format!("web#{i}"), addr, Arc::default(), breaker)
                 })

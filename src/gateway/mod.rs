@@ -43,10 +43,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{AppName, CircuitBreaker, GatewayConfig};
 use crate::health::breaker::Breaker;
-use crate::observe::{AccessLog, Observers};
+use crate::observe::{AccessLog, Observer, Observers};
 pub use inflight::Counter;
 pub use pool::ConnLimit;
-pub use routes::{AppShared, RouteTable, Upstream};
+pub use routes::{AppShared, InstanceBreaker, RouteTable, Upstream};
 
 /// Bodies going both ways: streamed, never buffered whole.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -55,7 +55,7 @@ pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
 #[derive(Debug)]
 struct InstanceShared {
     in_flight: Arc<Counter>,
-    breaker: Arc<Mutex<Breaker>>,
+    breaker: Arc<InstanceBreaker>,
     /// Set when a rolling restart replaces the instance.
     retired: Arc<AtomicBool>,
     /// `max_upstream_connections`, one permit per open connection.
@@ -94,6 +94,15 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(cfg: &GatewayConfig) -> Arc<Self> {
+        Self::observed(cfg, Vec::new())
+    }
+
+    /// A gateway that tells `observers` (and the access log, when it is
+    /// on) what it does.
+    pub fn observed(cfg: &GatewayConfig, mut observers: Vec<Arc<dyn Observer>>) -> Arc<Self> {
+        if cfg.access_log {
+            observers.push(Arc::new(AccessLog));
+        }
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -129,11 +138,7 @@ impl Gateway {
             response_timeout: cfg.upstream_response_timeout,
             upstream_idle_timeout: cfg.upstream_idle_timeout,
             max_upstream_connections: cfg.max_upstream_connections as usize,
-            observers: Observers::new(if cfg.access_log {
-                vec![Arc::new(AccessLog)]
-            } else {
-                Vec::new()
-            }),
+            observers: Observers::new(observers),
             in_flight: Arc::new(Counter::default()),
             apps: Mutex::new(HashMap::new()),
             instances: Mutex::new(HashMap::new()),
@@ -167,14 +172,17 @@ impl Gateway {
     }
 
     /// What `label` keeps across snapshots, created on first use.
-    fn instance(&self, label: &str, cfg: &CircuitBreaker) -> Arc<InstanceShared> {
+    fn instance(&self, app: &AppName, label: &str, cfg: &CircuitBreaker) -> Arc<InstanceShared> {
         let mut instances = self.instances.lock().unwrap_or_else(|p| p.into_inner());
         instances
             .entry(label.to_string())
             .or_insert_with(|| {
                 Arc::new(InstanceShared {
                     in_flight: Arc::default(),
-                    breaker: Arc::new(Mutex::new(Breaker::new(cfg.clone()))),
+                    breaker: Arc::new(
+                        InstanceBreaker::new(Breaker::new(cfg.clone()))
+                            .observed(app.as_str(), self.observers.clone()),
+                    ),
                     retired: Arc::default(),
                     conns: ConnLimit::new(self.max_upstream_connections),
                 })
@@ -192,11 +200,12 @@ impl Gateway {
     /// connection limit kept for `label` across table snapshots.
     pub fn upstream(
         &self,
+        app: &AppName,
         label: &str,
         addr: std::net::SocketAddr,
         cfg: &CircuitBreaker,
     ) -> Upstream {
-        let shared = self.instance(label, cfg);
+        let shared = self.instance(app, label, cfg);
         Upstream::new(
             label.to_string(),
             addr,
@@ -226,13 +235,8 @@ impl Gateway {
 
     /// An instance's breaker state now (`closed` when it never saw a request).
     pub fn breaker_state(&self, label: &str) -> &'static str {
-        self.known(label).map_or("closed", |s| {
-            s.breaker
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .state(Instant::now())
-                .name()
-        })
+        self.known(label)
+            .map_or("closed", |s| s.breaker.lock().state(Instant::now()).name())
     }
 
     /// In flight to one instance, by label.

@@ -17,6 +17,7 @@ use tokio::time::Instant;
 use super::inflight::Counter;
 use crate::config::{AppName, Balance, Config, HostMatch};
 use crate::health::breaker::{Admission, Breaker, BreakerState, Transition};
+use crate::observe::{BreakerChange, Observers};
 
 /// One instance (or external address) that may take traffic.
 #[derive(Debug, Clone)]
@@ -27,7 +28,7 @@ pub struct Upstream {
     /// Requests in flight to this instance (least_in_flight, drain).
     pub in_flight: Arc<Counter>,
     /// Fed by request outcomes; an open breaker takes the instance out of rotation.
-    pub breaker: Arc<Mutex<Breaker>>,
+    pub breaker: Arc<InstanceBreaker>,
     /// Set when a rolling restart replaces this instance: no new requests.
     pub retired: Arc<AtomicBool>,
     /// One permit per open upstream connection (`max_upstream_connections`).
@@ -39,7 +40,7 @@ impl Upstream {
         label: String,
         addr: SocketAddr,
         in_flight: Arc<Counter>,
-        breaker: Arc<Mutex<Breaker>>,
+        breaker: Arc<InstanceBreaker>,
     ) -> Self {
         Self {
             label,
@@ -63,14 +64,14 @@ impl Upstream {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+        self.breaker.lock()
     }
 
     /// Asks the breaker to let one request through (logs a move to half-open).
     pub fn admit(&self, now: Instant) -> Admission {
         let (admission, transition) = self.lock().admit(now);
         if let Some(t) = transition {
-            log_transition(&self.label, t);
+            self.breaker.transitioned(&self.label, t);
         }
         admission
     }
@@ -84,13 +85,49 @@ impl Upstream {
     pub fn record(&self, success: bool, now: Instant) {
         let transition = self.lock().record(success, now);
         if let Some(t) = transition {
-            log_transition(&self.label, t);
+            self.breaker.transitioned(&self.label, t);
         }
     }
 }
 
-fn log_transition(label: &str, t: Transition) {
-    tracing::info!(event = "breaker", instance = %label, from = t.from.name(), to = t.to.name());
+/// An instance's circuit breaker, and who hears of its changes.
+#[derive(Debug)]
+pub struct InstanceBreaker {
+    state: Mutex<Breaker>,
+    /// The app, for the observers (`None`: nobody is told).
+    app: Option<(String, Observers)>,
+}
+
+impl InstanceBreaker {
+    pub fn new(breaker: Breaker) -> Self {
+        Self {
+            state: Mutex::new(breaker),
+            app: None,
+        }
+    }
+
+    /// Tells `observers` of every change, naming `app`.
+    pub fn observed(mut self, app: &str, observers: Observers) -> Self {
+        self.app = Some((app.to_string(), observers));
+        self
+    }
+
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn transitioned(&self, label: &str, t: Transition) {
+        let (from, to) = (t.from.name(), t.to.name());
+        tracing::info!(event = "breaker", instance = %label, from, to);
+        if let Some((app, observers)) = &self.app {
+            observers.breaker(&BreakerChange {
+                app,
+                instance: label,
+                from,
+                to,
+            });
+        }
+    }
 }
 
 /// Per-app state that outlives table snapshots.

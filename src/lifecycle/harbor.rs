@@ -85,12 +85,37 @@ pub struct HarborCtx {
     pub(super) runtime: Mutex<Option<super::RuntimeDir>>,
 }
 
+/// The gateway's breaker changes, as harbor events.
+pub struct BreakerEvents(pub broadcast::Sender<Event>);
+
+impl crate::observe::Observer for BreakerEvents {
+    fn breaker(&self, c: &crate::observe::BreakerChange<'_>) {
+        let what = EventKind::Breaker {
+            from: c.from.into(),
+            to: c.to.into(),
+        };
+        let event = Event::new(Some(c.app.into()), Some(c.instance.into()), what);
+        let _ = self.0.send(event);
+    }
+
+    fn observes_requests(&self) -> bool {
+        false
+    }
+}
+
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl HarborCtx {
-    pub fn new(config: Config, supervisor: Supervisor, gateway: Arc<Gateway>) -> Arc<Self> {
+    /// `events`: where the harbor's events go; made first so the gateway
+    /// can be built to report into it too ([`BreakerEvents`]).
+    pub fn new(
+        config: Config,
+        supervisor: Supervisor,
+        gateway: Arc<Gateway>,
+        events: broadcast::Sender<Event>,
+    ) -> Arc<Self> {
         let externals = Arc::new(ExternalHealth::default());
         let cancel = CancellationToken::new();
         Arc::new(Self {
@@ -99,7 +124,7 @@ impl HarborCtx {
             supervisor,
             gateway,
             externals,
-            events: broadcast::channel(1024).0,
+            events,
             phase: watch::channel(Phase::Running).0,
             shutdown_requested: CancellationToken::new(),
             stop_accepting: cancel.child_token(),

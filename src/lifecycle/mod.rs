@@ -102,14 +102,17 @@ pub async fn launch(
     options: Options,
 ) -> anyhow::Result<Arc<HarborCtx>> {
     let supervisor = Supervisor::with_dirs(runtime.path(), &config.runtime.state_dir)?;
-    let gateway = Gateway::new(&config.gateway);
-    let h = HarborCtx::new(config, supervisor.clone(), gateway);
+    // Before the gateway: its default max_connections follows the limit.
+    let nofile = crate::gateway::limits::raise_nofile();
+    tracing::debug!(?nofile, "open-file limit");
+    let events = tokio::sync::broadcast::channel(1024).0;
+    let breakers = Arc::new(harbor::BreakerEvents(events.clone()));
+    let gateway = Gateway::observed(&config.gateway, vec![breakers]);
+    let h = HarborCtx::new(config, supervisor.clone(), gateway, events);
     let config = h.config();
     supervisor
         .take_charge(options.subreaper, options.guard, h.cancel.child_token())
         .await?;
-    let nofile = crate::gateway::limits::raise_nofile();
-    tracing::debug!(?nofile, "open-file limit");
     for (name, app) in &config.apps {
         h.externals.watch_app(name, app, &h.cancel);
     }

@@ -24,7 +24,7 @@ pub fn table(
     gateway: &Gateway,
 ) -> RouteTable {
     let upstream = |app: &AppName, label: String, addr: SocketAddr| {
-        gateway.upstream(&label, addr, &config.apps[app].circuit_breaker)
+        gateway.upstream(app, &label, addr, &config.apps[app].circuit_breaker)
     };
     let mut upstreams: HashMap<AppName, Vec<Upstream>> = HashMap::new();
     for st in supervisor.snapshot() {

@@ -111,28 +111,70 @@ pub struct RequestOutcome<'a> {
     pub duration: Duration,
 }
 
-/// Something that wants every request's outcome.
+/// An instance's circuit breaker changed state.
+#[derive(Debug, Clone)]
+pub struct BreakerChange<'a> {
+    pub app: &'a str,
+    pub instance: &'a str,
+    /// `closed`, `open` or `half_open`.
+    pub from: &'static str,
+    pub to: &'static str,
+}
+
+/// Something that wants to know what the gateway did: every request's
+/// outcome, every breaker change, or both (the methods it leaves alone
+/// cost nothing).
 pub trait Observer: Send + Sync + 'static {
-    fn request(&self, outcome: &RequestOutcome<'_>);
+    fn request(&self, _outcome: &RequestOutcome<'_>) {}
+
+    fn breaker(&self, _change: &BreakerChange<'_>) {}
+
+    /// `false`: the gateway need not gather request outcomes for it.
+    fn observes_requests(&self) -> bool {
+        true
+    }
 }
 
 /// Every observer; cheap to clone.
 #[derive(Clone, Default)]
-pub struct Observers(Arc<[Arc<dyn Observer>]>);
+pub struct Observers {
+    all: Arc<[Arc<dyn Observer>]>,
+    of_requests: Arc<[Arc<dyn Observer>]>,
+}
+
+impl std::fmt::Debug for Observers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Observers({})", self.all.len())
+    }
+}
 
 impl Observers {
     pub fn new(observers: Vec<Arc<dyn Observer>>) -> Self {
-        Self(observers.into())
+        let of_requests: Vec<_> = observers
+            .iter()
+            .filter(|o| o.observes_requests())
+            .cloned()
+            .collect();
+        Self {
+            all: observers.into(),
+            of_requests: of_requests.into(),
+        }
     }
 
-    /// No observer: the gateway skips gathering outcomes altogether.
+    /// No observer of requests: the gateway skips gathering outcomes.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.of_requests.is_empty()
     }
 
     pub fn request(&self, outcome: &RequestOutcome<'_>) {
-        for o in self.0.iter() {
+        for o in self.of_requests.iter() {
             o.request(outcome);
+        }
+    }
+
+    pub fn breaker(&self, change: &BreakerChange<'_>) {
+        for o in self.all.iter() {
+            o.breaker(change);
         }
     }
 }
