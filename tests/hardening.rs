@@ -691,3 +691,31 @@ fn an_idle_http2_connection_gets_goaway_then_closes() {
         opened.elapsed()
     );
 }
+
+#[test]
+fn the_soft_open_file_limit_is_raised_and_max_connections_follows_it() {
+    let backend = Backend::start(&[]);
+    let wrapper = ["sh", "-c", "ulimit -Sn 1024 && exec \"$0\" \"$@\""];
+    let (h, gw) = serving(Harbor::start_wrapped(
+        &config("", &[backend.port], ""),
+        &wrapper,
+    ));
+    let limits = std::fs::read_to_string(format!("/proc/{}/limits", h.pid())).unwrap();
+    let files: Vec<&str> = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(files[3], files[4], "soft limit not raised: {limits}");
+    // 600 silent connections: past what 1024 descriptors would allow
+    // (384), yet a normal request is served at once, not after the header
+    // timeout frees a slot.
+    let silent: Vec<_> = (0..600)
+        .map(|_| std::net::TcpStream::connect(gw).unwrap())
+        .collect();
+    let start = Instant::now();
+    assert_eq!(fetch(gw, "x", "/").map(|r| r.0), Some(200));
+    assert!(start.elapsed() < SECS(3), "took {:?}", start.elapsed());
+    drop(silent);
+}
