@@ -21,7 +21,7 @@ use super::inflight::{Guard, GuardedBody};
 use super::outcome::Seen;
 use super::pool::{clone_parts, empty, PoolError, PooledBody};
 use super::request::{self, ClientBody, Progress, Refused};
-use super::routes::{normalize_host, Upstream};
+use super::routes::{normalize_host, AppEntry, Upstream};
 use super::{responses, Gateway, ProxyBody, Upstreams};
 use crate::observe::{Kind, Side};
 
@@ -35,6 +35,93 @@ pub(crate) struct Peer {
     pub forwarded_for: HeaderValue,
 }
 
+/// A request the gateway will forward: its app, the instance picked, the
+/// in-flight guard taken for it.
+struct Admitted {
+    app: Arc<AppEntry>,
+    upstream: Upstream,
+    guard: Guard,
+    /// The host the request is for (`Host`, or the absolute-form authority).
+    host: HeaderValue,
+    /// Path bytes the route strips.
+    strip: usize,
+}
+
+/// What becomes of a request before it is forwarded.
+enum Admission {
+    Forward(Admitted),
+    /// The gateway answers itself: the response, the app if one was
+    /// routed to, and the outcome.
+    Answer(Response<ProxyBody>, Option<Arc<AppEntry>>, Kind),
+}
+
+/// Checks, routes and admits a request, or says how the gateway answers it
+/// itself (and under which outcome).
+fn admit<B>(gw: &Gateway, req: &Request<B>, start: Instant) -> Admission {
+    use Admission::Answer;
+    if gw.refusing.load(std::sync::atomic::Ordering::Acquire) {
+        let res = responses::shutting_down(RETRY_AFTER_S);
+        return Answer(res, None, Kind::ShuttingDown);
+    }
+    let host = match request::host_of(req) {
+        Ok(host) => host,
+        Err(refused) => {
+            let res = match refused {
+                Refused::BadRequest(reason) => responses::bad_request(reason),
+                Refused::Connect => responses::method_not_allowed(),
+            };
+            return Answer(res, None, Kind::Refused);
+        }
+    };
+    let normalized = normalize_host(host.to_str().unwrap_or(""));
+    let table = gw.table.load();
+    let Some(route) = table.find(&normalized, req.uri().path()) else {
+        let res = responses::no_route(&normalized, req.uri().path());
+        return Answer(res, None, Kind::NoRoute);
+    };
+    let (app, strip) = (route.app.clone(), route.strip);
+    let name = app.name.as_str();
+    if app
+        .shared
+        .draining
+        .load(std::sync::atomic::Ordering::Acquire)
+    {
+        let close = req.version() <= Version::HTTP_11;
+        let res = responses::draining(name, RETRY_AFTER_S, close);
+        return Answer(res, Some(app), Kind::Draining);
+    }
+    // Pick, count ourselves in flight, then re-check that the instance was
+    // not retired meanwhile (the rolling restart's half of the handshake
+    // sets the flag, then reads the count).
+    let mut attempts = 0;
+    loop {
+        let upstream = match balance::pick(&app, None, start) {
+            Pick::Upstream(u) => u.clone(),
+            Pick::NoneReady => {
+                let res = responses::no_ready_instance(name, RETRY_AFTER_S);
+                return Answer(res, Some(app), Kind::NoReadyInstance);
+            }
+            Pick::AllOpen { retry_after } => {
+                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+                let res = responses::circuit_open(name, secs);
+                return Answer(res, Some(app), Kind::CircuitOpen);
+            }
+        };
+        // Admitted: counted from here until the response's last byte.
+        let guard = Guard::new(&gw.in_flight, &app.shared.in_flight, &upstream.in_flight);
+        attempts += 1;
+        if !upstream.is_retired() || attempts > app.upstreams.len() {
+            return Admission::Forward(Admitted {
+                app,
+                upstream,
+                guard,
+                host,
+                strip,
+            });
+        }
+    }
+}
+
 pub(crate) async fn handle(
     gw: Arc<Gateway>,
     pool: Upstreams,
@@ -43,76 +130,30 @@ pub(crate) async fn handle(
 ) -> Response<ProxyBody> {
     let start = Instant::now();
     let mut seen = Seen::new(&gw.observers, &req, peer.ip, start);
-    // A response the gateway makes itself, observed at once.
-    let answer = |seen: &Option<Seen>, app: Option<&str>, res: Response<ProxyBody>, kind: Kind| {
-        if let Some(seen) = seen {
-            seen.emit(app, None, res.status().as_u16(), kind, 0);
-        }
-        res
-    };
-    if gw.refusing.load(std::sync::atomic::Ordering::Acquire) {
-        let res = responses::shutting_down(RETRY_AFTER_S);
-        return answer(&seen, None, res, Kind::ShuttingDown);
-    }
-    let raw_host = match request::host_of(&req) {
-        Ok(h) => h,
-        Err(refused) => {
-            let res = match refused {
-                Refused::BadRequest(reason) => responses::bad_request(reason),
-                Refused::Connect => responses::method_not_allowed(),
-            };
-            return answer(&seen, None, res, Kind::Refused);
+    let Admitted {
+        app,
+        upstream: first,
+        mut guard,
+        host: raw_host,
+        strip,
+    } = match admit(&gw, &req, start) {
+        Admission::Forward(admitted) => admitted,
+        Admission::Answer(res, app, kind) => {
+            // A response the gateway makes itself, observed at once.
+            if let Some(seen) = &seen {
+                let app = app.as_ref().map(|a| a.name.as_str());
+                seen.emit(app, None, res.status().as_u16(), kind, 0);
+            }
+            return res;
         }
     };
-    let host = normalize_host(raw_host.to_str().unwrap_or(""));
-    let table = gw.table.load();
-    let Some(route) = table.find(&host, req.uri().path()) else {
-        let res = responses::no_route(&host, req.uri().path());
-        return answer(&seen, None, res, Kind::NoRoute);
-    };
-    let app = route.app.clone();
     let name = Some(app.name.as_str());
-    if app
-        .shared
-        .draining
-        .load(std::sync::atomic::Ordering::Acquire)
-    {
-        let close = req.version() <= Version::HTTP_11;
-        let res = responses::draining(app.name.as_str(), RETRY_AFTER_S, close);
-        return answer(&seen, name, res, Kind::Draining);
-    }
-    // Pick, count ourselves in flight, then re-check that the instance was
-    // not retired meanwhile (the rolling restart's half of the handshake
-    // sets the flag, then reads the count).
-    let mut attempts = 0;
-    let (first, mut guard) = loop {
-        let first = match balance::pick(&app, None, start) {
-            Pick::Upstream(u) => u.clone(),
-            Pick::NoneReady => {
-                let res = responses::no_ready_instance(app.name.as_str(), RETRY_AFTER_S);
-                return answer(&seen, name, res, Kind::NoReadyInstance);
-            }
-            Pick::AllOpen { retry_after } => {
-                let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
-                let res = responses::circuit_open(app.name.as_str(), secs);
-                return answer(&seen, name, res, Kind::CircuitOpen);
-            }
-        };
-        // Admitted: counted from here until the response's last byte.
-        let guard = Guard::new(&gw.in_flight, &app.shared.in_flight, &first.in_flight);
-        attempts += 1;
-        if !first.is_retired() || attempts > app.upstreams.len() {
-            break (first, guard);
-        }
-    };
     let version = req.version();
     let upgrade = request::is_upgrade(req.headers());
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
     let has_body = !req.body().is_end_stream();
     let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let (mut parts, body) = req.into_parts();
-    let strip = route.strip;
-    drop(table);
     request::prepare(
         &mut parts,
         &raw_host,
@@ -148,7 +189,7 @@ pub(crate) async fn handle(
             upstream.record_result(&attempt, app.trip_on_5xx);
         }
     }
-    let mut res = match attempt {
+    let res = match attempt {
         Ok(res) => res,
         Err(failure) => {
             let (res, kind) = failure.response(app.name.as_str());
@@ -183,11 +224,26 @@ pub(crate) async fn handle(
         });
     }
 
-    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-        if let Some(client_upgrade) = client_upgrade {
+    gw.respond(res, guard, version, client_upgrade)
+}
+
+impl Gateway {
+    /// The upstream's response as the client gets it: the guard inside the
+    /// body (or the tunnel of an upgrade), hop-by-hop headers out, HTTP/1.1
+    /// or HTTP/2 whatever the upstream spoke, SSE ended at `stream_grace`.
+    fn respond(
+        &self,
+        mut res: Response<PooledBody>,
+        guard: Guard,
+        version: Version,
+        client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        if let (StatusCode::SWITCHING_PROTOCOLS, Some(client_upgrade)) =
+            (res.status(), client_upgrade)
+        {
             let upstream_upgrade = hyper::upgrade::on(&mut res);
-            let end = gw.streams_end.clone();
-            gw.tunnels.spawn(async move {
+            let end = self.streams_end.clone();
+            self.tunnels.spawn(async move {
                 let mut guard = guard;
                 if let (Ok(c), Ok(u)) = tokio::join!(client_upgrade, upstream_upgrade) {
                     let to_client = tunnel(TokioIo::new(c), TokioIo::new(u), end).await;
@@ -197,28 +253,26 @@ pub(crate) async fn handle(
             });
             return res.map(|_| empty());
         }
-    }
-    request::strip_hop_by_hop(res.headers_mut(), false);
-    // The client gets HTTP/1.1 (with keep-alive) or HTTP/2, whatever the
-    // upstream spoke.
-    *res.version_mut() = if version == Version::HTTP_2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
-    let streaming = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("text/event-stream"));
-    res.map(|body| {
-        let body = GuardedBody::new(body, guard);
-        if streaming {
-            body.end_when(&gw.streams_end).boxed()
+        request::strip_hop_by_hop(res.headers_mut(), false);
+        *res.version_mut() = if version == Version::HTTP_2 {
+            Version::HTTP_2
         } else {
-            body.boxed()
-        }
-    })
+            Version::HTTP_11
+        };
+        let streaming = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.starts_with("text/event-stream"));
+        res.map(|body| {
+            let body = GuardedBody::new(body, guard);
+            if streaming {
+                body.end_when(&self.streams_end).boxed()
+            } else {
+                body.boxed()
+            }
+        })
+    }
 }
 
 /// Copies an upgraded connection both ways until either side closes, or
