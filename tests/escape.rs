@@ -204,12 +204,7 @@ fn after_kill_9_without_the_guard_the_next_start_serves_three_stubborn_apps_with
         first.wait_state(app, "ready", 0);
     }
     // The guard would stop them at once; without it, the next start must.
-    let guard = first.wait_for(SECS(10), |e| e["event"] == "guard_started")["pid"]
-        .as_i64()
-        .unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard), Signal::SIGKILL).unwrap();
-    first.signal(Signal::SIGKILL);
-    first.wait_exit(SECS(5));
+    first.kill_9_without_guard();
     // The apps ignore the parent-death SIGTERM and keep their ports. (Once
     // in CI one port was already free here, cause not found; the spec
     // below — serving within 3 s — holds either way, so this is reported,

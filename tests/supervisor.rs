@@ -178,12 +178,7 @@ fn after_kill_9_children_exit_and_the_next_run_removes_survivors() {
         i["grandchild_pid"].as_i64().unwrap() as i32,
     );
 
-    let guard = first.wait_for(SECS(10), |e| e["event"] == "guard_started")["pid"]
-        .as_i64()
-        .unwrap() as i32;
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard), Signal::SIGKILL).unwrap();
-    first.signal(Signal::SIGKILL);
-    first.wait_exit(SECS(5));
+    first.kill_9_without_guard();
     // PR_SET_PDEATHSIG: the direct child is told and exits.
     eventually(
         SECS(10),

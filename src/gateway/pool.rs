@@ -71,12 +71,6 @@ impl ConnLimit {
             waiting: AtomicUsize::new(0),
         })
     }
-
-    /// Connections open to the instance now.
-    #[cfg(test)]
-    pub fn available(&self) -> usize {
-        self.permits.available_permits()
-    }
 }
 
 struct Idle {

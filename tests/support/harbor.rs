@@ -176,6 +176,18 @@ impl Harbor {
         })
     }
 
+    /// `kill -9` of harbormaster after its guard (so nothing stops the
+    /// apps until the next start), then waits for the exit.
+    pub fn kill_9_without_guard(&mut self) {
+        use nix::sys::signal::Signal::SIGKILL;
+        let guard = self.wait_for(Duration::from_secs(10), |e| e["event"] == "guard_started")["pid"]
+            .as_i64()
+            .unwrap() as i32;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(guard), SIGKILL).unwrap();
+        self.signal(SIGKILL);
+        self.wait_exit(Duration::from_secs(5));
+    }
+
     pub fn signal(&self, sig: nix::sys::signal::Signal) {
         nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), sig).unwrap();
     }
