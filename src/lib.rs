@@ -7,6 +7,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod children;
 pub mod cli;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod gateway;
 pub mod health;
 pub mod lifecycle;
 pub mod observe;
+pub mod policy;
 pub mod supervisor;
 
 pub use config::Config;

@@ -17,6 +17,7 @@
 //! `/v1/events`) stay open.
 
 pub mod api;
+pub mod audited;
 mod server;
 
 use std::convert::Infallible;
@@ -46,6 +47,10 @@ pub trait Control: Send + Sync + 'static {
     /// bounds the wait for the replacements to become ready.
     fn restart(self: &Arc<Self>, app: &str, timeout: Option<Duration>) -> Result<(), HarborError>;
     fn subscribe(&self) -> broadcast::Receiver<api::Event>;
+    /// The audit log, when it is on: every mutating call is recorded there.
+    fn audit(&self) -> Option<crate::audit::Audit> {
+        None
+    }
 }
 
 /// Why the harbor refused or failed a command.
@@ -97,7 +102,11 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
     let mutating = Router::new()
         .route("/v1/shutdown", post(shutdown::<C>))
         .route("/v1/reload", post(reload::<C>))
-        .route("/v1/apps/{app}/{action}", post(app_action::<C>));
+        .route("/v1/apps/{app}/{action}", post(app_action::<C>))
+        .route_layer(axum::middleware::from_fn_with_state(
+            (harbor.clone(), door),
+            audited::record::<C>,
+        ));
     let mutating = match door {
         Door::Socket => mutating,
         Door::Tcp => mutating.route_layer(axum::middleware::from_fn_with_state(
@@ -138,6 +147,8 @@ async fn authorize<C: Control>(
             ))
     });
     if same {
+        let mut req = req;
+        req.extensions_mut().insert(crate::audit::Via::Token);
         return next.run(req).await;
     }
     let why = "unauthorized: over TCP, mutating calls need Authorization: Bearer <one of [admin] tokens>; the CLI uses admin.sock instead";

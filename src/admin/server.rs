@@ -44,13 +44,14 @@ pub async fn serve_tcp(
             p = limit.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
             _ = shutdown.cancelled() => break,
         };
-        let Some((stream, _)) = refused.accept(&listener, &shutdown).await else {
+        let Some((stream, peer)) = refused.accept(&listener, &shutdown).await else {
             break;
         };
         let state = ConnState::new();
         let service = {
             let (router, state) = (router.clone(), state.clone());
-            hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+            hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+                req.extensions_mut().insert(super::audited::Peer(peer));
                 let active = state.begin();
                 let router = router.clone();
                 async move {

@@ -4,6 +4,7 @@
 //! operation, 2 usage error (clap), 3 no running instance. Verbs join this
 //! enum in the issue that makes them work; none pretends.
 
+mod audit;
 mod check;
 mod client;
 mod control;
@@ -108,6 +109,9 @@ pub enum Verb {
     },
     /// Validate the configuration; exit 0 if valid, 1 with every error (file:line:col) if not.
     Check,
+    /// Read the audit log (MCP calls, or admin actions with --admin) from the
+    /// database the config names, whether harbormaster runs or not.
+    Audit(audit::AuditArgs),
     /// Internal: the guard process `run` starts (see `supervisor::guard`).
     #[command(name = "__guard", hide = true)]
     Guard {
@@ -146,5 +150,6 @@ pub fn main() -> ExitCode {
         Verb::Restart { app, timeout } => control::restart(&cli, app, *timeout),
         Verb::Logs { app, follow, lines } => logs::logs(&cli, app, *follow, *lines),
         Verb::Check => check::run(&cli.config),
+        Verb::Audit(args) => audit::audit(&cli, args),
     }
 }

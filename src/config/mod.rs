@@ -9,6 +9,7 @@
 //! The keys and defaults are the contract in `shared/config-contract.toml`
 //! and `docs/configuration.md`.
 
+mod audit;
 pub mod diff;
 mod document;
 mod error;
@@ -21,6 +22,7 @@ pub mod watch;
 
 use std::path::{Path, PathBuf};
 
+pub use audit::{AuditConfig, AuditSink};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use model::*;
 

@@ -21,6 +21,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub runtime: RuntimeConfig,
     pub apps: BTreeMap<AppName, AppConfig>,
+    /// `None`: no audit log (neither `[audit]` nor `[mcp]` is written).
+    pub audit: Option<super::AuditConfig>,
 }
 
 impl Config {

@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub runtime: Option<S<RawRuntime>>,
     #[serde(default)]
     pub apps: BTreeMap<S<String>, S<RawApp>>,
+    pub audit: Option<S<super::audit::RawAudit>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -56,12 +56,16 @@ impl Checker<'_, '_> {
         self.dependencies(raw, &apps);
         self.port_conflicts(raw, &gateway, &admin);
 
+        // Once `[mcp]` exists, it turns the audit log on too.
+        let audit_on = raw.audit.is_some();
+        let audit = self.audit(raw.audit.as_ref(), audit_on, &runtime.state_dir);
         Config {
             source,
             gateway,
             admin,
             runtime,
             apps,
+            audit,
         }
     }
 

@@ -83,6 +83,8 @@ pub struct HarborCtx {
     pub(super) started: Instant,
     /// Held until the harbor has stopped; then runtime.json goes.
     pub(super) runtime: Mutex<Option<super::RuntimeDir>>,
+    /// The audit log (`[audit]`), set once at launch; closed while flushing.
+    pub(super) audit: std::sync::OnceLock<crate::audit::Audit>,
 }
 
 /// The gateway's breaker changes, as harbor events.
@@ -137,6 +139,7 @@ impl HarborCtx {
             background: TaskTracker::new(),
             started: Instant::now(),
             runtime: Mutex::default(),
+            audit: std::sync::OnceLock::new(),
         })
     }
 
@@ -385,5 +388,9 @@ impl admin::Control for HarborCtx {
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.subscribe()
+    }
+
+    fn audit(&self) -> Option<crate::audit::Audit> {
+        self.audit.get().cloned()
     }
 }

@@ -78,8 +78,9 @@ pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
 ///    finish, decided by counting, bounded by `drain_timeout`; SSE streams
 ///    end cleanly after `stream_grace`;
 /// 2. `stopping_apps`: apps stop in reverse dependency order;
-/// 3. `flushing`: background tasks end, runtime.json is removed and the
-///    lock released; then `stopped`.
+/// 3. `flushing`: background tasks end, the audit queue is closed and
+///    drained (`audit_drained`), runtime.json is removed and the lock
+///    released; then `stopped`.
 pub async fn run(
     config: Config,
     runtime: RuntimeDir,
@@ -108,7 +109,14 @@ pub async fn launch(
     let events = tokio::sync::broadcast::channel(1024).0;
     let breakers = Arc::new(harbor::BreakerEvents(events.clone()));
     let gateway = Gateway::observed(&config.gateway, vec![breakers]);
+    let audit = match &config.audit {
+        Some(a) => Some(crate::audit::Audit::open(a).await?),
+        None => None,
+    };
     let h = HarborCtx::new(config, supervisor.clone(), gateway, events);
+    if let Some(audit) = audit {
+        let _ = h.audit.set(audit);
+    }
     let config = h.config();
     supervisor
         .take_charge(options.subreaper, options.guard, h.cancel.child_token())
@@ -210,6 +218,10 @@ impl HarborCtx {
         h.cancel.cancel();
         h.background.close();
         h.background.wait().await;
+        // Admin has stopped taking calls: close the queue, drain, checkpoint.
+        if let Some(audit) = h.audit.get() {
+            audit.close(h.config().gateway.drain_timeout).await;
+        }
         if let Some(runtime) = harbor::lock(&h.runtime).take() {
             runtime.retire();
         }
