@@ -57,6 +57,10 @@ impl<S: Sink> Writer<S> {
         let mut next_purge = Instant::now();
         let mut backoff = BACKOFF_MIN;
         let mut failures = 0u64;
+        if self.connected {
+            self.purge().await;
+            next_purge = Instant::now() + PURGE_EVERY;
+        }
         loop {
             if closed_at.is_none() && self.closing.is_cancelled() {
                 self.rx.close();
@@ -168,3 +172,7 @@ impl<S: Sink> Writer<S> {
         n
     }
 }
+
+#[cfg(test)]
+#[path = "writer_tests.rs"]
+mod tests;

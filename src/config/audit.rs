@@ -148,3 +148,71 @@ impl Checker<'_, '_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn load(text: &str) -> Result<crate::Config, String> {
+        crate::config::from_str(text, Path::new("/srv/hm/harbormaster.toml"))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn off_without_the_table_sqlite_by_default_with_it() {
+        assert_eq!(load("").unwrap().audit, None);
+        let audit = load("[audit]\n").unwrap().audit.unwrap();
+        assert_eq!(
+            audit.sink,
+            AuditSink::Sqlite("/srv/hm/.harbormaster/audit.db".into())
+        );
+        assert_eq!(audit.queue.get(), DEFAULT_QUEUE);
+        assert_eq!(audit.retention, DEFAULT_RETENTION);
+        let text = "[runtime]\nstate_dir = \"/var/lib/hm\"\n[audit]\npath = \"a/x.db\"\nqueue = 5\nretention = \"7d\"\n";
+        let audit = load(text).unwrap().audit.unwrap();
+        assert_eq!(audit.sink, AuditSink::Sqlite("/var/lib/hm/a/x.db".into()));
+        assert_eq!(audit.queue.get(), 5);
+        assert_eq!(audit.retention, Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn postgres_url() {
+        let text = "[audit]\nurl = \"postgres://hm:secret@127.0.0.1:5432/audit\"\n";
+        let audit = load(text).unwrap().audit.unwrap();
+        assert!(matches!(audit.sink, AuditSink::Postgres(_)));
+        assert!(
+            !format!("{audit:?}").contains("secret"),
+            "no password in Debug"
+        );
+    }
+
+    #[test]
+    fn errors_point_at_the_value() {
+        let err = load("[audit]\nqueue = 0\nretention = \"soon\"\n").unwrap_err();
+        assert!(
+            err.contains("harbormaster.toml:2:9: audit.queue: must be at least 1"),
+            "{err}"
+        );
+        assert!(
+            err.contains("harbormaster.toml:3:13: audit.retention: invalid duration"),
+            "{err}"
+        );
+        let err = load("[audit]\nurl = \"mysql://x\"\n").unwrap_err();
+        assert!(
+            err.contains(":2:7: audit.url: not a PostgreSQL URL"),
+            "{err}"
+        );
+        let err = load("[audit]\npath = \"a.db\"\nurl = \"postgres://h/db\"\n").unwrap_err();
+        assert!(
+            err.contains(":2:8: audit.path: path and url are both set"),
+            "{err}"
+        );
+        let err = load("[audit]\nqueu = 5\n").unwrap_err();
+        assert!(
+            err.contains("unknown key `queu`") && err.contains("did you mean `queue`?"),
+            "{err}"
+        );
+    }
+}
