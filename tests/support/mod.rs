@@ -3,6 +3,7 @@
 
 pub mod harbor;
 pub mod load;
+pub mod postgres;
 pub mod raw;
 
 use std::ffi::OsStr;
