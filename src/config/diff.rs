@@ -101,6 +101,10 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
     if old.runtime != new.runtime {
         plan.not_applied.push("[runtime] dir and state_dir".into());
     }
+    // The writer keeps its database and queue until the next start.
+    if old.audit != new.audit {
+        plan.not_applied.push("[audit]".into());
+    }
     plan
 }
 
@@ -201,5 +205,11 @@ upstreams = ["127.0.0.1:9"]
         );
         assert!(p.listeners_removed.is_empty());
         assert_eq!(p.not_applied, ["[gateway] settings other than listen"]);
+    }
+
+    #[test]
+    fn audit_changes_wait_for_the_next_start() {
+        let p = plan(&config(BASE), &config(&format!("{BASE}\n[audit]\n")));
+        assert_eq!(p.not_applied, ["[audit]"]);
     }
 }
