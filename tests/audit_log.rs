@@ -300,3 +300,63 @@ fn audit_command_explains_a_bad_status_and_an_audit_that_is_off() {
     assert_eq!(out.code, 2);
     assert!(out.stderr.contains("rate_limited"), "{out:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_follow_prints_records_as_they_are_written() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("harbormaster.toml"), "[audit]\n").unwrap();
+    let sink = AuditSink::Sqlite(dir.path().join(".harbormaster/audit.db"));
+    let audit = Audit::open(&config(sink.clone(), 10)).await.unwrap();
+    audit
+        .record(call(0, "first", CallStatus::Ok, Duration::ZERO))
+        .await
+        .unwrap();
+    until(&audit, "the first row", |s| s.written == 1).await;
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_harbormaster"))
+        .args([
+            "-c",
+            "harbormaster.toml",
+            "audit",
+            "--json",
+            "-f",
+            "--tool",
+            "*tool1",
+        ])
+        .current_dir(dir.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stdout = follower.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    // Rows the glob filters out come first.
+    for n in [3, 5, 1] {
+        let status = if n == 1 {
+            CallStatus::Timeout
+        } else {
+            CallStatus::Ok
+        };
+        audit
+            .record(call(n, "later", status, Duration::ZERO))
+            .await
+            .unwrap();
+    }
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the follower prints the new row");
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let row: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(row["client"], "later");
+    assert_eq!(row["tool"], "srv__tool1");
+    assert_eq!(row["status"], "timeout");
+    audit.close(Duration::from_secs(10)).await;
+}

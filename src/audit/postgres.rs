@@ -30,9 +30,17 @@ impl PostgresSink {
     }
 }
 
+/// How long a connection attempt may take unless the URL says (`connect_timeout`).
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connects; the connection task ends with the client.
 pub async fn connect(url: &str) -> anyhow::Result<Client> {
-    let (client, connection) = tokio_postgres::connect(url, NoTls)
+    let mut config: tokio_postgres::Config = url.parse().context("invalid [audit] url")?;
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    let (client, connection) = config
+        .connect(NoTls)
         .await
         .context("cannot connect to the PostgreSQL audit database ([audit] url)")?;
     tokio::spawn(async move {

@@ -86,7 +86,9 @@ impl Reader {
         }
     }
 
-    pub async fn mcp_calls(&mut self, f: &Filter) -> anyhow::Result<Vec<McpRow>> {
+    /// The next page of MCP calls after `f.after_id`, and the last id it
+    /// covered (rows the tool glob filtered out included), for the next page.
+    pub async fn mcp_calls(&mut self, f: &Filter) -> anyhow::Result<(Vec<McpRow>, Option<i64>)> {
         let since = f.since.map(rfc3339);
         let status = f.status.map(|s| s.as_str());
         let mut rows = match self {
@@ -137,10 +139,11 @@ impl Reader {
                     .collect()
             }
         };
+        let last = rows.last().map(|r| r.id);
         if let Some(glob) = &f.tool {
             rows.retain(|r| glob.is_match(&r.tool));
         }
-        Ok(rows)
+        Ok((rows, last))
     }
 
     pub async fn admin_actions(&mut self, f: &Filter) -> anyhow::Result<Vec<AdminRow>> {

@@ -24,6 +24,8 @@ use super::stats::Stats;
 pub const MAX_BATCH: usize = 512;
 /// How often rows past `retention` are deleted (also once at start).
 pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// A connect or a batch that takes longer failed (a silently gone server).
+const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
@@ -137,11 +139,17 @@ impl<S: Sink> Writer<S> {
     }
 
     async fn write(&mut self, batch: &[Envelope]) -> anyhow::Result<()> {
+        let timed_out = || anyhow::anyhow!("no answer within {OP_TIMEOUT:?}");
         if !self.connected {
-            self.sink.connect().await?;
+            tokio::time::timeout(OP_TIMEOUT, self.sink.connect())
+                .await
+                .map_err(|_| timed_out())??;
             self.connected = true;
         }
-        let result = self.sink.write(batch).await;
+        let result = tokio::time::timeout(OP_TIMEOUT, self.sink.write(batch))
+            .await
+            .map_err(|_| timed_out())
+            .and_then(|r| r);
         self.connected = result.is_ok();
         result
     }

@@ -102,8 +102,7 @@ async fn show(reader: &mut Reader, mut filter: Filter, args: &AuditArgs) -> anyh
             let last = rows.last().map(|r| r.id);
             (admin_lines(&rows, args.json, header), last)
         } else {
-            let rows = reader.mcp_calls(&filter).await?;
-            let last = rows.last().map(|r| r.id);
+            let (rows, last) = reader.mcp_calls(&filter).await?;
             (mcp_lines(&rows, args.json, header), last)
         };
         header = false;
