@@ -13,7 +13,8 @@ use harbormaster::config::{AuditConfig, AuditSink};
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let arg = |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
+    let arg =
+        |i: usize, default: usize| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(default);
     let sink = match (args.first().map(String::as_str), args.get(1)) {
         (Some("sqlite"), Some(p)) => AuditSink::Sqlite(p.into()),
         (Some("postgres"), Some(u)) => AuditSink::Postgres(u.clone()),

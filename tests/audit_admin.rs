@@ -123,76 +123,102 @@ fn admin_actions_are_recorded_exactly_once_in_postgres() {
     drain_resume_restart_each_recorded_once(&audit);
 }
 
-/// 8 clients drain and resume over TCP as fast as they can; SIGTERM comes
-/// in the middle. Every call that got an answer (but the 503s of a closed
-/// audit log, which changed nothing) has its row.
+/// 8 clients draining and resuming `web` over TCP as fast as they can.
+#[derive(Default)]
+struct Counts {
+    answered: AtomicUsize,
+    /// 503 from a closed audit log: nothing changed, nothing recorded.
+    refused_closed: AtomicUsize,
+    attempted: AtomicUsize,
+    stop: AtomicBool,
+}
+
+struct Burst {
+    counts: Arc<Counts>,
+    clients: Vec<std::thread::JoinHandle<()>>,
+}
+
+impl Burst {
+    fn start(admin: std::net::SocketAddr) -> Self {
+        let counts = Arc::new(Counts::default());
+        let clients = (0..8)
+            .map(|i| {
+                let c = counts.clone();
+                std::thread::spawn(move || {
+                    for n in 0.. {
+                        if c.stop.load(SeqCst) {
+                            return;
+                        }
+                        let action = if (i + n) % 2 == 0 { "drain" } else { "resume" };
+                        c.attempted.fetch_add(1, SeqCst);
+                        let headers = format!("Authorization: Bearer {TOKEN}\r\n");
+                        let path = format!("/v1/apps/web/{action}");
+                        match support::harbor::request(admin, "POST", "x", &path, &headers) {
+                            Some((503, body)) if body.contains("audit log is closed") => {
+                                c.refused_closed.fetch_add(1, SeqCst);
+                            }
+                            Some(_) => {
+                                c.answered.fetch_add(1, SeqCst);
+                            }
+                            None => return, // the admin listener is gone
+                        }
+                    }
+                })
+            })
+            .collect();
+        Self { counts, clients }
+    }
+
+    fn answered(&self) -> usize {
+        self.counts.answered.load(SeqCst)
+    }
+
+    fn wait_answered(&self, n: usize) {
+        support::harbor::eventually(
+            Duration::from_secs(30),
+            &format!("{n} answered calls"),
+            || self.answered() >= n,
+        );
+    }
+
+    /// After harbormaster exited: every answered call has its row.
+    fn check(mut self, h: &Harbor) {
+        self.counts.stop.store(true, SeqCst);
+        for c in std::mem::take(&mut self.clients) {
+            c.join().unwrap();
+        }
+        let answered = self.answered();
+        let drained = h.wait_for(Duration::from_secs(1), |e| e["event"] == "audit_drained");
+        let rows = admin_rows(h);
+        eprintln!(
+            "answered {answered}, refused as closed {}, rows {}, {drained}",
+            self.counts.refused_closed.load(SeqCst),
+            rows.len()
+        );
+        assert!(
+            rows.len() >= answered,
+            "{} rows for {answered} answered calls; {drained}",
+            rows.len(),
+        );
+        assert!(rows.len() <= self.counts.attempted.load(SeqCst));
+        assert_eq!(drained["lost"], 0);
+        assert!(rows
+            .iter()
+            .all(|r| r["via"] == "token" && r["result"] == "ok"));
+    }
+}
+
+/// SIGTERM in the middle of a burst: every call that got an answer (but the
+/// 503s of a closed audit log) has its row.
 fn sigterm_during_a_burst(audit: &str) {
     let mut h = Harbor::start(&config(audit));
     h.wait_state("web#0", "ready", 0);
-    let admin = h.admin();
-    let answered = Arc::new(AtomicUsize::new(0));
-    let refused_closed = Arc::new(AtomicUsize::new(0));
-    let attempted = Arc::new(AtomicUsize::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let clients: Vec<_> = (0..8)
-        .map(|i| {
-            let (answered, refused_closed, attempted, stop) = (
-                answered.clone(),
-                refused_closed.clone(),
-                attempted.clone(),
-                stop.clone(),
-            );
-            std::thread::spawn(move || {
-                for n in 0.. {
-                    if stop.load(SeqCst) {
-                        return;
-                    }
-                    let action = if (i + n) % 2 == 0 { "drain" } else { "resume" };
-                    attempted.fetch_add(1, SeqCst);
-                    let headers = format!("Authorization: Bearer {TOKEN}\r\n");
-                    let path = format!("/v1/apps/web/{action}");
-                    match support::harbor::request(admin, "POST", "x", &path, &headers) {
-                        Some((503, body)) if body.contains("audit log is closed") => {
-                            refused_closed.fetch_add(1, SeqCst);
-                        }
-                        Some(_) => {
-                            answered.fetch_add(1, SeqCst);
-                        }
-                        None => return, // the admin listener is gone
-                    }
-                }
-            })
-        })
-        .collect();
-    support::harbor::eventually(Duration::from_secs(20), "40 answered calls", || {
-        answered.load(SeqCst) >= 40
-    });
+    let burst = Burst::start(h.admin());
+    burst.wait_answered(40);
     h.signal(nix::sys::signal::Signal::SIGTERM);
-    let at_signal = answered.load(SeqCst);
+    eprintln!("{} answered at SIGTERM", burst.answered());
     assert_eq!(h.wait_exit(Duration::from_secs(60)), Some(0));
-    stop.store(true, SeqCst);
-    for c in clients {
-        c.join().unwrap();
-    }
-    let answered = answered.load(SeqCst);
-    let drained = h.wait_for(Duration::from_secs(1), |e| e["event"] == "audit_drained");
-    let rows = admin_rows(&h);
-    eprintln!(
-        "answered {answered} ({at_signal} at SIGTERM), refused as closed {}, rows {}, {drained}",
-        refused_closed.load(SeqCst),
-        rows.len()
-    );
-    assert!(
-        rows.len() >= answered,
-        "{} rows for {answered} answered calls ({} at SIGTERM); {drained}",
-        rows.len(),
-        at_signal
-    );
-    assert!(rows.len() <= attempted.load(SeqCst));
-    assert_eq!(drained["lost"], 0);
-    assert!(rows
-        .iter()
-        .all(|r| r["via"] == "token" && r["result"] == "ok"));
+    burst.check(&h);
 }
 
 #[test]
@@ -204,4 +230,25 @@ fn sigterm_during_a_burst_of_admin_calls_loses_no_answered_one_sqlite() {
 fn sigterm_during_a_burst_of_admin_calls_loses_no_answered_one_postgres() {
     let (_pg, audit) = postgres_audit("burst");
     sigterm_during_a_burst(&audit);
+}
+
+/// PostgreSQL stopped and started again under a burst of admin calls, with
+/// a queue of 5: callers wait while it is away, and every answered call
+/// (before, during and after) has its row.
+#[test]
+fn postgres_restarted_under_a_burst_of_admin_calls_loses_none() {
+    let (mut pg, audit) = postgres_audit("restart_burst");
+    let mut h = Harbor::start(&config(&audit.replace("[audit]\n", "[audit]\nqueue = 5\n")));
+    h.wait_state("web#0", "ready", 0);
+    let burst = Burst::start(h.admin());
+    burst.wait_answered(40);
+    pg.stop();
+    h.wait_for(Duration::from_secs(20), |e| e["event"] == "audit_sink_down");
+    let during = burst.answered();
+    pg.resume();
+    h.wait_for(Duration::from_secs(30), |e| e["event"] == "audit_sink_back");
+    burst.wait_answered(during + 40);
+    h.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(h.wait_exit(Duration::from_secs(60)), Some(0));
+    burst.check(&h);
 }
