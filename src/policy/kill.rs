@@ -75,6 +75,12 @@ impl KillSwitches {
         set.iter().map(|t| t.name().to_string()).collect()
     }
 
+    /// Every engaged switch.
+    pub fn targets(&self) -> Vec<Target> {
+        let set = self.engaged.read().unwrap_or_else(|p| p.into_inner());
+        set.iter().cloned().collect()
+    }
+
     /// The switch that stops a call to `tool` (exposed name) on `server`, if any.
     pub fn stopping(&self, server: &str, tool: &str) -> Option<Target> {
         let set = self.engaged.read().unwrap_or_else(|p| p.into_inner());

@@ -120,6 +120,8 @@ impl Refusal {
 pub struct Pipeline {
     pub separator: String,
     servers: BTreeSet<String>,
+    /// The switches the config engaged (`kill_switch`, `killed`).
+    initial: BTreeSet<Target>,
     kill: KillSwitches,
     rate: RateLimits,
     access: Access,
@@ -156,6 +158,7 @@ impl Pipeline {
         Ok(Self {
             separator: spec.separator.clone(),
             servers: spec.servers.iter().map(|s| s.name.clone()).collect(),
+            initial: initial.iter().cloned().collect(),
             kill: KillSwitches::new(initial),
             rate,
             access,
@@ -180,6 +183,19 @@ impl Pipeline {
             });
         }
         Ok(())
+    }
+
+    /// For a reload: switches engaged at runtime in `old` stay engaged in
+    /// `self` when their server still exists (a reload never silently
+    /// releases one); switches from the config follow the new config.
+    /// Buckets start afresh.
+    pub fn carry_over(self, old: &Pipeline) -> Self {
+        for target in old.kill.targets() {
+            if !old.initial.contains(&target) && self.target(target.name()).is_ok() {
+                self.kill.engage(target);
+            }
+        }
+        self
     }
 
     /// Parses a kill/unkill target (`*`, `SERVER`, `SERVER__TOOL`).
@@ -284,6 +300,35 @@ mod tests {
         p.kill_switches().clear(&Target::Server("s".into()));
         tokio::time::advance(Duration::from_secs(1)).await;
         assert_eq!(p.admit(call("s__ok"), Instant::now()), Ok(()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rebuilt_pipeline_keeps_the_engaged_switches() {
+        let now = Instant::now();
+        let old = pipeline(now);
+        old.kill_switches().engage(Target::Tool("s__ok".into()));
+        old.kill_switches().engage(Target::All);
+        let new = pipeline(now).carry_over(&old);
+        assert_eq!(new.kill_switches().engaged(), vec!["*", "s__ok"]);
+        // A server the new config no longer has: its switch goes with it.
+        let spec = PolicySpec {
+            separator: "__".into(),
+            ..Default::default()
+        };
+        let empty = Pipeline::new(&spec, now).unwrap().carry_over(&old);
+        assert_eq!(empty.kill_switches().engaged(), vec!["*"]);
+        // A switch the old config set and the new one does not: released.
+        let mut spec = PolicySpec {
+            separator: "__".into(),
+            kill_all: true,
+            ..Default::default()
+        };
+        let killed_by_config = Pipeline::new(&spec, now).unwrap();
+        spec.kill_all = false;
+        let new = Pipeline::new(&spec, now)
+            .unwrap()
+            .carry_over(&killed_by_config);
+        assert!(new.kill_switches().engaged().is_empty());
     }
 
     #[tokio::test(start_paused = true)]
