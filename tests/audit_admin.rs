@@ -70,6 +70,15 @@ fn drain_resume_restart_each_recorded_once(audit: &str) {
         post(admin, "/v1/apps/web/drain", Some("wrong-token-0123456789")).0,
         401
     );
+    // The writer's counters are in /health.
+    let health = || -> Value {
+        let (_, body) = support::harbor::fetch(admin, "x", "/health").unwrap();
+        serde_json::from_str(&body).unwrap()
+    };
+    assert_eq!(health()["audit"]["queue_capacity"], 10000);
+    support::harbor::eventually(Duration::from_secs(20), "7 records written", || {
+        health()["audit"]["written"].as_u64() == Some(7)
+    });
     let out = support::verb(&h.dir, &["reload"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(post(admin, "/v1/shutdown", Some(TOKEN)).0, 202);

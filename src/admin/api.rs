@@ -32,6 +32,9 @@ pub struct Health {
     /// The last reload (ok or error, when, what).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_reload: Option<ReloadReport>,
+    /// The audit writer's counters, when the audit log is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub audit: Option<crate::audit::StatsSnapshot>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

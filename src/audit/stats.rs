@@ -15,7 +15,7 @@ pub struct Stats {
 }
 
 /// A reading of the counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct StatsSnapshot {
     /// Records waiting: in the queue plus the batch being written.
     pub queue_depth: u64,

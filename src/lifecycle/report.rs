@@ -167,6 +167,7 @@ impl HarborCtx {
             in_flight: self.gateway.in_flight(),
             apps,
             last_reload: lock(&self.last_reload).clone(),
+            audit: self.audit.get().map(|a| a.stats()),
         }
     }
 }
