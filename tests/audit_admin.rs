@@ -79,6 +79,8 @@ fn drain_resume_restart_each_recorded_once(audit: &str) {
     support::harbor::eventually(Duration::from_secs(20), "7 records written", || {
         health()["audit"]["written"].as_u64() == Some(7)
     });
+    // Read while harbormaster runs (and writes).
+    assert_eq!(admin_rows(&h).len(), 7);
     let out = support::verb(&h.dir, &["reload"]);
     assert_eq!(out.code, 0, "{out:?}");
     assert_eq!(post(admin, "/v1/shutdown", Some(TOKEN)).0, 202);

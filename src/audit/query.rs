@@ -74,11 +74,17 @@ impl Reader {
                         path.display()
                     );
                 }
-                let conn = rusqlite::Connection::open_with_flags(
-                    path,
-                    OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                )
-                .with_context(|| format!("cannot open {}", path.display()))?;
+                // Read-write (never create) lets SQLite use the WAL index as
+                // usual; a file we may only read is opened read-only.
+                let open = |flags| {
+                    rusqlite::Connection::open_with_flags(
+                        path,
+                        flags | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                };
+                let conn = open(OpenFlags::SQLITE_OPEN_READ_WRITE)
+                    .or_else(|_| open(OpenFlags::SQLITE_OPEN_READ_ONLY))
+                    .with_context(|| format!("cannot open {}", path.display()))?;
                 conn.busy_timeout(std::time::Duration::from_secs(5))?;
                 Ok(Self::Sqlite(conn))
             }
