@@ -12,6 +12,7 @@ pub mod kill;
 pub mod rate;
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 
 use tokio::time::Instant;
 
@@ -122,7 +123,8 @@ pub struct Pipeline {
     servers: BTreeSet<String>,
     /// The switches the config engaged (`kill_switch`, `killed`).
     initial: BTreeSet<Target>,
-    kill: KillSwitches,
+    /// Shared with the pipelines reloads build from this one.
+    kill: Arc<KillSwitches>,
     rate: RateLimits,
     access: Access,
 }
@@ -159,7 +161,7 @@ impl Pipeline {
             separator: spec.separator.clone(),
             servers: spec.servers.iter().map(|s| s.name.clone()).collect(),
             initial: initial.iter().cloned().collect(),
-            kill: KillSwitches::new(initial),
+            kill: Arc::new(KillSwitches::new(initial)),
             rate,
             access,
         })
@@ -185,17 +187,25 @@ impl Pipeline {
         Ok(())
     }
 
-    /// For a reload: switches engaged at runtime in `old` stay engaged in
-    /// `self` when their server still exists (a reload never silently
-    /// releases one); switches from the config follow the new config.
-    /// Buckets start afresh.
-    pub fn carry_over(self, old: &Pipeline) -> Self {
-        for target in old.kill.targets() {
-            if !old.initial.contains(&target) && self.target(target.name()).is_ok() {
-                self.kill.engage(target);
+    /// For a reload: the pipeline for `spec`, sharing this one's kill
+    /// switches (a switch engaged meanwhile, on either, holds for both).
+    /// Switches engaged at runtime stay engaged while their server exists; the
+    /// ones the config sets follow the new config. Buckets start afresh.
+    pub fn reconfigure(&self, spec: &PolicySpec, now: Instant) -> Result<Self, AccessError> {
+        let mut new = Self::new(spec, now)?;
+        for gone in self.initial.difference(&new.initial) {
+            self.kill.clear(gone);
+        }
+        for target in self.kill.targets() {
+            if new.target(target.name()).is_err() {
+                self.kill.clear(&target);
             }
         }
-        self
+        for target in &new.initial {
+            self.kill.engage(target.clone());
+        }
+        new.kill = self.kill.clone();
+        Ok(new)
     }
 
     /// Parses a kill/unkill target (`*`, `SERVER`, `SERVER__TOOL`).
@@ -225,7 +235,11 @@ mod tests {
 
     /// Server `s` at 1 call/s; alice may call only `s__ok`.
     fn pipeline(now: Instant) -> Pipeline {
-        let spec = PolicySpec {
+        Pipeline::new(&spec(), now).unwrap()
+    }
+
+    fn spec() -> PolicySpec {
+        PolicySpec {
             separator: "__".into(),
             kill_all: false,
             servers: vec![ServerSpec {
@@ -246,8 +260,7 @@ mod tests {
                 allow: vec!["s__ok".into()],
                 deny: vec![],
             }],
-        };
-        Pipeline::new(&spec, now).unwrap()
+        }
     }
 
     fn call(tool: &str) -> Call<'_> {
@@ -308,14 +321,20 @@ mod tests {
         let old = pipeline(now);
         old.kill_switches().engage(Target::Tool("s__ok".into()));
         old.kill_switches().engage(Target::All);
-        let new = pipeline(now).carry_over(&old);
+        let spec = spec();
+        let new = old.reconfigure(&spec, now).unwrap();
         assert_eq!(new.kill_switches().engaged(), vec!["*", "s__ok"]);
+        // One set of switches: an unkill on the old one (a call that was
+        // under way during the reload) holds for the new one.
+        old.kill_switches().clear(&Target::All);
+        assert_eq!(new.kill_switches().engaged(), vec!["s__ok"]);
         // A server the new config no longer has: its switch goes with it.
         let spec = PolicySpec {
             separator: "__".into(),
             ..Default::default()
         };
-        let empty = Pipeline::new(&spec, now).unwrap().carry_over(&old);
+        old.kill_switches().engage(Target::All);
+        let empty = new.reconfigure(&spec, now).unwrap();
         assert_eq!(empty.kill_switches().engaged(), vec!["*"]);
         // A switch the old config set and the new one does not: released.
         let mut spec = PolicySpec {
@@ -325,9 +344,7 @@ mod tests {
         };
         let killed_by_config = Pipeline::new(&spec, now).unwrap();
         spec.kill_all = false;
-        let new = Pipeline::new(&spec, now)
-            .unwrap()
-            .carry_over(&killed_by_config);
+        let new = killed_by_config.reconfigure(&spec, now).unwrap();
         assert!(new.kill_switches().engaged().is_empty());
     }
 
