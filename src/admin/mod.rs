@@ -46,6 +46,8 @@ pub trait Control: Send + Sync + 'static {
     /// bounds the wait for the replacements to become ready.
     fn restart(self: &Arc<Self>, app: &str, timeout: Option<Duration>) -> Result<(), HarborError>;
     fn subscribe(&self) -> broadcast::Receiver<api::Event>;
+    /// `GET /metrics`: the Prometheus text format, or OpenMetrics.
+    fn metrics(&self, openmetrics: bool) -> String;
 }
 
 /// Why the harbor refused or failed a command.
@@ -111,6 +113,7 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
         .route("/health", get(health::<C>))
         .route("/v1/status", get(health::<C>))
         .route("/v1/events", get(events::<C>))
+        .route("/metrics", get(metrics::<C>))
         .merge(mutating)
         .with_state(harbor)
 }
@@ -216,6 +219,25 @@ async fn ready<C: Control>(State(harbor): State<Arc<C>>) -> impl IntoResponse {
 
 async fn health<C: Control>(State(harbor): State<Arc<C>>) -> Json<api::Health> {
     Json(harbor.health())
+}
+
+/// `GET /metrics`: OpenMetrics when `Accept` asks for it.
+async fn metrics<C: Control>(
+    State(harbor): State<Arc<C>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let openmetrics = crate::metrics::wants_openmetrics(accept);
+    let body = harbor.metrics(openmetrics);
+    let kind = if openmetrics {
+        crate::metrics::OPENMETRICS
+    } else {
+        crate::metrics::PROMETHEUS_TEXT
+    };
+    ([(axum::http::header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 /// `GET /v1/events`: Server-Sent Events, `event:` the kind and `data:` the

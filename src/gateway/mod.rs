@@ -67,6 +67,7 @@ pub struct Gateway {
     connect_timeout: Duration,
     server: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
+    max_connections: usize,
     timeouts: conn::Timeouts,
     response_timeout: Duration,
     upstream_idle_timeout: Duration,
@@ -131,6 +132,7 @@ impl Gateway {
             connect_timeout: cfg.upstream_connect_timeout,
             server,
             connections: Arc::new(Semaphore::new(max_connections)),
+            max_connections,
             timeouts: conn::Timeouts {
                 header: cfg.header_read_timeout,
                 idle: cfg.client_idle_timeout,
@@ -259,6 +261,12 @@ impl Gateway {
     /// Ends every open SSE stream cleanly (after the drain's `stream_grace`).
     pub fn end_streams(&self) {
         self.streams_end.cancel();
+    }
+
+    /// Client connections open now, all listeners.
+    pub fn connections(&self) -> usize {
+        self.max_connections
+            .saturating_sub(self.connections.available_permits())
     }
 
     /// Requests in flight across all apps.

@@ -83,6 +83,8 @@ pub struct HarborCtx {
     pub(super) started: Instant,
     /// Held until the harbor has stopped; then runtime.json goes.
     pub(super) runtime: Mutex<Option<super::RuntimeDir>>,
+    /// `GET /metrics` (also an observer of the gateway).
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
 }
 
 /// The gateway's breaker changes, as harbor events.
@@ -115,6 +117,7 @@ impl HarborCtx {
         supervisor: Supervisor,
         gateway: Arc<Gateway>,
         events: broadcast::Sender<Event>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
         let externals = Arc::new(ExternalHealth::default());
         let cancel = CancellationToken::new();
@@ -137,6 +140,7 @@ impl HarborCtx {
             background: TaskTracker::new(),
             started: Instant::now(),
             runtime: Mutex::default(),
+            metrics,
         })
     }
 
@@ -385,5 +389,17 @@ impl admin::Control for HarborCtx {
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.subscribe()
+    }
+
+    fn metrics(&self, openmetrics: bool) -> String {
+        let health = self.health();
+        let mut probe_failures = self.supervisor.probe_failures().snapshot();
+        probe_failures.extend(self.externals.probe_failures.snapshot());
+        let scrape = crate::metrics::Scrape {
+            health: &health,
+            connections: self.gateway.connections(),
+            probe_failures,
+        };
+        self.metrics.render(&scrape, openmetrics)
     }
 }
