@@ -155,6 +155,22 @@ pub struct ReloadResult {
     pub failed: Vec<String>,
 }
 
+/// `POST /v1/dashboard/login` (over `admin.sock`): a one-time login path,
+/// valid 60 s; the CLI puts it after the admin URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardLogin {
+    /// `/login/<64 hex>`.
+    pub path: String,
+    pub expires_in_s: u64,
+}
+
+/// `GET /v1/apps/{app}/logs?lines=N`: the app's recent output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogTail {
+    pub app: String,
+    pub lines: Vec<String>,
+}
+
 /// The last reload, for status.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ReloadReport {

@@ -2,7 +2,8 @@
 //! while the gateway is under load: health endpoints with Kubernetes
 //! conventions (`/live`, `/ready`, `/health`), status, the event stream
 //! (`/v1/events`) and the mutating calls (`/v1/shutdown`, `/v1/reload`,
-//! `/v1/apps/{app}/drain|resume|restart`).
+//! `/v1/apps/{app}/drain|resume|restart`), `/metrics` and the web dashboard
+//! (`/`, `dashboard/`).
 //!
 //! Admin holds no harbor state: every handler asks the harbor through one
 //! narrow interface, [`Control`], and maps its typed [`HarborError`] to a
@@ -12,12 +13,16 @@
 //! needs no token: its file mode (0600) is the authentication, which is how
 //! the CLI talks to us, so no credential is ever written to a file. The TCP
 //! listener accepts a mutating call only with `Authorization: Bearer T` for a
-//! T in `[admin] tokens` (none configured: every TCP mutation answers 401 and
-//! changes nothing); reads (`/live`, `/ready`, `/health`, `/v1/status`,
-//! `/v1/events`) stay open.
+//! T in `[admin] tokens`, or with a dashboard session (`session.rs`; none
+//! of either: every TCP mutation answers 401 and changes nothing); reads
+//! (`/live`, `/ready`, `/health`, `/v1/status`, `/v1/events`, `/metrics`)
+//! stay open. An app's log tail is guarded like a mutation (app output may
+//! hold secrets).
 
 pub mod api;
+mod dashboard;
 mod server;
+pub mod session;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -48,6 +53,10 @@ pub trait Control: Send + Sync + 'static {
     fn subscribe(&self) -> broadcast::Receiver<api::Event>;
     /// `GET /metrics`: the Prometheus text format, or OpenMetrics.
     fn metrics(&self, openmetrics: bool) -> String;
+    /// Dashboard login tokens and sessions.
+    fn sessions(&self) -> &session::Sessions;
+    /// The last `lines` lines of `app`'s output (its log under `state_dir`).
+    fn log_tail(&self, app: &str, lines: usize) -> Result<Vec<String>, HarborError>;
 }
 
 /// Why the harbor refused or failed a command.
@@ -99,7 +108,8 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
     let mutating = Router::new()
         .route("/v1/shutdown", post(shutdown::<C>))
         .route("/v1/reload", post(reload::<C>))
-        .route("/v1/apps/{app}/{action}", post(app_action::<C>));
+        .route("/v1/apps/{app}/{action}", post(app_action::<C>))
+        .merge(dashboard::guarded::<C>());
     let mutating = match door {
         Door::Socket => mutating,
         Door::Tcp => mutating.route_layer(axum::middleware::from_fn_with_state(
@@ -115,36 +125,26 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
         .route("/v1/events", get(events::<C>))
         .route("/metrics", get(metrics::<C>))
         .merge(mutating)
+        .merge(dashboard::open::<C>())
         .with_state(harbor)
 }
 
-/// Bearer-token check for mutating calls over TCP.
+/// Token-or-session check for mutating calls over TCP (`session::check`).
 async fn authorize<C: Control>(
     State(harbor): State<Arc<C>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Constant time per candidate (`subtle`); how many tokens there are is
-    // not a secret.
-    let tokens = harbor.config().admin.tokens.clone();
-    let same = tokens.iter().fold(false, |found, t| {
-        found
-            | bool::from(subtle::ConstantTimeEq::ct_eq(
-                given.as_bytes(),
-                t.as_bytes(),
-            ))
-    });
-    if same {
-        return next.run(req).await;
+    let tokens = &harbor.config().admin.tokens;
+    match session::check(
+        req.headers(),
+        tokens,
+        harbor.sessions(),
+        tokio::time::Instant::now(),
+    ) {
+        Ok(_via) => next.run(req).await,
+        Err(refused) => error(refused.status(), refused.message().into()),
     }
-    let why = "unauthorized: over TCP, mutating calls need Authorization: Bearer <one of [admin] tokens>; the CLI uses admin.sock instead";
-    error(StatusCode::UNAUTHORIZED, why.into())
 }
 
 fn accepted(status: &str, app: Option<String>) -> Response {

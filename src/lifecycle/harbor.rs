@@ -85,6 +85,8 @@ pub struct HarborCtx {
     pub(super) runtime: Mutex<Option<super::RuntimeDir>>,
     /// `GET /metrics` (also an observer of the gateway).
     pub(super) metrics: Arc<crate::metrics::Metrics>,
+    /// Dashboard logins and sessions (admin's; they end with the process).
+    sessions: admin::session::Sessions,
 }
 
 /// The gateway's breaker changes, as harbor events.
@@ -141,6 +143,7 @@ impl HarborCtx {
             started: Instant::now(),
             runtime: Mutex::default(),
             metrics,
+            sessions: Default::default(),
         })
     }
 
@@ -401,5 +404,16 @@ impl admin::Control for HarborCtx {
             probe_failures,
         };
         self.metrics.render(&scrape, openmetrics)
+    }
+
+    fn sessions(&self) -> &admin::session::Sessions {
+        &self.sessions
+    }
+
+    fn log_tail(&self, app: &str, lines: usize) -> Result<Vec<String>, HarborError> {
+        let (name, _) = self.known_app(app)?;
+        let dir = self.config().runtime.state_dir.join("logs");
+        let path = crate::supervisor::output::AppLog::path_for(&dir, name.as_str());
+        Ok(crate::supervisor::output::tail_file(&path, lines))
     }
 }
