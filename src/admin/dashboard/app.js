@@ -29,10 +29,11 @@ async function refreshStatus() {
   }
 }
 
+// At most one refresh per 100 ms however many events arrive.
 let statusTimer = null;
 function refreshSoon() {
-  clearTimeout(statusTimer);
-  statusTimer = setTimeout(refreshStatus, 120);
+  if (statusTimer) return;
+  statusTimer = setTimeout(() => { statusTimer = null; refreshStatus(); }, 100);
 }
 
 function parseMetrics(text) {
@@ -368,7 +369,8 @@ function render() {
       cell(tr, i.restarts, 'restarts');
       cell(tr, i.pid ?? '–', 'pid');
       const d = i.last_death;
-      cell(tr, d ? `${d.at.slice(11, 19)} ${d.exit || 'not started'}: ${d.reason}` : '–', 'death');
+      const why = d && (d.exit && !d.reason.includes(d.exit) ? `${d.exit}: ${d.reason}` : d.reason);
+      cell(tr, d ? `${d.at.slice(11, 19)} ${why}` : '–', 'death');
       body.append(tr);
     }
     if (!app.instances.length) {
