@@ -9,7 +9,9 @@
 mod support;
 
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{json, Value};
