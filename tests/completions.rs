@@ -22,6 +22,10 @@ fn completions_for_bash_zsh_and_fish() {
         for verb in ["run", "status", "drain", "dashboard", "completions"] {
             assert!(out.stdout.contains(verb), "{shell}: `{verb}` missing");
         }
+        assert!(
+            !out.stdout.contains("__guard"),
+            "{shell}: the hidden verb is offered"
+        );
     }
     if std::process::Command::new("bash")
         .arg("--version")

@@ -8,9 +8,27 @@ use clap::CommandFactory;
 use super::Cli;
 
 pub fn completions(shell: clap_complete::Shell) -> ExitCode {
-    let mut cmd = Cli::command();
+    let mut cmd = visible(Cli::command());
     clap_complete::generate(shell, &mut cmd, "harbormaster", &mut std::io::stdout());
     ExitCode::SUCCESS
+}
+
+/// `cmd` without its hidden verbs (`__guard`): clap_complete would offer them.
+fn visible(cmd: clap::Command) -> clap::Command {
+    let mut out = clap::Command::new("harbormaster");
+    if let Some(about) = cmd.get_about() {
+        out = out.about(about.clone());
+    }
+    if cmd.get_version().is_some() {
+        out = out.version(env!("CARGO_PKG_VERSION"));
+    }
+    for arg in cmd.get_arguments() {
+        out = out.arg(arg.clone());
+    }
+    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+        out = out.subcommand(sub.clone());
+    }
+    out
 }
 
 #[cfg(test)]
