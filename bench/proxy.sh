@@ -13,13 +13,17 @@
 #
 # Usage: bench/proxy.sh [ROUNDS=3] [SECONDS=10] [CONNECTIONS=64]
 #        HM_BIN=/path/to/harbormaster bench/proxy.sh …   (measure another build)
+#        HM_BASE_BIN=/path/to/old/harbormaster …          (also measure a second
+#          build, "base", in the same interleaved rounds: before/after in one run)
 set -euo pipefail
 ROUNDS=${1:-3}
 DURATION=${2:-10}
 CONNS=${3:-64}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/hm-bench.XXXXXX)
-BACKEND=127.0.0.1:18101 NGINX=127.0.0.1:18102 HAPROXY=127.0.0.1:18103 HM=127.0.0.1:18104
+BACKEND=127.0.0.1:18101 NGINX=127.0.0.1:18102 HAPROXY=127.0.0.1:18103 HM=127.0.0.1:18104 BASE=127.0.0.1:18105
+TARGETS="direct harbormaster nginx haproxy"
+[ -n "${HM_BASE_BIN:-}" ] && TARGETS="direct harbormaster base nginx haproxy"
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -95,13 +99,21 @@ listen = ["$HM"]
 routes = [{ path = "/" }]
 upstreams = ["$BACKEND"]
 CONF
+mkdir -p "$WORK/base"
+sed "s/$HM/$BASE/" "$WORK/harbormaster.toml" > "$WORK/base/harbormaster.toml"
 
 "$NGINX_BIN" -c "$WORK/backend/nginx.conf" -p "$WORK/backend" -g 'daemon off;' & PIDS+=($!)
 "$NGINX_BIN" -c "$WORK/proxy/nginx.conf" -p "$WORK/proxy" -g 'daemon off;' & NGINX_PID=$!; PIDS+=($NGINX_PID)
 haproxy -f "$WORK/haproxy.cfg" -q & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
 "$HM_BIN" run -c "$WORK/harbormaster.toml" --log-level warn & HM_PID=$!; PIDS+=($HM_PID)
+BASE_PID=
+if [ -n "${HM_BASE_BIN:-}" ]; then
+  "$HM_BASE_BIN" run -c "$WORK/base/harbormaster.toml" --log-level warn & BASE_PID=$!; PIDS+=($BASE_PID)
+fi
 
-for addr in $BACKEND $NGINX $HAPROXY $HM; do
+ADDRS="$BACKEND $NGINX $HAPROXY $HM"
+[ -n "$BASE_PID" ] && ADDRS="$ADDRS $BASE"
+for addr in $ADDRS; do
   for _ in $(seq 100); do curl -fsS "http://$addr/" >/dev/null 2>&1 && break; sleep 0.05; done
   curl -fsS "http://$addr/" >/dev/null || { echo "$addr does not answer" >&2; exit 1; }
 done
@@ -121,8 +133,8 @@ declare -A RPS P50 P99 CPU
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
 LOAD_RSS=0
 for round in $(seq "$ROUNDS"); do
-  for target in direct harbormaster nginx haproxy; do
-    case $target in direct) addr=$BACKEND pid=;; harbormaster) addr=$HM pid=$HM_PID;; nginx) addr=$NGINX pid=$NGINX_PID;; haproxy) addr=$HAPROXY pid=$HAPROXY_PID;; esac
+  for target in $TARGETS; do
+    case $target in direct) addr=$BACKEND pid=;; harbormaster) addr=$HM pid=$HM_PID;; base) addr=$BASE pid=$BASE_PID;; nginx) addr=$NGINX pid=$NGINX_PID;; haproxy) addr=$HAPROXY pid=$HAPROXY_PID;; esac
     [ -n "$pid" ] && before=$(cpu_ticks "$pid")
     out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "http://$addr/")
     if [ -n "$pid" ]; then
@@ -144,12 +156,16 @@ median() { echo "$1" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} EN
 echo
 echo "wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS interleaved rounds, median of rounds; $(nproc) cores"
 printf '%-14s %12s %10s %10s   %s | %s\n' target 'requests/s' 'p50 ms' 'p99 ms' 'rounds (req/s)' 'rounds (p99 ms)'
-for t in direct harbormaster nginx haproxy; do
+for t in $TARGETS; do
   printf '%-14s %12.0f %10.3f %10.3f   %s| %s\n' "$t" "$(median "${RPS[$t]}")" "$(median "${P50[$t]}")" "$(median "${P99[$t]}")" "${RPS[$t]}" "${P99[$t]}"
 done
 ratio() { awk -v a="$(median "${RPS[$1]}")" -v b="$(median "${RPS[$2]}")" 'BEGIN { printf "%.2f", a/b }'; }
 echo
 echo "requests/s ratio  harbormaster/nginx = $(ratio harbormaster nginx)   harbormaster/haproxy = $(ratio harbormaster haproxy)   harbormaster/direct = $(ratio harbormaster direct)"
 echo "p99 ms            harbormaster = $(median "${P99[harbormaster]}")   nginx = $(median "${P99[nginx]}")   haproxy = $(median "${P99[haproxy]}")"
+if [ -n "$BASE_PID" ]; then
+  echo "same run          harbormaster/base requests/s = $(ratio harbormaster base)   p99 ms harbormaster = $(median "${P99[harbormaster]}")   base = $(median "${P99[base]}")"
+  echo "CPU us/request    harbormaster = $(median "${CPU[harbormaster]}")   base = $(median "${CPU[base]}")   (rounds: ${CPU[harbormaster]}| ${CPU[base]})"
+fi
 echo "CPU us/request    harbormaster = $(median "${CPU[harbormaster]}")   nginx = $(median "${CPU[nginx]}")   haproxy = $(median "${CPU[haproxy]}")   (rounds: ${CPU[harbormaster]}| ${CPU[nginx]}| ${CPU[haproxy]})"
 echo "harbormaster RSS  idle = $((IDLE_RSS / 1024)) MiB ($IDLE_RSS KiB)   under load = $((LOAD_RSS / 1024)) MiB   peak = $((PEAK_RSS / 1024)) MiB"

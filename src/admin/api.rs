@@ -24,7 +24,8 @@ pub struct Ready {
 pub struct Health {
     pub version: String,
     pub pid: u32,
-    pub uptime_s: f64,
+    /// Whole seconds (integers everywhere: no float noise in JSON).
+    pub uptime_s: u64,
     /// `ok`, `degraded` (a required app is not ready) or `shutting_down`.
     pub status: String,
     pub in_flight: usize,
@@ -79,7 +80,7 @@ pub struct InstanceHealth {
     pub in_flight: usize,
     pub restarts: u32,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub uptime_s: Option<f64>,
+    pub uptime_s: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe: Option<ProbeReport>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,7 +94,10 @@ pub struct InstanceHealth {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ProbeReport {
     pub ok: bool,
-    pub latency_ms: f64,
+    /// Whole milliseconds; `latency_us` has the precision.
+    pub latency_ms: u64,
+    #[serde(default)]
+    pub latency_us: u64,
     pub detail: String,
 }
 
@@ -104,7 +108,10 @@ pub struct DeathReport {
     /// `exit code 3`, `killed by SIGKILL`, or absent when it never started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<String>,
-    pub uptime_s: f64,
+    /// Whole seconds; `uptime_ms` has the precision.
+    pub uptime_s: u64,
+    #[serde(default)]
+    pub uptime_ms: u64,
     pub reason: String,
     pub last_lines: Vec<String>,
 }
@@ -149,6 +156,22 @@ pub struct ReloadResult {
     /// Parts of an applied plan that failed (the old state was kept for them).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed: Vec<String>,
+}
+
+/// `POST /v1/dashboard/login` (over `admin.sock`): a one-time login path,
+/// valid 60 s; the CLI puts it after the admin URL.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DashboardLogin {
+    /// `/login/<64 hex>`.
+    pub path: String,
+    pub expires_in_s: u64,
+}
+
+/// `GET /v1/apps/{app}/logs?lines=N`: the app's recent output.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogTail {
+    pub app: String,
+    pub lines: Vec<String>,
 }
 
 /// The last reload, for status.

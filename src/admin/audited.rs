@@ -37,7 +37,11 @@ pub(super) async fn record<C: Control>(
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let Some(audit) = harbor.audit() else {
+    // Reads behind the guard (an app's log tail) change nothing.
+    let Some(audit) = harbor
+        .audit()
+        .filter(|_| req.method() != axum::http::Method::GET)
+    else {
         return next.run(req).await;
     };
     let Ok(slot) = audit.reserve().await else {

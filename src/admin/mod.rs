@@ -2,7 +2,8 @@
 //! while the gateway is under load: health endpoints with Kubernetes
 //! conventions (`/live`, `/ready`, `/health`), status, the event stream
 //! (`/v1/events`) and the mutating calls (`/v1/shutdown`, `/v1/reload`,
-//! `/v1/apps/{app}/drain|resume|restart`).
+//! `/v1/apps/{app}/drain|resume|restart`), `/metrics` and the web dashboard
+//! (`/`, `dashboard/`).
 //!
 //! Admin holds no harbor state: every handler asks the harbor through one
 //! narrow interface, [`Control`], and maps its typed [`HarborError`] to a
@@ -12,13 +13,17 @@
 //! needs no token: its file mode (0600) is the authentication, which is how
 //! the CLI talks to us, so no credential is ever written to a file. The TCP
 //! listener accepts a mutating call only with `Authorization: Bearer T` for a
-//! T in `[admin] tokens` (none configured: every TCP mutation answers 401 and
-//! changes nothing); reads (`/live`, `/ready`, `/health`, `/v1/status`,
-//! `/v1/events`) stay open.
+//! T in `[admin] tokens`, or with a dashboard session (`session.rs`; none
+//! of either: every TCP mutation answers 401 and changes nothing); reads
+//! (`/live`, `/ready`, `/health`, `/v1/status`, `/v1/events`, `/metrics`)
+//! stay open. An app's log tail is guarded like a mutation (app output may
+//! hold secrets).
 
 pub mod api;
 pub mod audited;
+mod dashboard;
 mod server;
+pub mod session;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -51,6 +56,12 @@ pub trait Control: Send + Sync + 'static {
     fn audit(&self) -> Option<crate::audit::Audit> {
         None
     }
+    /// `GET /metrics`: the Prometheus text format, or OpenMetrics.
+    fn metrics(&self, openmetrics: bool) -> String;
+    /// Dashboard login tokens and sessions.
+    fn sessions(&self) -> &session::Sessions;
+    /// The last `lines` lines of `app`'s output (its log under `state_dir`).
+    fn log_tail(&self, app: &str, lines: usize) -> Result<Vec<String>, HarborError>;
 }
 
 /// Why the harbor refused or failed a command.
@@ -103,6 +114,7 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
         .route("/v1/shutdown", post(shutdown::<C>))
         .route("/v1/reload", post(reload::<C>))
         .route("/v1/apps/{app}/{action}", post(app_action::<C>))
+        .merge(dashboard::guarded::<C>())
         .route_layer(axum::middleware::from_fn_with_state(
             (harbor.clone(), door),
             audited::record::<C>,
@@ -120,39 +132,32 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
         .route("/health", get(health::<C>))
         .route("/v1/status", get(health::<C>))
         .route("/v1/events", get(events::<C>))
+        .route("/metrics", get(metrics::<C>))
         .merge(mutating)
+        .merge(dashboard::open::<C>())
         .with_state(harbor)
 }
 
-/// Bearer-token check for mutating calls over TCP.
+/// Token-or-session check for mutating calls over TCP (`session::check`).
 async fn authorize<C: Control>(
     State(harbor): State<Arc<C>>,
     req: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let given = req
-        .headers()
-        .get(axum::http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    // Constant time per candidate (`subtle`); how many tokens there are is
-    // not a secret.
-    let tokens = harbor.config().admin.tokens.clone();
-    let same = tokens.iter().fold(false, |found, t| {
-        found
-            | bool::from(subtle::ConstantTimeEq::ct_eq(
-                given.as_bytes(),
-                t.as_bytes(),
-            ))
-    });
-    if same {
-        let mut req = req;
-        req.extensions_mut().insert(crate::audit::Via::Token);
-        return next.run(req).await;
+    let tokens = &harbor.config().admin.tokens;
+    match session::check(
+        req.headers(),
+        tokens,
+        harbor.sessions(),
+        tokio::time::Instant::now(),
+    ) {
+        Ok(via) => {
+            let mut req = req;
+            req.extensions_mut().insert(via);
+            next.run(req).await
+        }
+        Err(refused) => error(refused.status(), refused.message().into()),
     }
-    let why = "unauthorized: over TCP, mutating calls need Authorization: Bearer <one of [admin] tokens>; the CLI uses admin.sock instead";
-    error(StatusCode::UNAUTHORIZED, why.into())
 }
 
 fn accepted(status: &str, app: Option<String>) -> Response {
@@ -227,6 +232,25 @@ async fn ready<C: Control>(State(harbor): State<Arc<C>>) -> impl IntoResponse {
 
 async fn health<C: Control>(State(harbor): State<Arc<C>>) -> Json<api::Health> {
     Json(harbor.health())
+}
+
+/// `GET /metrics`: OpenMetrics when `Accept` asks for it.
+async fn metrics<C: Control>(
+    State(harbor): State<Arc<C>>,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let openmetrics = crate::metrics::wants_openmetrics(accept);
+    let body = harbor.metrics(openmetrics);
+    let kind = if openmetrics {
+        crate::metrics::OPENMETRICS
+    } else {
+        crate::metrics::PROMETHEUS_TEXT
+    };
+    ([(axum::http::header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 /// `GET /v1/events`: Server-Sent Events, `event:` the kind and `data:` the

@@ -7,7 +7,9 @@
 mod audit;
 mod check;
 mod client;
+mod completions;
 mod control;
+mod dashboard;
 mod logging;
 mod logs;
 mod run;
@@ -56,6 +58,14 @@ pub enum LogFormat {
     Json,
 }
 
+/// The shells `completions` writes scripts for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Verb {
     /// Run in the foreground: start every app, supervise it, stop all on SIGTERM/SIGINT.
@@ -84,13 +94,20 @@ pub enum Verb {
         app: Option<String>,
     },
     /// Stop routing new requests to APP (503 + Retry-After); in-flight requests finish.
-    Drain { app: String },
+    Drain {
+        /// The app to drain (a name from the config's `[apps]`).
+        app: String,
+    },
     /// Undo `drain`.
-    Resume { app: String },
+    Resume {
+        /// The app to route to again.
+        app: String,
+    },
     /// Apply config changes live; exit 1 with the validation errors if invalid.
     Reload,
     /// Rolling restart: each new instance is ready before the old one drains and stops.
     Restart {
+        /// The app to restart (a managed app: external ones have no process).
         app: String,
         /// How long to wait for the restart to finish (the harbor gives up
         /// on replacements that are not ready by then).
@@ -99,6 +116,7 @@ pub enum Verb {
     },
     /// Recent output of APP's instances.
     Logs {
+        /// The app whose output to show.
         app: String,
         /// Keep printing new output.
         #[arg(short = 'f', long)]
@@ -112,6 +130,17 @@ pub enum Verb {
     /// Read the audit log (MCP calls, or admin actions with --admin) from the
     /// database the config names, whether harbormaster runs or not.
     Audit(audit::AuditArgs),
+    /// Print a one-time login URL for the web dashboard (valid 60 s, single use).
+    Dashboard {
+        /// Open it in the desktop's browser (xdg-open) instead of only printing it.
+        #[arg(long)]
+        open: bool,
+    },
+    /// Print a shell completion script, e.g. `harbormaster completions bash > /etc/bash_completion.d/harbormaster`.
+    Completions {
+        /// The shell to complete for.
+        shell: CompletionShell,
+    },
     /// Internal: the guard process `run` starts (see `supervisor::guard`).
     #[command(name = "__guard", hide = true)]
     Guard {
@@ -126,6 +155,13 @@ pub fn main() -> ExitCode {
     if let Verb::Guard { pids } = &cli.verb {
         return ExitCode::from(crate::supervisor::guard::run(pids));
     }
+    if let Verb::Completions { shell } = cli.verb {
+        return completions::completions(match shell {
+            CompletionShell::Bash => clap_complete::Shell::Bash,
+            CompletionShell::Zsh => clap_complete::Shell::Zsh,
+            CompletionShell::Fish => clap_complete::Shell::Fish,
+        });
+    }
     // In the background, `run` logs to its file once it holds the lock.
     let background = matches!(&cli.verb, Verb::Run(args) if args.background);
     if !background {
@@ -139,7 +175,8 @@ pub fn main() -> ExitCode {
         }
     }
     match &cli.verb {
-        Verb::Guard { .. } => ExitCode::SUCCESS,
+        Verb::Guard { .. } | Verb::Completions { .. } => ExitCode::SUCCESS,
+        Verb::Dashboard { open } => dashboard::dashboard(&cli, *open),
         Verb::Run(args) => run::run(&cli, args),
         Verb::Start { timeout } => start::start(&cli, *timeout),
         Verb::Stop { timeout } => control::stop(&cli, *timeout),

@@ -155,9 +155,7 @@ async fn failed_app(dir: &Path, pid: u32) -> Option<ExitCode> {
 
 /// The last `n` lines of a file.
 pub fn tail(path: &Path, n: usize) -> String {
-    let text = std::fs::read_to_string(path).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
+    let mut out = crate::supervisor::output::tail_file(path, n).join("\n");
     out.push('\n');
     out
 }

@@ -124,7 +124,7 @@ fn table(info: &RuntimeInfo, h: &Health) -> String {
             "harbormaster {} pid {} up {}s, {} — gateway {} — admin {}",
             h.version,
             info.pid,
-            h.uptime_s as u64,
+            h.uptime_s,
             h.status,
             info.gateway.join(", "),
             info.admin
@@ -184,7 +184,7 @@ fn table(info: &RuntimeInfo, h: &Health) -> String {
                 i.breaker.clone(),
                 i.in_flight.to_string(),
                 i.restarts.to_string(),
-                i.uptime_s.map_or("-".into(), |u| format!("{}s", u as u64)),
+                i.uptime_s.map_or("-".into(), |u| format!("{u}s")),
             ];
             rows.push((row, reason(i)));
         }
@@ -247,7 +247,7 @@ fn detail(name: &str, a: &AppHealth) -> String {
                 .map_or(String::new(), |d| format!(" ({d})")),
             i.pid.map_or("-".into(), |p| p.to_string()),
             i.port.map_or("-".into(), |p| p.to_string()),
-            i.uptime_s.map_or("-".into(), |u| format!("{}s", u as u64)),
+            i.uptime_s.map_or("-".into(), |u| format!("{u}s")),
             i.restarts,
             i.breaker,
             i.in_flight,
@@ -255,8 +255,10 @@ fn detail(name: &str, a: &AppHealth) -> String {
         if let Some(p) = &i.last_probe {
             let ok = if p.ok { "ok" } else { "failed" };
             out.push_str(&format!(
-                "  last probe: {ok} in {:.1}ms: {}\n",
-                p.latency_ms, p.detail
+                "  last probe: {ok} in {}.{}ms: {}\n",
+                p.latency_us / 1000,
+                p.latency_us % 1000 / 100,
+                p.detail
             ));
         }
         let deaths: Vec<_> = i.deaths.iter().chain(&i.last_death).collect();
@@ -265,10 +267,11 @@ fn detail(name: &str, a: &AppHealth) -> String {
         }
         for d in deaths {
             out.push_str(&format!(
-                "    {} {} after {:.1}s: {}\n",
+                "    {} {} after {}.{}s: {}\n",
                 d.at,
                 d.exit.as_deref().unwrap_or("not started"),
-                d.uptime_s,
+                d.uptime_ms / 1000,
+                d.uptime_ms % 1000 / 100,
                 d.reason
             ));
         }
@@ -306,7 +309,7 @@ mod tests {
     fn every_line_of_the_table_fits_100_columns() {
         let reason = "restarted 2 times within 1m; ".repeat(10);
         let health: Health = serde_json::from_value(serde_json::json!({
-            "version": "0", "pid": 1, "uptime_s": 1.0, "status": "degraded", "in_flight": 0,
+            "version": "0", "pid": 1, "uptime_s": 1, "status": "degraded", "in_flight": 0,
             "apps": {
                 "api": { "kind": "managed", "required": true, "ready": false, "draining": false,
                          "in_flight": 0, "instances": [{ "id": "api#0", "state": "failed",

@@ -207,7 +207,8 @@ pub(crate) async fn handle(
     };
 
     if let Some(seen) = seen {
-        let (app, instance, status) = (app.clone(), upstream.label.clone(), res.status().as_u16());
+        // The label moves into the callback: no copy per request.
+        let (app, instance, status) = (app.clone(), upstream.label, res.status().as_u16());
         guard.on_done(move |completed, bytes_out| {
             let kind = if completed {
                 Kind::Ok

@@ -67,6 +67,9 @@ pub struct Gateway {
     connect_timeout: Duration,
     server: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
+    /// Client connections being served (a worker waiting in accept holds a
+    /// permit of `connections` too, so those cannot be counted from it).
+    open: Arc<std::sync::atomic::AtomicUsize>,
     timeouts: conn::Timeouts,
     response_timeout: Duration,
     upstream_idle_timeout: Duration,
@@ -131,6 +134,7 @@ impl Gateway {
             connect_timeout: cfg.upstream_connect_timeout,
             server,
             connections: Arc::new(Semaphore::new(max_connections)),
+            open: Arc::default(),
             timeouts: conn::Timeouts {
                 header: cfg.header_read_timeout,
                 idle: cfg.client_idle_timeout,
@@ -259,6 +263,11 @@ impl Gateway {
     /// Ends every open SSE stream cleanly (after the drain's `stream_grace`).
     pub fn end_streams(&self) {
         self.streams_end.cancel();
+    }
+
+    /// Client connections open now, all listeners.
+    pub fn connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
     }
 
     /// Requests in flight across all apps.
@@ -394,9 +403,11 @@ impl Gateway {
             .server
             .serve_connection_with_upgrades(io, service)
             .into_owned();
-        let (timeouts, closing) = (self.timeouts, shutdown.clone());
+        let (timeouts, closing, open) = (self.timeouts, shutdown.clone(), self.open.clone());
+        open.fetch_add(1, Ordering::Relaxed);
         connections.spawn(async move {
             conn::drive(served, state, timeouts, closing).await;
+            open.fetch_sub(1, Ordering::Relaxed);
             drop(permit);
         });
     }

@@ -1,7 +1,8 @@
 //! What the gateway keeps of a request until it is over, to hand its one
 //! typed outcome to the observers (`crate::observe`). Gathered only when
 //! there is an observer at all; then it costs a few reference counts (the
-//! request's method, host and URI are shared, not copied).
+//! request's method, host and URI are shared, not copied), and not even
+//! those when no observer reads them (metrics only count).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -17,9 +18,8 @@ use crate::observe::{Kind, Observers, RequestOutcome};
 pub(crate) struct Seen {
     observers: Observers,
     client: IpAddr,
-    method: Method,
-    host: Option<HeaderValue>,
-    uri: Uri,
+    /// Method, `Host` and URI, when an observer reads them.
+    line: Option<(Method, Option<HeaderValue>, Uri)>,
     start: Instant,
     /// Request body bytes read from the client (counted by the body).
     pub bytes_in: Option<Arc<AtomicU64>>,
@@ -39,9 +39,10 @@ impl Seen {
         Some(Self {
             observers: observers.clone(),
             client,
-            method: req.method().clone(),
-            host: req.headers().get(hyper::header::HOST).cloned(),
-            uri: req.uri().clone(),
+            line: observers.reads_request_line().then(|| {
+                let host = req.headers().get(hyper::header::HOST).cloned();
+                (req.method().clone(), host, req.uri().clone())
+            }),
             start,
             bytes_in: None,
         })
@@ -56,18 +57,24 @@ impl Seen {
         kind: Kind,
         bytes_out: u64,
     ) {
-        let host = match (&self.host, self.uri.authority()) {
-            (_, Some(a)) => a.as_str(),
-            (Some(h), None) => h.to_str().unwrap_or(""),
-            (None, None) => "",
+        let (method, host, path) = match &self.line {
+            Some((method, host, uri)) => {
+                let host = match (host, uri.authority()) {
+                    (_, Some(a)) => a.as_str(),
+                    (Some(h), None) => h.to_str().unwrap_or(""),
+                    (None, None) => "",
+                };
+                (method.as_str(), host, uri.path())
+            }
+            None => ("", "", ""),
         };
         self.observers.request(&RequestOutcome {
             app,
             instance,
             client: self.client,
-            method: self.method.as_str(),
+            method,
             host,
-            path: self.uri.path(),
+            path,
             status,
             kind,
             bytes_in: self

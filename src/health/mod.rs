@@ -6,6 +6,7 @@
 //! paused time; I/O is confined to `probe`.
 
 pub mod breaker;
+pub mod failures;
 pub mod hysteresis;
 pub mod monitor;
 pub mod probe;

@@ -27,6 +27,8 @@ pub struct ExternalHealth {
     version: watch::Sender<u64>,
     /// Ends the monitors of each app (`watch_app`, `forget_app`).
     apps: Mutex<HashMap<AppName, CancellationToken>>,
+    /// Failed probes (`harbormaster_probe_failures_total`).
+    pub probe_failures: super::failures::ProbeFailures,
 }
 
 impl Default for ExternalHealth {
@@ -35,6 +37,7 @@ impl Default for ExternalHealth {
             states: Mutex::default(),
             version: watch::channel(0).0,
             apps: Mutex::default(),
+            probe_failures: Default::default(),
         }
     }
 }
@@ -108,18 +111,23 @@ impl ExternalHealth {
             .unwrap_or_else(monitor::default_readiness);
         for addr in upstreams {
             let label = Self::label(name.as_str(), *addr);
-            let (registry, cancel, readiness, addr) =
-                (self.clone(), cancel.clone(), readiness.clone(), *addr);
+            let (registry, cancel, readiness, addr, app) = (
+                self.clone(),
+                cancel.clone(),
+                readiness.clone(),
+                *addr,
+                name.to_string(),
+            );
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = registry.follow(label.clone(), addr, readiness) => {}
+                    _ = registry.follow(app, label.clone(), addr, readiness) => {}
                     _ = cancel.cancelled() => registry.update(&label, |h| h.ready = false),
                 }
             });
         }
     }
 
-    async fn follow(&self, label: String, addr: SocketAddr, readiness: Probe) {
+    async fn follow(&self, app: String, label: String, addr: SocketAddr, readiness: Probe) {
         let (tx, mut rx) = mpsc::channel(16);
         let assume_ready = self.get(&label).ready;
         let probes = Probes {
@@ -128,7 +136,17 @@ impl ExternalHealth {
             liveness: None,
             assume_ready,
         };
-        let check = move |p: Probe| async move { probe::check(&p.kind, addr, p.timeout).await };
+        let failures = self.probe_failures.clone();
+        let check = move |p: Probe| {
+            let (failures, app) = (failures.clone(), app.clone());
+            async move {
+                let outcome = probe::check(&p.kind, addr, p.timeout).await;
+                if !outcome.ok {
+                    failures.record(&app, &p);
+                }
+                outcome
+            }
+        };
         let watcher = monitor::watch(probes, check, tx);
         let events = async {
             while let Some(event) = rx.recv().await {

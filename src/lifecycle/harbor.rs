@@ -85,6 +85,10 @@ pub struct HarborCtx {
     pub(super) runtime: Mutex<Option<super::RuntimeDir>>,
     /// The audit log (`[audit]`), set once at launch; closed while flushing.
     pub(super) audit: std::sync::OnceLock<crate::audit::Audit>,
+    /// `GET /metrics` (also an observer of the gateway).
+    pub(super) metrics: Arc<crate::metrics::Metrics>,
+    /// Dashboard logins and sessions (admin's; they end with the process).
+    sessions: admin::session::Sessions,
 }
 
 /// The gateway's breaker changes, as harbor events.
@@ -117,6 +121,7 @@ impl HarborCtx {
         supervisor: Supervisor,
         gateway: Arc<Gateway>,
         events: broadcast::Sender<Event>,
+        metrics: Arc<crate::metrics::Metrics>,
     ) -> Arc<Self> {
         let externals = Arc::new(ExternalHealth::default());
         let cancel = CancellationToken::new();
@@ -140,6 +145,8 @@ impl HarborCtx {
             started: Instant::now(),
             runtime: Mutex::default(),
             audit: std::sync::OnceLock::new(),
+            metrics,
+            sessions: Default::default(),
         })
     }
 
@@ -392,5 +399,28 @@ impl admin::Control for HarborCtx {
 
     fn audit(&self) -> Option<crate::audit::Audit> {
         self.audit.get().cloned()
+    }
+
+    fn metrics(&self, openmetrics: bool) -> String {
+        let health = self.health();
+        let mut probe_failures = self.supervisor.probe_failures().snapshot();
+        probe_failures.extend(self.externals.probe_failures.snapshot());
+        let scrape = crate::metrics::Scrape {
+            health: &health,
+            connections: self.gateway.connections(),
+            probe_failures,
+        };
+        self.metrics.render(&scrape, openmetrics)
+    }
+
+    fn sessions(&self) -> &admin::session::Sessions {
+        &self.sessions
+    }
+
+    fn log_tail(&self, app: &str, lines: usize) -> Result<Vec<String>, HarborError> {
+        let (name, _) = self.known_app(app)?;
+        let dir = self.config().runtime.state_dir.join("logs");
+        let path = crate::supervisor::output::AppLog::path_for(&dir, name.as_str());
+        Ok(crate::supervisor::output::tail_file(&path, lines))
     }
 }

@@ -108,12 +108,15 @@ pub async fn launch(
     tracing::debug!(?nofile, "open-file limit");
     let events = tokio::sync::broadcast::channel(1024).0;
     let breakers = Arc::new(harbor::BreakerEvents(events.clone()));
-    let gateway = Gateway::observed(&config.gateway, vec![breakers]);
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let gateway = Gateway::observed(&config.gateway, vec![breakers, metrics.clone()]);
     let audit = match &config.audit {
         Some(a) => Some(crate::audit::Audit::open(a).await?),
         None => None,
     };
-    let h = HarborCtx::new(config, supervisor.clone(), gateway, events);
+    // Subscribed now: no event of the apps' start is missed.
+    let counted = events.subscribe();
+    let h = HarborCtx::new(config, supervisor.clone(), gateway, events, metrics);
     if let Some(audit) = audit {
         let _ = h.audit.set(audit);
     }
@@ -125,6 +128,8 @@ pub async fn launch(
         h.externals.watch_app(name, app, &h.cancel);
     }
     let bg = &h.background;
+    let (metrics, cancel) = (h.metrics.clone(), h.cancel.child_token());
+    bg.spawn(async move { metrics.follow(counted, cancel).await });
     bg.spawn(routing::keep_updated(h.clone(), h.cancel.child_token()));
     if options.watch_config {
         let (file, this) = (config.source.clone(), h.clone());

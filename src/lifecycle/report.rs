@@ -104,7 +104,7 @@ impl HarborCtx {
                             breaker: self.gateway.breaker_state(&id).into(),
                             in_flight: self.gateway.upstream_in_flight(&id),
                             restarts: st.restarts,
-                            uptime_s: st.uptime().map(|d| d.as_secs_f64()),
+                            uptime_s: st.uptime().map(|d| d.as_secs()),
                             last_probe: st.last_probe.as_ref().map(probe_report),
                             last_death: st.deaths.back().map(death),
                             deaths: st
@@ -162,7 +162,7 @@ impl HarborCtx {
         Health {
             version: env!("CARGO_PKG_VERSION").into(),
             pid: std::process::id(),
-            uptime_s: self.started.elapsed().as_secs_f64(),
+            uptime_s: self.started.elapsed().as_secs(),
             status: status.into(),
             in_flight: self.gateway.in_flight(),
             apps,
@@ -175,7 +175,8 @@ impl HarborCtx {
 fn probe_report(p: &ProbeOutcome) -> ProbeReport {
     ProbeReport {
         ok: p.ok,
-        latency_ms: p.latency.as_secs_f64() * 1000.0,
+        latency_ms: p.latency.as_millis() as u64,
+        latency_us: p.latency.as_micros() as u64,
         detail: p.detail.clone(),
     }
 }
@@ -184,7 +185,8 @@ fn death(d: &crate::supervisor::DeathRecord) -> DeathReport {
     DeathReport {
         at: humantime::format_rfc3339_millis(d.at).to_string(),
         exit: d.exit.map(|e| e.to_string()),
-        uptime_s: d.uptime.as_secs_f64(),
+        uptime_s: d.uptime.as_secs(),
+        uptime_ms: d.uptime.as_millis() as u64,
         reason: d.reason.clone(),
         last_lines: d.last_lines.clone(),
     }

@@ -99,6 +99,8 @@ pub struct RequestOutcome<'a> {
     /// The instance that answered (`web#0`, `legacy@127.0.0.1:3999`).
     pub instance: Option<&'a str>,
     pub client: IpAddr,
+    /// Method, host and path: empty when no observer reads them
+    /// ([`Observer::reads_request_line`]).
     pub method: &'a str,
     pub host: &'a str,
     pub path: &'a str,
@@ -133,6 +135,12 @@ pub trait Observer: Send + Sync + 'static {
     fn observes_requests(&self) -> bool {
         true
     }
+
+    /// `false`: it reads no method, host or path (counts only); when no
+    /// observer does, the gateway keeps none and those fields are empty.
+    fn reads_request_line(&self) -> bool {
+        true
+    }
 }
 
 /// Every observer; cheap to clone.
@@ -140,6 +148,8 @@ pub trait Observer: Send + Sync + 'static {
 pub struct Observers {
     all: Arc<[Arc<dyn Observer>]>,
     of_requests: Arc<[Arc<dyn Observer>]>,
+    /// Some observer reads the method, host and path.
+    request_line: bool,
 }
 
 impl std::fmt::Debug for Observers {
@@ -155,10 +165,17 @@ impl Observers {
             .filter(|o| o.observes_requests())
             .cloned()
             .collect();
+        let request_line = of_requests.iter().any(|o| o.reads_request_line());
         Self {
             all: observers.into(),
             of_requests: of_requests.into(),
+            request_line,
         }
+    }
+
+    /// Whether the gateway must keep each request's method, host and path.
+    pub fn reads_request_line(&self) -> bool {
+        self.request_line
     }
 
     /// No observer of requests: the gateway skips gathering outcomes.
@@ -182,6 +199,20 @@ impl Observers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Counting;
+    impl Observer for Counting {
+        fn reads_request_line(&self) -> bool {
+            false
+        }
+    }
+
+    #[test]
+    fn the_request_line_is_kept_only_when_an_observer_reads_it() {
+        assert!(!Observers::new(vec![Arc::new(Counting)]).reads_request_line());
+        let both: Vec<Arc<dyn Observer>> = vec![Arc::new(Counting), Arc::new(AccessLog)];
+        assert!(Observers::new(both).reads_request_line());
+    }
 
     #[test]
     fn only_the_upstreams_own_failures_are_its_side() {

@@ -132,6 +132,7 @@ pub(crate) struct Instance {
     /// Distinguishes this harbormaster run in instance ids.
     pub run_id: String,
     pub starts: u32,
+    pub probe_failures: crate::health::failures::ProbeFailures,
 }
 
 struct Process {
@@ -364,13 +365,22 @@ impl Instance {
     async fn supervise(&self, p: &mut Process, stop: &CancellationToken) -> Supervised {
         let (tx, mut health) = mpsc::channel(16);
         let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, p.port));
-        let check =
-            move |probe: Probe| async move { probe::check(&probe.kind, addr, probe.timeout).await };
+        let (failures, app) = (self.probe_failures.clone(), self.app.clone());
+        let check = move |probe: Probe| {
+            let (failures, app) = (failures.clone(), app.clone());
+            async move {
+                let outcome = probe::check(&probe.kind, addr, probe.timeout).await;
+                if !outcome.ok {
+                    failures.record(app.as_str(), &probe);
+                }
+                outcome
+            }
+        };
         let mut probes_rx = self.probes.clone();
         let mut probes = probes_rx.borrow_and_update().clone();
         let mut _monitor = AbortOnDropHandle::new(tokio::spawn(monitor::watch(
             probes.clone(),
-            check,
+            check.clone(),
             tx.clone(),
         )));
         let mut monitoring = true;
@@ -384,7 +394,7 @@ impl Instance {
                     probes = probes_rx.borrow_and_update().clone();
                     let mut next = probes.clone();
                     next.assume_ready = ready;
-                    _monitor = AbortOnDropHandle::new(tokio::spawn(monitor::watch(next, check, tx.clone())));
+                    _monitor = AbortOnDropHandle::new(tokio::spawn(monitor::watch(next, check.clone(), tx.clone())));
                     monitoring = true;
                     tracing::info!(event = "probes_updated", app = %self.app, instance = %self.id);
                 }

@@ -58,6 +58,8 @@ struct Inner {
     /// Apps waiting for their dependencies, with the reason.
     waiting: watch::Sender<BTreeMap<AppName, String>>,
     waiters: Mutex<std::collections::HashMap<AppName, CancellationToken>>,
+    /// Failed probes of every instance (`harbormaster_probe_failures_total`).
+    probe_failures: crate::health::failures::ProbeFailures,
 }
 
 /// A replacement (or a started app) that did not become ready.
@@ -121,7 +123,13 @@ impl Supervisor {
             apps: Mutex::new(BTreeMap::new()),
             waiting: watch::channel(BTreeMap::new()).0,
             waiters: Mutex::new(Default::default()),
+            probe_failures: Default::default(),
         })))
+    }
+
+    /// Failed probes of every instance so far.
+    pub fn probe_failures(&self) -> &crate::health::failures::ProbeFailures {
+        &self.0.probe_failures
     }
 
     /// Every state change of every instance from now on.
@@ -436,6 +444,7 @@ impl Supervisor {
             log,
             run_id: self.0.run_id.clone(),
             starts: 0,
+            probe_failures: self.0.probe_failures.clone(),
         };
         let stop = CancellationToken::new();
         let task = tokio::spawn(instance.run(stop.clone()));

@@ -128,9 +128,39 @@ impl RotatingFile {
 #[derive(Debug)]
 pub struct AppLog(RotatingFile);
 
+/// The last `n` lines of a log file (read from its last 256 KiB at most:
+/// a log file may be 10 MiB); none when it cannot be read.
+pub fn tail_file(path: &Path, n: usize) -> Vec<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const WINDOW: u64 = 256 << 10;
+    let Ok(mut file) = File::open(path) else {
+        return Vec::new();
+    };
+    let len = file.metadata().map_or(0, |m| m.len());
+    let start = len.saturating_sub(WINDOW);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_err() || file.read_to_end(&mut bytes).is_err() {
+        return Vec::new();
+    }
+    let text = String::from_utf8_lossy(&bytes);
+    let mut lines: Vec<&str> = text.lines().collect();
+    if start > 0 && !lines.is_empty() {
+        lines.remove(0); // cut mid-line
+    }
+    lines[lines.len().saturating_sub(n)..]
+        .iter()
+        .map(|l| l.to_string())
+        .collect()
+}
+
 impl AppLog {
+    /// Where `app`'s output goes under `dir` (`state_dir/logs`).
+    pub fn path_for(dir: &Path, app: &str) -> PathBuf {
+        dir.join(format!("{app}.log"))
+    }
+
     pub fn new(dir: &Path, app: &str) -> Self {
-        Self(RotatingFile::new(dir.join(format!("{app}.log"))))
+        Self(RotatingFile::new(Self::path_for(dir, app)))
     }
 
     pub fn path(&self) -> &Path {
