@@ -12,16 +12,20 @@
 pub mod diff;
 mod document;
 mod error;
+mod mcp;
 mod model;
 mod raw;
+mod raw_mcp;
 mod validate;
 mod validate_app;
+mod validate_mcp;
 mod values;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors, LoadError};
+pub use mcp::*;
 pub use model::*;
 
 /// Reads and validates the configuration file at `path`.

@@ -21,6 +21,8 @@ pub struct Config {
     pub admin: AdminConfig,
     pub runtime: RuntimeConfig,
     pub apps: BTreeMap<AppName, AppConfig>,
+    /// `[mcp]`, when written: the MCP gateway.
+    pub mcp: Option<super::mcp::McpConfig>,
 }
 
 impl Config {

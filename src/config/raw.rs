@@ -20,6 +20,7 @@ pub struct RawConfig {
     pub runtime: Option<S<RawRuntime>>,
     #[serde(default)]
     pub apps: BTreeMap<S<String>, S<RawApp>>,
+    pub mcp: Option<S<super::raw_mcp::RawMcp>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

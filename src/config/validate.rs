@@ -55,6 +55,7 @@ impl Checker<'_, '_> {
         self.route_conflicts(raw);
         self.dependencies(raw, &apps);
         self.port_conflicts(raw, &gateway, &admin);
+        let mcp = raw.mcp.as_ref().map(|m| self.mcp(m.get_ref(), &raw.apps));
 
         Config {
             source,
@@ -62,6 +63,7 @@ impl Checker<'_, '_> {
             admin,
             runtime,
             apps,
+            mcp,
         }
     }
 
