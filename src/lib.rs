@@ -13,6 +13,7 @@ pub mod config;
 pub mod gateway;
 pub mod health;
 pub mod lifecycle;
+pub mod mcp;
 pub mod observe;
 pub mod supervisor;
 

@@ -30,6 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use instance::Instance;
 pub use instance::{DeathRecord, InstanceId, InstanceStatus, StateChange};
+pub(crate) use spawn::die_with_parent;
 use output::{AppLog, LogRing};
 use state::State;
 
