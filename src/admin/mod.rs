@@ -46,6 +46,10 @@ pub trait Control: Send + Sync + 'static {
     /// bounds the wait for the replacements to become ready.
     fn restart(self: &Arc<Self>, app: &str, timeout: Option<Duration>) -> Result<(), HarborError>;
     fn subscribe(&self) -> broadcast::Receiver<api::Event>;
+    /// The MCP gateway, when the config has `[mcp]`.
+    fn mcp(&self) -> Option<Arc<crate::mcp::McpGateway>> {
+        None
+    }
 }
 
 /// Why the harbor refused or failed a command.
@@ -111,6 +115,7 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
         .route("/health", get(health::<C>))
         .route("/v1/status", get(health::<C>))
         .route("/v1/events", get(events::<C>))
+        .route("/v1/mcp", get(mcp_status::<C>))
         .merge(mutating)
         .with_state(harbor)
 }
@@ -212,6 +217,19 @@ async fn ready<C: Control>(State(harbor): State<Arc<C>>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(report))
+}
+
+/// `GET /v1/mcp`: each MCP server's state, breaker, tools and restarts.
+async fn mcp_status<C: Control>(State(harbor): State<Arc<C>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match harbor.mcp() {
+        Some(mcp) => Json(mcp.status()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "no [mcp] table in the config"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn health<C: Control>(State(harbor): State<Arc<C>>) -> Json<api::Health> {

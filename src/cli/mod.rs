@@ -9,6 +9,7 @@ mod client;
 mod control;
 mod logging;
 mod logs;
+mod mcp;
 mod run;
 mod start;
 mod status;
@@ -106,6 +107,9 @@ pub enum Verb {
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
     },
+    /// MCP over stdio for an AI client (stdout carries only MCP; logs go to
+    /// stderr). Runs the harbor for the config until stdin closes.
+    Mcp,
     /// Validate the configuration; exit 0 if valid, 1 with every error (file:line:col) if not.
     Check,
     /// Internal: the guard process `run` starts (see `supervisor::guard`).
@@ -146,5 +150,6 @@ pub fn main() -> ExitCode {
         Verb::Restart { app, timeout } => control::restart(&cli, app, *timeout),
         Verb::Logs { app, follow, lines } => logs::logs(&cli, app, *follow, *lines),
         Verb::Check => check::run(&cli.config),
+        Verb::Mcp => mcp::mcp(&cli),
     }
 }

@@ -83,6 +83,10 @@ pub struct HarborCtx {
     pub(super) started: Instant,
     /// Held until the harbor has stopped; then runtime.json goes.
     pub(super) runtime: Mutex<Option<super::RuntimeDir>>,
+    /// The MCP gateway, when the config has `[mcp]` (see `mcp_glue.rs`).
+    pub(super) mcp: Option<Arc<crate::mcp::McpGateway>>,
+    /// Cancelled when the MCP fronts stop (their streams end).
+    pub(super) mcp_closing: CancellationToken,
 }
 
 /// The gateway's breaker changes, as harbor events.
@@ -118,7 +122,10 @@ impl HarborCtx {
     ) -> Arc<Self> {
         let externals = Arc::new(ExternalHealth::default());
         let cancel = CancellationToken::new();
+        let mcp = super::mcp_glue::gateway_for(&config);
         Arc::new(Self {
+            mcp,
+            mcp_closing: CancellationToken::new(),
             routes: Mutex::default(),
             config: ArcSwap::from_pointee(config),
             supervisor,
@@ -385,5 +392,9 @@ impl admin::Control for HarborCtx {
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.subscribe()
+    }
+
+    fn mcp(&self) -> Option<Arc<crate::mcp::McpGateway>> {
+        self.mcp.clone()
     }
 }

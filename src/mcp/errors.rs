@@ -45,7 +45,11 @@ impl McpError {
 
     /// Unknown tool — also a tool the caller may not use (indistinguishable).
     pub fn unknown_tool(name: &str) -> Self {
-        Self::with_reason(INVALID_PARAMS, format!("unknown tool: {name}"), "unknown_tool")
+        Self::with_reason(
+            INVALID_PARAMS,
+            format!("unknown tool: {name}"),
+            "unknown_tool",
+        )
     }
 
     pub fn invalid_params(message: impl Into<String>) -> Self {
@@ -69,7 +73,11 @@ impl McpError {
     }
 
     pub fn killed(target: &str) -> Self {
-        Self::with_reason(KILLED, format!("kill switch engaged for {target}"), "killed")
+        Self::with_reason(
+            KILLED,
+            format!("kill switch engaged for {target}"),
+            "killed",
+        )
     }
 
     pub fn rate_limited(retry_after: Duration) -> Self {
@@ -111,7 +119,10 @@ impl McpError {
     /// An error the upstream server answered with, passed through as it is.
     pub fn upstream(error: &Value) -> Self {
         Self {
-            code: error.get("code").and_then(Value::as_i64).unwrap_or(INTERNAL_ERROR),
+            code: error
+                .get("code")
+                .and_then(Value::as_i64)
+                .unwrap_or(INTERNAL_ERROR),
             message: error
                 .get("message")
                 .and_then(Value::as_str)
@@ -178,7 +189,10 @@ mod tests {
         assert_eq!(e.to_json()["data"]["reason"], "circuit_open");
         assert_eq!(e.to_json()["data"]["retry_after_ms"], 1500);
         assert_eq!(e.status(), CallStatus::CircuitOpen);
-        assert_eq!(McpError::timed_out("s", Duration::from_secs(1)).code, -32014);
+        assert_eq!(
+            McpError::timed_out("s", Duration::from_secs(1)).code,
+            -32014
+        );
         assert_eq!(McpError::unavailable("s", "down").code, -32015);
         assert_eq!(McpError::unknown_tool("x").status(), CallStatus::Denied);
         assert_eq!(McpError::invalid_params("x").status(), CallStatus::Error);

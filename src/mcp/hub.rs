@@ -23,7 +23,13 @@ use crate::config::{McpConfig, McpServer};
 use crate::health::breaker::{Admission, BreakerState};
 
 /// Protocol revisions the fronts accept from clients.
-pub const SUPPORTED: &[&str] = &["2024-11-05", "2025-03-26", "2025-06-18", SESSION_ERA, STATELESS_ERA];
+pub const SUPPORTED: &[&str] = &[
+    "2024-11-05",
+    "2025-03-26",
+    "2025-06-18",
+    SESSION_ERA,
+    STATELESS_ERA,
+];
 
 /// The policy stages before the breaker: kill switch → rate limit → access.
 /// The default admits everything; the policy module plugs in its own with
@@ -118,16 +124,31 @@ impl Shared {
         let config = read(&self.config);
         let sep = config.separator.as_str();
         let mut next = Catalog::default();
-        for (name, server) in self.servers.read().unwrap_or_else(|p| p.into_inner()).iter() {
+        for (name, server) in self
+            .servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             let snap = server.snapshot();
             if snap.state != ServerState::Ready {
                 continue;
             }
             let allow = &server.config.tools;
-            next.tools.extend(catalog::rename_items(&snap.lists.tools, name, sep, allow));
-            next.prompts.extend(catalog::rename_items(&snap.lists.prompts, name, sep, &[]));
-            next.resources.extend(catalog::rename_resources(&snap.lists.resources, name, "uri"));
-            next.templates.extend(catalog::rename_resources(&snap.lists.templates, name, "uriTemplate"));
+            next.tools
+                .extend(catalog::rename_items(&snap.lists.tools, name, sep, allow));
+            next.prompts
+                .extend(catalog::rename_items(&snap.lists.prompts, name, sep, &[]));
+            next.resources.extend(catalog::rename_resources(
+                &snap.lists.resources,
+                name,
+                "uri",
+            ));
+            next.templates.extend(catalog::rename_resources(
+                &snap.lists.templates,
+                name,
+                "uriTemplate",
+            ));
         }
         let mut current = self.catalog.write().unwrap_or_else(|p| p.into_inner());
         let mut changed = Vec::new();
@@ -144,7 +165,9 @@ impl Shared {
         drop(current);
         for method in changed {
             tracing::info!(event = "mcp_catalog_changed", list = method);
-            let _ = self.notices.send(json!({"jsonrpc": "2.0", "method": method}));
+            let _ = self
+                .notices
+                .send(json!({"jsonrpc": "2.0", "method": method}));
         }
     }
 }
@@ -193,11 +216,22 @@ impl McpGateway {
     }
 
     pub fn servers(&self) -> Vec<Arc<Upstream>> {
-        self.shared.servers.read().unwrap_or_else(|p| p.into_inner()).values().cloned().collect()
+        self.shared
+            .servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
     }
 
     fn server(&self, name: &str) -> Option<Arc<Upstream>> {
-        self.shared.servers.read().unwrap_or_else(|p| p.into_inner()).get(name).cloned()
+        self.shared
+            .servers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .cloned()
     }
 
     /// Starts every configured server.
@@ -228,7 +262,12 @@ impl McpGateway {
 
     /// Stops one server (its in-flight calls answered -32015) and waits.
     async fn remove_server(&self, name: &str) {
-        let upstream = self.shared.servers.write().unwrap_or_else(|p| p.into_inner()).remove(name);
+        let upstream = self
+            .shared
+            .servers
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(name);
         if let Some(u) = upstream {
             u.stop();
         }
@@ -242,9 +281,17 @@ impl McpGateway {
     /// Applies a reloaded `[mcp]`: removed servers stop (after their calls
     /// in flight finish, bounded by `drain`), added ones start, changed ones
     /// are replaced. Returns (added, removed, replaced).
-    pub async fn reload(&self, next: McpConfig, drain: Duration) -> (Vec<String>, Vec<String>, Vec<String>) {
+    pub async fn reload(
+        &self,
+        next: McpConfig,
+        drain: Duration,
+    ) -> (Vec<String>, Vec<String>, Vec<String>) {
         let old = self.config();
-        *self.shared.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(next.clone());
+        *self
+            .shared
+            .config
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = Arc::new(next.clone());
         let (mut added, mut removed, mut replaced) = (Vec::new(), Vec::new(), Vec::new());
         for (name, server) in &old.servers {
             match next.servers.get(name) {
@@ -268,7 +315,11 @@ impl McpGateway {
             self.remove_server(name).await;
         }
         for name in added.iter().chain(&replaced) {
-            let server = next.servers.values().find(|s| s.name.as_str() == name).cloned();
+            let server = next
+                .servers
+                .values()
+                .find(|s| s.name.as_str() == name)
+                .cloned();
             if let Some(server) = server {
                 self.add_server(server);
             }
@@ -359,9 +410,17 @@ impl McpGateway {
 
     /// One message from a client. Returns the response to send, if any;
     /// `out` carries messages about this request (progress) before it.
-    pub async fn handle(&self, session: &Session, msg: Value, out: &mpsc::UnboundedSender<Value>) -> Option<Value> {
+    pub async fn handle(
+        &self,
+        session: &Session,
+        msg: Value,
+        out: &mpsc::UnboundedSender<Value>,
+    ) -> Option<Value> {
         let Some(obj) = msg.as_object() else {
-            return Some(error_response(&Value::Null, &McpError::invalid_request("not a JSON-RPC object")));
+            return Some(error_response(
+                &Value::Null,
+                &McpError::invalid_request("not a JSON-RPC object"),
+            ));
         };
         let id = obj.get("id").cloned();
         let Some(method) = obj.get("method").and_then(Value::as_str) else {
@@ -388,7 +447,10 @@ impl McpGateway {
 
     fn notification(&self, session: &Session, method: &str, params: &Value) {
         if method == "notifications/cancelled" {
-            let key = params.get("requestId").map(Value::to_string).unwrap_or_default();
+            let key = params
+                .get("requestId")
+                .map(Value::to_string)
+                .unwrap_or_default();
             if let Some(token) = lock(&session.in_flight).get(&key) {
                 tracing::debug!(request = %key, "cancelled by the client");
                 token.cancel();
@@ -407,7 +469,11 @@ impl McpGateway {
         match method {
             "initialize" => {
                 let asked = params["protocolVersion"].as_str().unwrap_or(SESSION_ERA);
-                let version = if SUPPORTED.contains(&asked) && asked != STATELESS_ERA { asked } else { SESSION_ERA };
+                let version = if SUPPORTED.contains(&asked) && asked != STATELESS_ERA {
+                    asked
+                } else {
+                    SESSION_ERA
+                };
                 *lock(&session.protocol) = Some(version.to_string());
                 Ok(json!({
                     "protocolVersion": version,
@@ -437,7 +503,9 @@ impl McpGateway {
                 Ok(json!({ "tools": tools }))
             }
             "prompts/list" => no_cursor(&params).map(|_| json!({ "prompts": catalog.prompts })),
-            "resources/list" => no_cursor(&params).map(|_| json!({ "resources": catalog.resources })),
+            "resources/list" => {
+                no_cursor(&params).map(|_| json!({ "resources": catalog.resources }))
+            }
             "resources/templates/list" => {
                 no_cursor(&params).map(|_| json!({ "resourceTemplates": catalog.templates }))
             }
@@ -480,7 +548,9 @@ impl McpGateway {
         let upstream = self
             .server(server)
             .ok_or_else(|| McpError::invalid_params(format!("unknown server: {server}")))?;
-        let conn = upstream.conn().ok_or_else(|| McpError::unavailable(server, upstream.snapshot().state.name()))?;
+        let conn = upstream
+            .conn()
+            .ok_or_else(|| McpError::unavailable(server, upstream.snapshot().state.name()))?;
         let timeout = self.config().call_timeout;
         let progress = progress_route(&params, out);
         let call = conn
@@ -513,12 +583,15 @@ impl McpGateway {
         let result = if self.accepting.load(Ordering::Acquire) {
             self.in_flight.fetch_add(1, Ordering::AcqRel);
             let _counted = InFlight(self);
-            self.call_tool_inner(session, &name, params, out, &mut server_name).await
+            self.call_tool_inner(session, &name, params, out, &mut server_name)
+                .await
         } else {
             Err(McpError::unavailable("harbormaster", "shutting down"))
         };
         let (status, response_bytes, error) = match &result {
-            Ok(r) if r["isError"].as_bool() == Some(true) => (CallStatus::ToolError, r.to_string().len() as u64, None),
+            Ok(r) if r["isError"].as_bool() == Some(true) => {
+                (CallStatus::ToolError, r.to_string().len() as u64, None)
+            }
             Ok(r) => (CallStatus::Ok, r.to_string().len() as u64, None),
             Err(e) => (e.status(), 0, Some(e.message.clone())),
         };
@@ -550,8 +623,11 @@ impl McpGateway {
         server_name: &mut String,
     ) -> Result<Value, McpError> {
         let config = self.config();
-        let (server, tool) = catalog::split(name, &config.separator).ok_or_else(|| McpError::unknown_tool(name))?;
-        let upstream = self.server(server).ok_or_else(|| McpError::unknown_tool(name))?;
+        let (server, tool) =
+            catalog::split(name, &config.separator).ok_or_else(|| McpError::unknown_tool(name))?;
+        let upstream = self
+            .server(server)
+            .ok_or_else(|| McpError::unknown_tool(name))?;
         *server_name = server.to_string();
         if !catalog::allowed(&upstream.config.tools, tool) {
             return Err(McpError::unknown_tool(name));
@@ -582,7 +658,10 @@ impl McpGateway {
             // Dropping the call on timeout sends notifications/cancelled upstream.
             Ok(call) => match tokio::time::timeout(timeout, call.answer()).await {
                 Err(_) => Err(McpError::timed_out(server, timeout)),
-                Ok(Err(Lost)) => Err(McpError::unavailable(server, "the server exited during the call")),
+                Ok(Err(Lost)) => Err(McpError::unavailable(
+                    server,
+                    "the server exited during the call",
+                )),
                 Ok(Ok(Ok(result))) => Ok(result),
                 Ok(Ok(Err(e))) => Err(McpError::upstream(&e)),
             },
@@ -599,9 +678,19 @@ fn log_transition(server: &str, t: Option<crate::health::breaker::Transition>) {
     if let Some(t) = t {
         let level_open = matches!(t.to, BreakerState::Open { .. });
         if level_open {
-            tracing::warn!(event = "mcp_breaker", server, from = t.from.name(), to = t.to.name());
+            tracing::warn!(
+                event = "mcp_breaker",
+                server,
+                from = t.from.name(),
+                to = t.to.name()
+            );
         } else {
-            tracing::info!(event = "mcp_breaker", server, from = t.from.name(), to = t.to.name());
+            tracing::info!(
+                event = "mcp_breaker",
+                server,
+                from = t.from.name(),
+                to = t.to.name()
+            );
         }
     }
 }

@@ -295,7 +295,12 @@ impl Upstream {
             Some(other) => {
                 // Handshake failed: the process goes, the restart policy decides.
                 close_stdin.cancel();
-                process_group::terminate(pgid, nix::sys::signal::Signal::SIGTERM, stdio.stop_timeout).await;
+                process_group::terminate(
+                    pgid,
+                    nix::sys::signal::Signal::SIGTERM,
+                    stdio.stop_timeout,
+                )
+                .await;
                 let _ = tracked.child.wait().await;
                 other
             }
@@ -344,7 +349,8 @@ impl Upstream {
         close_stdin.cancel();
         if tokio::time::timeout(timeout, child.wait()).await.is_err() {
             tracing::info!(event = "mcp_server_sigterm", server = %self.name(), "did not exit after stdin closed");
-            let left = process_group::terminate(pgid, nix::sys::signal::Signal::SIGTERM, timeout).await;
+            let left =
+                process_group::terminate(pgid, nix::sys::signal::Signal::SIGTERM, timeout).await;
             if !left.is_empty() {
                 tracing::error!(server = %self.name(), ?left, "processes survived SIGKILL");
             }
@@ -377,7 +383,10 @@ impl Upstream {
                     .map_err(lost)?
                     .map_err(|e| format!("initialize failed: {e}"))?;
                 conn.notify("notifications/initialized", json!({}));
-                let version = result["protocolVersion"].as_str().unwrap_or(SESSION_ERA).to_string();
+                let version = result["protocolVersion"]
+                    .as_str()
+                    .unwrap_or(SESSION_ERA)
+                    .to_string();
                 (version, result["capabilities"].clone())
             }
         };
@@ -422,16 +431,21 @@ impl Upstream {
                 let reply = match method {
                     "ping" => json!({"jsonrpc": "2.0", "id": id, "result": {}}),
                     "roots/list" => json!({"jsonrpc": "2.0", "id": id, "result": {"roots": []}}),
-                    _ => json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("the gateway does not offer {method}")}}),
+                    _ => {
+                        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("the gateway does not offer {method}")}})
+                    }
                 };
                 conn.reply(&reply);
             }
             (Some("notifications/progress"), None) => conn.progress(&msg["params"]),
-            (Some(
-                "notifications/tools/list_changed"
-                | "notifications/resources/list_changed"
-                | "notifications/prompts/list_changed",
-            ), None) => {
+            (
+                Some(
+                    "notifications/tools/list_changed"
+                    | "notifications/resources/list_changed"
+                    | "notifications/prompts/list_changed",
+                ),
+                None,
+            ) => {
                 let (this, conn) = (self.clone(), conn.clone());
                 tokio::spawn(async move { this.refresh(&conn).await });
             }
@@ -463,7 +477,11 @@ fn client_meta() -> Value {
 }
 
 /// Every page of `method`'s `key` list.
-async fn list_all(conn: &Arc<Conn>, method: &str, key: &str) -> Result<Vec<Value>, super::conn::Lost> {
+async fn list_all(
+    conn: &Arc<Conn>,
+    method: &str,
+    key: &str,
+) -> Result<Vec<Value>, super::conn::Lost> {
     let mut items = Vec::new();
     let mut cursor: Option<Value> = None;
     for _ in 0..1000 {

@@ -30,8 +30,8 @@ use tokio_util::sync::CancellationToken;
 
 use instance::Instance;
 pub use instance::{DeathRecord, InstanceId, InstanceStatus, StateChange};
-pub(crate) use spawn::die_with_parent;
 use output::{AppLog, LogRing};
+pub(crate) use spawn::die_with_parent;
 use state::State;
 
 use crate::config::{AppConfig, AppKind, AppName, Config, DependsOn};

@@ -1,0 +1,78 @@
+//! The MCP gateway as a component of the harbor: built with the config,
+//! mounted on the gateway listeners at launch, servers started with the
+//! apps, drained with the gateway (fronts stop taking calls, in-flight
+//! calls finish), servers stopped before the apps, reloaded with the config.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::HarborCtx;
+use crate::config::Config;
+use crate::mcp::front_http::{HttpFront, MountedFront};
+use crate::mcp::McpGateway;
+
+/// The MCP gateway for `config`, when it has `[mcp]`.
+pub(super) fn gateway_for(config: &Config) -> Option<Arc<McpGateway>> {
+    let mcp = config.mcp.clone()?;
+    Some(McpGateway::new(mcp, &config.runtime.state_dir.join("logs")))
+}
+
+impl HarborCtx {
+    /// The MCP gateway, when the config has `[mcp]`.
+    pub fn mcp(&self) -> Option<&Arc<McpGateway>> {
+        self.mcp.as_ref()
+    }
+
+    pub(super) fn mount_mcp(&self) {
+        if let Some(mcp) = &self.mcp {
+            let front = HttpFront::new(mcp.clone(), self.mcp_closing.clone());
+            self.gateway.mount(Some(Arc::new(MountedFront(front))));
+        }
+    }
+
+    pub(super) fn start_mcp(&self) {
+        if let Some(mcp) = &self.mcp {
+            mcp.start();
+        }
+    }
+
+    /// Calls in flight finish (none start); true when none is left by `deadline`.
+    pub(super) async fn drain_mcp(&self, deadline: Instant) -> bool {
+        match &self.mcp {
+            Some(mcp) => {
+                let idle = mcp.drain(deadline).await;
+                if !idle {
+                    tracing::warn!(
+                        event = "mcp_drain_timeout",
+                        "MCP calls still in flight at drain_timeout"
+                    );
+                }
+                idle
+            }
+            None => true,
+        }
+    }
+
+    pub(super) async fn stop_mcp_servers(&self) {
+        if let Some(mcp) = &self.mcp {
+            mcp.stop_servers().await;
+        }
+    }
+
+    /// Servers added, removed (after their calls) and replaced by a reload.
+    pub(super) async fn reload_mcp(&self, new: &Config) {
+        let (Some(mcp), Some(next)) = (&self.mcp, &new.mcp) else {
+            if self.mcp.is_none() != new.mcp.is_none() {
+                tracing::warn!(
+                    event = "reload_not_applied",
+                    setting = "mcp",
+                    "adding or removing the whole [mcp] table needs a restart of harbormaster"
+                );
+            }
+            return;
+        };
+        let (added, removed, replaced) = mcp.reload(next.clone(), new.gateway.drain_timeout).await;
+        tracing::info!(event = "mcp_reloaded", ?added, ?removed, ?replaced);
+    }
+}
