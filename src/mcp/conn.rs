@@ -31,6 +31,8 @@ pub struct Conn {
     pending: Mutex<HashMap<u64, oneshot::Sender<Answer>>>,
     progress: Mutex<HashMap<String, ProgressRoute>>,
     next: AtomicU64,
+    /// `_meta` keys every request carries (2026-07-28 servers).
+    envelope: Mutex<Option<serde_json::Map<String, Value>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -49,11 +51,17 @@ impl Conn {
             pending: Mutex::default(),
             progress: Mutex::default(),
             next: AtomicU64::new(1),
+            envelope: Mutex::default(),
         })
     }
 
     fn send(&self, msg: &Value) -> Result<(), Lost> {
         self.out.send(msg.to_string()).map_err(|_| Lost)
+    }
+
+    /// From now on every request carries these `_meta` keys (a stateless-era server).
+    pub fn set_envelope(&self, meta: Value) {
+        *lock(&self.envelope) = meta.as_object().cloned();
     }
 
     /// Our answer to a request the server sent us.
@@ -94,6 +102,17 @@ impl Conn {
             params["_meta"]["progressToken"] = Value::String(token.clone());
             lock(&self.progress).insert(token.clone(), route);
             call.progress = Some(token);
+        }
+        if let Some(envelope) = lock(&self.envelope).as_ref() {
+            if !params.is_object() {
+                params = json!({});
+            }
+            if !params["_meta"].is_object() {
+                params["_meta"] = json!({});
+            }
+            for (k, v) in envelope {
+                params["_meta"][k] = v.clone();
+            }
         }
         let msg = json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params});
         if self.send(&msg).is_err() {

@@ -22,6 +22,12 @@ use super::upstream::{ServerState, Upstream, SESSION_ERA, STATELESS_ERA};
 use crate::config::{McpConfig, McpServer};
 use crate::health::breaker::{Admission, BreakerState};
 
+/// How long `initialize` waits for servers at their first start.
+const SETTLE_LIMIT: Duration = Duration::from_secs(20);
+
+/// Where a 2026-07-28 request names its protocol revision (`params._meta`).
+pub const PROTOCOL_VERSION_META: &str = "io.modelcontextprotocol/protocolVersion";
+
 /// Protocol revisions the fronts accept from clients.
 pub const SUPPORTED: &[&str] = &[
     "2024-11-05",
@@ -85,6 +91,8 @@ struct Shared {
     catalog: RwLock<Arc<Catalog>>,
     /// `notifications/*/list_changed` for every session.
     notices: broadcast::Sender<Value>,
+    /// Bumped on every change of any server.
+    changes: tokio::sync::watch::Sender<u64>,
 }
 
 pub struct McpGateway {
@@ -163,6 +171,7 @@ impl Shared {
         }
         *current = Arc::new(next);
         drop(current);
+        self.changes.send_modify(|v| *v += 1);
         for method in changed {
             tracing::info!(event = "mcp_catalog_changed", list = method);
             let _ = self
@@ -181,6 +190,7 @@ impl McpGateway {
                 servers: RwLock::default(),
                 catalog: RwLock::default(),
                 notices: broadcast::channel(256).0,
+                changes: tokio::sync::watch::channel(0).0,
             }),
             tasks: Mutex::default(),
             logs: logs.to_path_buf(),
@@ -355,6 +365,27 @@ impl McpGateway {
         }
     }
 
+    /// Waits (at most `limit`) until no server is still at its first
+    /// start, so a client that lists tools right after connecting sees
+    /// every server that can start.
+    pub async fn settled(&self, limit: Duration) {
+        let mut changes = self.shared.changes.subscribe();
+        let deadline = Instant::now() + limit;
+        loop {
+            let first_start = self.servers().iter().any(|s| {
+                let snap = s.snapshot();
+                snap.state == ServerState::Starting && snap.restarts == 0
+            });
+            if !first_start {
+                return;
+            }
+            tokio::select! {
+                r = changes.changed() => if r.is_err() { return },
+                _ = tokio::time::sleep_until(deadline) => return,
+            }
+        }
+    }
+
     /// Why `/ready` must wait: required servers that are not ready.
     pub fn not_ready(&self) -> Vec<String> {
         self.servers()
@@ -431,6 +462,16 @@ impl McpGateway {
             self.notification(session, method, &params);
             return None;
         };
+        let modern = params["_meta"][PROTOCOL_VERSION_META].as_str() == Some(STATELESS_ERA)
+            || lock(&session.protocol).as_deref() == Some(STATELESS_ERA);
+        let cacheable = matches!(
+            method,
+            "server/discover"
+                | "tools/list"
+                | "prompts/list"
+                | "resources/list"
+                | "resources/templates/list"
+        );
         let key = id.to_string();
         let cancel = CancellationToken::new();
         lock(&session.in_flight).insert(key.clone(), cancel.clone());
@@ -440,7 +481,20 @@ impl McpGateway {
         };
         lock(&session.in_flight).remove(&key);
         answer.map(|a| match a {
-            Ok(result) => result_response(&id, result),
+            Ok(mut result) => {
+                if modern && result.is_object() {
+                    // 2026-07-28: every result says whether it is complete;
+                    // list results carry caching directives.
+                    if result.get("resultType").is_none() {
+                        result["resultType"] = json!("complete");
+                    }
+                    if cacheable {
+                        result["ttlMs"] = json!(0);
+                        result["cacheScope"] = json!("private");
+                    }
+                }
+                result_response(&id, result)
+            }
             Err(e) => error_response(&id, &e),
         })
     }
@@ -468,6 +522,7 @@ impl McpGateway {
         let catalog = self.catalog();
         match method {
             "initialize" => {
+                self.settled(SETTLE_LIMIT).await;
                 let asked = params["protocolVersion"].as_str().unwrap_or(SESSION_ERA);
                 let version = if SUPPORTED.contains(&asked) && asked != STATELESS_ERA {
                     asked
@@ -482,11 +537,14 @@ impl McpGateway {
                     "instructions": "Tools of every MCP server behind this harbormaster, named SERVER__TOOL.",
                 }))
             }
-            "server/discover" => Ok(json!({
+            "server/discover" => {
+                self.settled(SETTLE_LIMIT).await;
+                Ok(json!({
                 "supportedVersions": SUPPORTED,
                 "capabilities": capabilities(),
                 "serverInfo": server_info(),
-            })),
+                }))
+            }
             "ping" => Ok(json!({})),
             "logging/setLevel" => Ok(json!({})),
             "tools/list" => {

@@ -368,7 +368,10 @@ impl Upstream {
         )
         .await;
         let (protocol, capabilities) = match discover {
-            Ok(Ok(Ok(result))) => (STATELESS_ERA.to_string(), result["capabilities"].clone()),
+            Ok(Ok(Ok(result))) => {
+                conn.set_envelope(client_meta());
+                (STATELESS_ERA.to_string(), result["capabilities"].clone())
+            }
             Ok(Err(e)) => return Err(lost(e)),
             // -32601 (or no answer): an older server; initialize it.
             Ok(Ok(Err(_))) | Err(_) => {
@@ -470,9 +473,9 @@ impl Upstream {
 /// `_meta` a stateless-era request carries (protocol version, client info).
 fn client_meta() -> Value {
     json!({
-        "modelcontextprotocol.io/protocolVersion": STATELESS_ERA,
-        "modelcontextprotocol.io/clientInfo": { "name": "harbormaster", "version": env!("CARGO_PKG_VERSION") },
-        "modelcontextprotocol.io/clientCapabilities": {},
+        "io.modelcontextprotocol/protocolVersion": STATELESS_ERA,
+        "io.modelcontextprotocol/clientInfo": { "name": "harbormaster", "version": env!("CARGO_PKG_VERSION") },
+        "io.modelcontextprotocol/clientCapabilities": {},
     })
 }
 
