@@ -3,6 +3,7 @@
 
 pub mod harbor;
 pub mod load;
+pub mod mcp;
 pub mod raw;
 
 use std::ffi::OsStr;
