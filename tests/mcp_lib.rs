@@ -1,0 +1,94 @@
+//! The MCP gateway as a library: the policy hook runs before the breaker
+//! and every `tools/call` (also refused ones) reaches the audit sink — the
+//! two places the policy and audit stages plug in.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use harbormaster::mcp::{
+    AuditSink, CallRecord, CallStatus, Caller, Front, McpError, McpGateway, Policy, Session,
+};
+use serde_json::json;
+
+struct Recorder(Mutex<Vec<CallRecord>>);
+
+impl AuditSink for Recorder {
+    fn record(
+        &self,
+        record: CallRecord,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        self.0.lock().unwrap().push(record);
+        Box::pin(async {})
+    }
+}
+
+/// Kills one tool.
+struct KillEcho;
+
+impl Policy for KillEcho {
+    fn admit(&self, _: &Caller, _: &str, tool: &str) -> Result<(), McpError> {
+        if tool == "f__hang" {
+            return Err(McpError::killed(tool));
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_refusals_and_calls_all_reach_the_audit_sink() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!(
+        "[mcp]\n[mcp.servers.f]\ncommand = {}\n",
+        support::mcp::fault_command()
+    );
+    let config = harbormaster::config::from_str(&text, &dir.path().join("h.toml")).unwrap();
+    let hub = McpGateway::new(config.mcp.unwrap(), dir.path());
+    let recorder = Arc::new(Recorder(Mutex::default()));
+    hub.set_audit(recorder.clone());
+    hub.set_policy(Arc::new(KillEcho));
+    hub.start();
+    hub.settled(Duration::from_secs(20)).await;
+
+    let session = Session::new(Caller {
+        client: "tester".into(),
+        roles: vec![],
+        front: Front::Stdio,
+        session: "s1".into(),
+    });
+    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let call = |id: u64, name: &str| json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {"name": name, "arguments": {"message": "x"}}});
+    let ok = hub.handle(&session, call(1, "f__echo"), &tx).await.unwrap();
+    assert_eq!(ok["result"]["content"][0]["text"], "Echo: x");
+    let killed = hub.handle(&session, call(2, "f__hang"), &tx).await.unwrap();
+    assert_eq!(killed["error"]["code"], -32010);
+    let unknown = hub
+        .handle(&session, call(3, "f__missing"), &tx)
+        .await
+        .unwrap();
+    assert_eq!(unknown["error"]["code"], -32602);
+    let ping = hub
+        .handle(
+            &session,
+            json!({"jsonrpc": "2.0", "id": 4, "method": "ping"}),
+            &tx,
+        )
+        .await
+        .unwrap();
+    assert_eq!(ping["result"], json!({}));
+
+    let records = recorder.0.lock().unwrap().clone();
+    let statuses: Vec<CallStatus> = records.iter().map(|r| r.status).collect();
+    assert_eq!(
+        statuses,
+        vec![CallStatus::Ok, CallStatus::Killed, CallStatus::Denied]
+    );
+    assert_eq!(records[0].server, "f");
+    assert_eq!(records[0].tool, "f__echo");
+    assert_eq!(records[0].client, "tester");
+    assert_eq!(records[0].front, Front::Stdio);
+    assert!(records[0].response_bytes > 0 && records[0].request_bytes > 0);
+    assert!(records[1].error.as_deref().unwrap().contains("kill switch"));
+    hub.stop_servers().await;
+}
