@@ -157,7 +157,7 @@ fn a_hanging_server_times_out_then_its_circuit_opens_and_recovers_half_open() {
     let mut client = Client::start(&mcp::http(&url(&h)), "legacy", &["watch"]);
     client.event("ready", 0, LONG);
     for n in 0..2 {
-        let started = std::time::Instant::now();
+        let started = tokio::time::Instant::now();
         client.send("call stuck__hang {}");
         let r = client.event("result", n, LONG);
         assert_eq!(r["code"], -32014, "call {n} times out: {r}");
@@ -178,7 +178,7 @@ fn a_hanging_server_times_out_then_its_circuit_opens_and_recovers_half_open() {
 
     // After open_for, a trial call goes through and closes the circuit.
     let mut n = 3;
-    let deadline = std::time::Instant::now() + LONG;
+    let deadline = tokio::time::Instant::now() + LONG;
     loop {
         client.send(r#"call stuck__echo {"message": "trial"}"#);
         let r = client.event("result", n, LONG);
@@ -191,7 +191,7 @@ fn a_hanging_server_times_out_then_its_circuit_opens_and_recovers_half_open() {
             "only 'circuit open' until the trial: {r}"
         );
         assert!(
-            std::time::Instant::now() < deadline,
+            tokio::time::Instant::now() < deadline,
             "the circuit never went half-open"
         );
         std::thread::sleep(Duration::from_millis(300));

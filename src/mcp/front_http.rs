@@ -368,7 +368,7 @@ fn new_session_id() -> String {
 /// Loopback origins always; others only when listed.
 pub fn origin_allowed(origin: &str, allowed: &[String]) -> bool {
     let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
-    if allowed.iter().any(|a| *a == origin) {
+    if allowed.contains(&origin) {
         return true;
     }
     let Some((_, rest)) = origin.split_once("://") else {
