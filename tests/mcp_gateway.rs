@@ -276,3 +276,73 @@ fn garbage_on_a_servers_stdout_does_not_break_its_session() {
         .iter()
         .any(|e| e["event"] == "mcp_server_garbage"));
 }
+
+#[test]
+fn a_reload_adds_removes_and_replaces_servers_and_status_shows_them() {
+    let server = |name: &str, extra: &str| {
+        format!(
+            "[mcp.servers.{name}]\ncommand = {}\n{extra}",
+            mcp::fault_command()
+        )
+    };
+    let head = "[gateway]\nlisten = [\"127.0.0.1:0\"]\n[mcp]\n";
+    let h = Harbor::start_with(
+        &format!("{head}{}{}", server("a", ""), server("b", "")),
+        &["--no-watch"],
+    );
+    wait_server_ready(&h, "a", 0);
+    wait_server_ready(&h, "b", 0);
+    let a_pid = server_status(&h, "a")["pid"].as_i64().unwrap() as i32;
+    let b_pid = server_status(&h, "b")["pid"].as_i64().unwrap() as i32;
+
+    // a goes, b changes (required now → replaced), c comes.
+    let next = format!(
+        "{head}{}{}",
+        server("b", "required = true\n"),
+        server("c", "")
+    );
+    std::fs::write(h.dir.join("harbormaster.toml"), next).unwrap();
+    let out = support::verb(&h.dir, &["reload"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    wait_server_ready(&h, "c", 0);
+    wait_server_ready(&h, "b", 1);
+    eventually(LONG, "a is stopped", || gone(a_pid));
+    eventually(LONG, "the old b is stopped", || gone(b_pid));
+    let (_, body) = fetch(h.admin(), "x", "/v1/mcp").unwrap();
+    let all: Value = serde_json::from_str(&body).unwrap();
+    let servers: Vec<&str> = all["servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(servers, vec!["b", "c"]);
+    assert_eq!(server_status(&h, "b")["required"], true);
+    let got = mcp::list_call(
+        &mcp::http(&url(&h)),
+        "legacy",
+        &[r#"c__echo={"message":"new"}"#, r#"a__echo={}"#],
+    );
+    assert_eq!(got["calls"][0]["text"], "Echo: new", "{got}");
+    assert_eq!(
+        got["calls"][1]["code"], -32602,
+        "a removed server's tools are gone: {got}"
+    );
+}
+
+#[test]
+fn a_required_server_gates_ready() {
+    let config = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\n[mcp]\n[mcp.servers.late]\ncommand = [\"sh\", \"-c\", \"sleep 2; exec {} {}\"]\nrequired = true\n",
+        mcp::python().display(),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/mcp/fault_server.py").display()
+    );
+    let h = Harbor::start(&config);
+    let (code, body) = fetch(h.admin(), "x", "/ready").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("mcp server late is starting"), "{body}");
+    wait_server_ready(&h, "late", 0);
+    eventually(LONG, "/ready turns 200", || {
+        fetch(h.admin(), "x", "/ready").is_some_and(|(c, _)| c == 200)
+    });
+}
