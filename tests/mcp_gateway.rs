@@ -318,6 +318,12 @@ fn a_reload_adds_removes_and_replaces_servers_and_status_shows_them() {
         .collect();
     assert_eq!(servers, vec!["b", "c"]);
     assert_eq!(server_status(&h, "b")["required"], true);
+    let status = support::verb(&h.dir, &["status"]);
+    assert!(
+        status.stdout.contains("MCP SERVER") && status.stdout.contains("b*"),
+        "{}",
+        status.stdout
+    );
     let got = mcp::list_call(
         &mcp::http(&url(&h)),
         "legacy",

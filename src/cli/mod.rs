@@ -13,6 +13,7 @@ mod mcp;
 mod run;
 mod start;
 mod status;
+mod status_mcp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
