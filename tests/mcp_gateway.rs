@@ -110,9 +110,20 @@ fn python_client_lists_and_calls_server_everything_through_http_and_stdio() {
 
 #[test]
 fn kill_9_of_a_server_fails_in_flight_calls_and_it_comes_back_for_the_same_client() {
+    kill_9_through(|h| mcp::http(&url(h)));
+}
+
+#[test]
+fn harbormaster_mcp_bridges_stdio_to_a_running_harbor_over_admin_sock() {
+    // The same story through `harbormaster mcp` bridged to the running
+    // harbor: only that harbor's server is killed, so only a bridge sees it.
+    kill_9_through(|h| mcp::stdio_to(&h.dir));
+}
+
+fn kill_9_through(target: impl Fn(&Harbor) -> Vec<String>) {
     let h = Harbor::start(&fault_config("call_timeout = \"60s\"", "flaky"));
     wait_server_ready(&h, "flaky", 0);
-    let mut client = Client::start(&mcp::http(&url(&h)), "legacy", &["watch"]);
+    let mut client = Client::start(&target(&h), "legacy", &["watch"]);
     let ready = client.event("ready", 0, LONG);
     assert!(
         names(&ready).contains(&"flaky__echo".to_string()),

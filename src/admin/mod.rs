@@ -50,6 +50,10 @@ pub trait Control: Send + Sync + 'static {
     fn mcp(&self) -> Option<Arc<crate::mcp::McpGateway>> {
         None
     }
+    /// The MCP front served on `admin.sock` (the stdio bridge).
+    fn mcp_socket_front(&self) -> Option<Arc<crate::mcp::front_http::HttpFront>> {
+        None
+    }
 }
 
 /// Why the harbor refused or failed a command.
@@ -103,7 +107,11 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
         .route("/v1/reload", post(reload::<C>))
         .route("/v1/apps/{app}/{action}", post(app_action::<C>));
     let mutating = match door {
-        Door::Socket => mutating,
+        // The stdio bridge of `harbormaster mcp`: socket only.
+        Door::Socket => mutating.route(
+            crate::mcp::front_http::BRIDGE_PATH,
+            axum::routing::any(mcp_bridge::<C>),
+        ),
         Door::Tcp => mutating.route_layer(axum::middleware::from_fn_with_state(
             harbor.clone(),
             authorize::<C>,
@@ -217,6 +225,22 @@ async fn ready<C: Control>(State(harbor): State<Arc<C>>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(report))
+}
+
+/// The MCP front over `admin.sock` (Streamable HTTP, caller `stdio_client`).
+async fn mcp_bridge<C: Control>(
+    State(harbor): State<Arc<C>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match harbor.mcp_socket_front() {
+        Some(front) => front.serve(req).await.map(axum::body::Body::new),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "no [mcp] table in the config"})),
+        )
+            .into_response(),
+    }
 }
 
 /// `GET /v1/mcp`: each MCP server's state, breaker, tools and restarts.

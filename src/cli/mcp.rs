@@ -1,8 +1,8 @@
 //! `harbormaster mcp`: MCP over stdio for an AI client. stdout carries only
 //! MCP messages; logs go to stderr. No harbor runs for the config: this
 //! process runs it (apps, MCP servers, gateway listeners) and stops it in
-//! order when stdin closes or on SIGTERM. One is already running: refused
-//! with a clear message (bridging over admin.sock is not built yet).
+//! order when stdin closes or on SIGTERM. One is already running: stdio is
+//! bridged to it over admin.sock (`mcp_bridge.rs`).
 
 use std::process::ExitCode;
 
@@ -46,12 +46,12 @@ pub fn mcp(cli: &Cli) -> ExitCode {
     };
     let result = runtime.block_on(async move {
         if let super::client::Found::Running(info) = super::client::find(&dir).await {
-            anyhow::bail!(
-                "a harbormaster (pid {}) already runs for {}; bridging `harbormaster mcp` to it is not built yet — point the client at its HTTP front ({:?} + the [mcp] route) or stop it",
-                info.pid,
-                config.source.display(),
-                info.gateway
+            tracing::info!(
+                event = "mcp_bridge",
+                pid = info.pid,
+                "a harbor runs for this config: bridging to it over admin.sock"
             );
+            return super::mcp_bridge::run(&dir).await;
         }
         serve(config, dir, caller).await
     });

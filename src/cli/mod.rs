@@ -10,6 +10,7 @@ mod control;
 mod logging;
 mod logs;
 mod mcp;
+mod mcp_bridge;
 mod run;
 mod start;
 mod status;

@@ -87,6 +87,8 @@ pub struct HarborCtx {
     pub(super) mcp: Option<Arc<crate::mcp::McpGateway>>,
     /// Cancelled when the MCP fronts stop (their streams end).
     pub(super) mcp_closing: CancellationToken,
+    /// The MCP front on `admin.sock` (set at launch).
+    pub(super) mcp_socket: std::sync::OnceLock<Arc<crate::mcp::front_http::HttpFront>>,
 }
 
 /// The gateway's breaker changes, as harbor events.
@@ -126,6 +128,7 @@ impl HarborCtx {
         Arc::new(Self {
             mcp,
             mcp_closing: CancellationToken::new(),
+            mcp_socket: std::sync::OnceLock::new(),
             routes: Mutex::default(),
             config: ArcSwap::from_pointee(config),
             supervisor,
@@ -396,5 +399,9 @@ impl admin::Control for HarborCtx {
 
     fn mcp(&self) -> Option<Arc<crate::mcp::McpGateway>> {
         self.mcp.clone()
+    }
+
+    fn mcp_socket_front(&self) -> Option<Arc<crate::mcp::front_http::HttpFront>> {
+        HarborCtx::mcp_socket_front(self)
     }
 }

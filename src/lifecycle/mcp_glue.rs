@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::HarborCtx;
 use crate::config::Config;
-use crate::mcp::front_http::{HttpFront, MountedFront};
+use crate::mcp::front_http::{Door, HttpFront, MountedFront};
 use crate::mcp::McpGateway;
 
 /// The MCP gateway for `config`, when it has `[mcp]`.
@@ -26,9 +26,16 @@ impl HarborCtx {
 
     pub(super) fn mount_mcp(&self) {
         if let Some(mcp) = &self.mcp {
-            let front = HttpFront::new(mcp.clone(), self.mcp_closing.clone());
+            let front = HttpFront::new(mcp.clone(), Door::Gateway, self.mcp_closing.clone());
             self.gateway.mount(Some(Arc::new(MountedFront(front))));
+            let socket = HttpFront::new(mcp.clone(), Door::Socket, self.mcp_closing.clone());
+            let _ = self.mcp_socket.set(socket);
         }
+    }
+
+    /// The MCP front `admin.sock` serves (`harbormaster mcp` bridges to it).
+    pub fn mcp_socket_front(&self) -> Option<Arc<HttpFront>> {
+        self.mcp_socket.get().cloned()
     }
 
     pub(super) fn start_mcp(&self) {

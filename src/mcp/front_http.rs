@@ -35,6 +35,9 @@ use crate::config::HostMatch;
 use crate::gateway::mount::Mounted;
 use crate::gateway::ProxyBody;
 
+/// Where `admin.sock` serves the MCP front for `harbormaster mcp`'s bridge.
+pub const BRIDGE_PATH: &str = "/v1/mcp/stream";
+
 /// Largest request body accepted.
 const MAX_BODY: usize = 4 << 20;
 const SESSION_HEADER: &str = "mcp-session-id";
@@ -46,8 +49,19 @@ struct HttpSession {
     ended: CancellationToken,
 }
 
+/// Who reaches the front, which decides how callers are identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Door {
+    /// The gateway listeners: Origin checked, bearer tokens name clients.
+    Gateway,
+    /// `admin.sock` (the stdio bridge of `harbormaster mcp`): the file
+    /// permission authenticated the caller, who is `[mcp] stdio_client`.
+    Socket,
+}
+
 pub struct HttpFront {
     hub: Arc<McpGateway>,
+    door: Door,
     sessions: Mutex<HashMap<String, Arc<HttpSession>>>,
     /// Cancelled at shutdown: GET streams end.
     closing: CancellationToken,
@@ -58,17 +72,25 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl HttpFront {
-    pub fn new(hub: Arc<McpGateway>, closing: CancellationToken) -> Arc<Self> {
+    pub fn new(hub: Arc<McpGateway>, door: Door, closing: CancellationToken) -> Arc<Self> {
         Arc::new(Self {
             hub,
+            door,
             sessions: Mutex::default(),
             closing,
         })
     }
 
-    async fn serve(self: Arc<Self>, req: Request<Incoming>) -> Response<ProxyBody> {
+    /// Answers one HTTP request to the front.
+    pub async fn serve<B>(self: Arc<Self>, req: Request<B>) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let config = self.hub.config();
-        if let Some(origin) = req.headers().get(ORIGIN) {
+        if self.door == Door::Socket {
+            // No Origin check: only processes of this user reach the socket.
+        } else if let Some(origin) = req.headers().get(ORIGIN) {
             if !origin_allowed(origin.to_str().unwrap_or(""), &config.allowed_origins) {
                 return plain(
                     StatusCode::FORBIDDEN,
@@ -135,7 +157,7 @@ impl HttpFront {
 
     /// The caller named by the bearer token; `None` when clients are
     /// configured and the token names none of them.
-    fn identify(&self, req: &Request<Incoming>) -> Option<Caller> {
+    fn identify<B>(&self, req: &Request<B>) -> Option<Caller> {
         let config = self.hub.config();
         let session = req
             .headers()
@@ -143,6 +165,20 @@ impl HttpFront {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_string();
+        if self.door == Door::Socket {
+            let client = config.stdio_client.clone();
+            let roles = config
+                .clients
+                .get(&client)
+                .map(|c| c.roles.clone())
+                .unwrap_or_default();
+            return Some(Caller {
+                client,
+                roles,
+                front: Front::Stdio,
+                session,
+            });
+        }
         if config.clients.is_empty() {
             return Some(Caller {
                 client: "anonymous".into(),
@@ -171,13 +207,17 @@ impl HttpFront {
         })
     }
 
-    async fn post(
+    async fn post<B>(
         self: Arc<Self>,
-        req: Request<Incoming>,
+        req: Request<B>,
         mut caller: Caller,
         session_id: Option<String>,
         stateless: bool,
-    ) -> Response<ProxyBody> {
+    ) -> Response<ProxyBody>
+    where
+        B: Body<Data = Bytes> + Send + 'static,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
         let sse_ok = req
             .headers()
             .get(ACCEPT)
@@ -277,7 +317,7 @@ impl HttpFront {
     }
 
     /// The session's stream of notices (list changes).
-    fn get(&self, session_id: Option<String>, req: &Request<Incoming>) -> Response<ProxyBody> {
+    fn get<B>(&self, session_id: Option<String>, req: &Request<B>) -> Response<ProxyBody> {
         let accepts = req
             .headers()
             .get(ACCEPT)

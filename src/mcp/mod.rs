@@ -22,4 +22,4 @@ pub mod upstream;
 
 pub use audit::{AuditSink, CallRecord, CallStatus, Caller, Front};
 pub use errors::McpError;
-pub use hub::{AdmitAll, Catalog, McpGateway, Policy, Session, SUPPORTED};
+pub use hub::{AdmitAll, Catalog, McpGateway, Policy, Session, PROTOCOL_VERSION_META, SUPPORTED};

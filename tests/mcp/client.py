@@ -14,6 +14,7 @@ Commands:
 import argparse
 import asyncio
 import json
+import os
 import sys
 
 from mcp import Client, StdioServerParameters
@@ -28,7 +29,11 @@ def out(obj):
 def target(args):
     if args.http:
         return args.http
-    return StdioServerParameters(command=args.stdio[0], args=["mcp", "-c", args.stdio[1]])
+    env = None
+    if args.env:
+        env = dict(os.environ)
+        env.update(kv.split("=", 1) for kv in args.env)
+    return StdioServerParameters(command=args.stdio[0], args=["mcp", "-c", args.stdio[1]], env=env)
 
 
 async def call(client, name, arguments):
@@ -101,6 +106,7 @@ def main():
     g.add_argument("--http")
     g.add_argument("--stdio", nargs=2, metavar=("HARBORMASTER", "CONFIG"))
     p.add_argument("--mode", default="legacy")
+    p.add_argument("--env", action="append", help="K=V for the stdio command's environment")
     p.add_argument("command", choices=["list-call", "watch", "parallel"])
     p.add_argument("rest", nargs="*")
     args = p.parse_args()

@@ -74,6 +74,15 @@ pub fn stdio(config: &std::path::Path) -> Vec<String> {
     ]
 }
 
+/// `--stdio harbormaster CONFIG` with `XDG_RUNTIME_DIR` set, so it finds
+/// the harbor a test started in `dir` (see `support::xdg`).
+pub fn stdio_to(dir: &std::path::Path) -> Vec<String> {
+    let mut args = stdio(&dir.join("harbormaster.toml"));
+    args.push("--env".into());
+    args.push(format!("XDG_RUNTIME_DIR={}", super::xdg(dir).display()));
+    args
+}
+
 /// Runs `client.py … list-call CALLS…`; its one JSON line.
 pub fn list_call(target: &[String], mode: &str, calls: &[&str]) -> Value {
     let mut args = vec!["list-call"];
