@@ -51,7 +51,7 @@ async fn policy_refusals_and_calls_all_reach_the_audit_sink() {
     hub.start();
     hub.settled(Duration::from_secs(20)).await;
 
-    let session = Session::new(Caller {
+    let session: Arc<Session> = Session::new(Caller {
         client: "tester".into(),
         roles: vec![],
         front: Front::Stdio,
@@ -78,11 +78,58 @@ async fn policy_refusals_and_calls_all_reach_the_audit_sink() {
         .unwrap();
     assert_eq!(ping["result"], json!({}));
 
+    // A client's notifications/cancelled reaches the server; no answer is sent.
+    hub.set_policy(Arc::new(harbormaster::mcp::AdmitAll));
+    let hub2 = hub.clone();
+    let session2 = session.clone();
+    let tx2 = tx.clone();
+    let pending =
+        tokio::spawn(async move { hub2.handle(&session2, call(5, "f__hang"), &tx2).await });
+    let check = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "f__cancelled", "arguments": {}}});
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let cancel =
+        json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5}});
+    assert!(hub.handle(&session, cancel, &tx).await.is_none());
+    assert_eq!(
+        pending.await.unwrap(),
+        None,
+        "a cancelled request gets no answer"
+    );
+    let mut seen: Vec<serde_json::Value> = Vec::new();
+    for _ in 0..100 {
+        let answer = hub.handle(&session, check.clone(), &tx).await.unwrap();
+        seen =
+            serde_json::from_str(answer["result"]["content"][0]["text"].as_str().unwrap()).unwrap();
+        if !seen.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen.len(), 1, "the server got notifications/cancelled");
+
+    // The cancelled call has its record too (written from its Drop).
+    for _ in 0..100 {
+        if recorder
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|r| r.tool == "f__hang" && r.status == CallStatus::Error)
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let records = recorder.0.lock().unwrap().clone();
+    let cancelled = records
+        .iter()
+        .find(|r| r.tool == "f__hang" && r.status == CallStatus::Error)
+        .expect("a record of the cancelled call");
+    assert_eq!(cancelled.error.as_deref(), Some("cancelled by the client"));
     let statuses: Vec<CallStatus> = records.iter().map(|r| r.status).collect();
     assert_eq!(
-        statuses,
-        vec![CallStatus::Ok, CallStatus::Killed, CallStatus::Denied]
+        statuses[..3],
+        [CallStatus::Ok, CallStatus::Killed, CallStatus::Denied]
     );
     assert_eq!(records[0].server, "f");
     assert_eq!(records[0].tool, "f__echo");

@@ -12,12 +12,14 @@
 //! Errors and codes are in `errors` (INTERFACES.md "MCP gateway").
 
 pub mod audit;
+mod call;
 pub mod catalog;
 pub mod conn;
 pub mod errors;
 pub mod front_http;
 pub mod front_stdio;
 mod hub;
+mod servers;
 pub mod upstream;
 
 pub use audit::{AuditSink, CallRecord, CallStatus, Caller, Front};
