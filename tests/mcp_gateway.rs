@@ -89,6 +89,22 @@ fn python_client_lists_and_calls_server_everything_through_http_and_stdio() {
     let modern = mcp::list_call(&mcp::http(&url(&h)), "auto", &calls);
     assert_eq!(modern["protocol"], "2026-07-28");
     check(&modern, "http, 2026-07-28");
+    // Progress passes through (an SSE answer on HTTP).
+    let long = [
+        "progress",
+        "everything__trigger-long-running-operation",
+        r#"{"duration": 1, "steps": 4}"#,
+    ];
+    let progress = mcp::run_once(&mcp::http(&url(&h)), "legacy", &long);
+    assert_eq!(
+        progress["progress"].as_array().unwrap().len(),
+        4,
+        "{progress}"
+    );
+    assert!(
+        progress["text"].as_str().unwrap().contains("completed"),
+        "{progress}"
+    );
     let status = server_status(&h, "everything");
     assert_eq!(status["state"], "ready");
     assert_eq!(
@@ -106,6 +122,12 @@ fn python_client_lists_and_calls_server_everything_through_http_and_stdio() {
     check(&stdio, "stdio, 2025-11-25");
     let stdio = mcp::list_call(&mcp::stdio(&file), "auto", &calls);
     check(&stdio, "stdio, 2026-07-28");
+    let progress = mcp::run_once(&mcp::stdio(&file), "legacy", &long);
+    assert_eq!(
+        progress["progress"].as_array().unwrap().len(),
+        4,
+        "stdio: {progress}"
+    );
 }
 
 #[test]

@@ -9,6 +9,8 @@ Commands:
                             line per tools/list_changed; read commands from stdin:
                             "call NAME JSON" (answered with a JSON line), "quit".
   parallel N NAME JSON      N concurrent calls; print the results as one JSON list.
+  progress NAME JSON        one call with a progress callback; print the
+                            progress notifications seen and the result text.
 """
 
 import argparse
@@ -91,6 +93,20 @@ async def watch(args):
             await asyncio.gather(*pending)
 
 
+async def progress(args):
+    name, arguments = args.rest[0], json.loads(args.rest[1])
+    seen = []
+
+    async def on_progress(progress, total, message):
+        seen.append([progress, total])
+
+    async with Client(target(args), mode=args.mode, read_timeout_seconds=60) as client:
+        await client.list_tools()
+        result = await client.call_tool(name, arguments, progress_callback=on_progress)
+        text = "".join(getattr(c, "text", "") for c in result.content)
+        out({"progress": seen, "text": text})
+
+
 async def parallel(args):
     n, name, arguments = int(args.rest[0]), args.rest[1], json.loads(args.rest[2])
     async with Client(target(args), mode=args.mode, read_timeout_seconds=120) as client:
@@ -107,10 +123,10 @@ def main():
     g.add_argument("--stdio", nargs=2, metavar=("HARBORMASTER", "CONFIG"))
     p.add_argument("--mode", default="legacy")
     p.add_argument("--env", action="append", help="K=V for the stdio command's environment")
-    p.add_argument("command", choices=["list-call", "watch", "parallel"])
+    p.add_argument("command", choices=["list-call", "watch", "parallel", "progress"])
     p.add_argument("rest", nargs="*")
     args = p.parse_args()
-    asyncio.run({"list-call": list_call, "watch": watch, "parallel": parallel}[args.command](args))
+    asyncio.run({"list-call": list_call, "watch": watch, "parallel": parallel, "progress": progress}[args.command](args))
 
 
 if __name__ == "__main__":

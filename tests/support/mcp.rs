@@ -87,7 +87,12 @@ pub fn stdio_to(dir: &std::path::Path) -> Vec<String> {
 pub fn list_call(target: &[String], mode: &str, calls: &[&str]) -> Value {
     let mut args = vec!["list-call"];
     args.extend_from_slice(calls);
-    let out = client_cmd(target, mode, &args)
+    run_once(target, mode, &args)
+}
+
+/// Runs `client.py … COMMAND…` to its end; its last JSON line.
+pub fn run_once(target: &[String], mode: &str, args: &[&str]) -> Value {
+    let out = client_cmd(target, mode, args)
         .stderr(Stdio::piped())
         .output()
         .expect("run the Python MCP client");
