@@ -385,3 +385,72 @@ fn a_required_server_gates_ready() {
         fetch(h.admin(), "x", "/ready").is_some_and(|(c, _)| c == 200)
     });
 }
+
+/// A child killed when dropped (also when a test fails).
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// server-everything in its own Streamable HTTP mode on `port`.
+fn everything_http(port: u16) -> Killed {
+    let cmd: Vec<String> = serde_json::from_str(&mcp::everything_command()).unwrap();
+    Killed(
+        std::process::Command::new(&cmd[0])
+            .arg(&cmd[1])
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn a_url_server_is_proxied_over_streamable_http_and_reconnected_when_it_returns() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let remote = everything_http(port);
+    eventually(LONG, "server-everything listens", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let config = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\n[mcp]\n[mcp.servers.remote]\nurl = \"http://127.0.0.1:{port}/mcp\"\n"
+    );
+    let h = Harbor::start(&config);
+    wait_server_ready(&h, "remote", 0);
+    let got = mcp::list_call(
+        &mcp::http(&url(&h)),
+        "legacy",
+        &[r#"remote__echo={"message":"far"}"#],
+    );
+    assert_eq!(got["calls"][0]["text"], "Echo: far", "{got}");
+    assert_eq!(server_status(&h, "remote")["transport"], "http");
+
+    drop(remote);
+    // Noticed at the next request (or the GET stream ending): the server reads as down.
+    let _ = mcp::list_call(
+        &mcp::http(&url(&h)),
+        "legacy",
+        &[r#"remote__echo={"message":"x"}"#],
+    );
+    eventually(LONG, "the server reads as down", || {
+        server_status(&h, "remote")["state"] != "ready"
+    });
+    let _remote = everything_http(port);
+    wait_server_ready(&h, "remote", 1);
+    let got = mcp::list_call(
+        &mcp::http(&url(&h)),
+        "legacy",
+        &[r#"remote__echo={"message":"back"}"#],
+    );
+    assert_eq!(got["calls"][0]["text"], "Echo: back", "{got}");
+}

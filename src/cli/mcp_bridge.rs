@@ -168,18 +168,11 @@ async fn relay(res: hyper::Response<hyper::body::Incoming>, out: &Out) {
             continue;
         };
         buf.push_str(&String::from_utf8_lossy(&data));
-        if !sse {
-            continue;
-        }
-        while let Some(end) = buf.find("\n\n") {
-            let event: String = buf.drain(..end + 2).collect();
-            let data: Vec<&str> = event
-                .lines()
-                .filter_map(|l| l.strip_prefix("data:"))
-                .map(str::trim_start)
-                .collect();
-            if let Ok(v) = serde_json::from_str::<Value>(&data.join("\n")) {
-                let _ = out.send(v);
+        if sse {
+            for data in crate::mcp::sse::take_events(&mut buf) {
+                if let Ok(v) = serde_json::from_str::<Value>(&data) {
+                    let _ = out.send(v);
+                }
             }
         }
     }

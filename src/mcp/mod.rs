@@ -20,7 +20,9 @@ pub mod front_http;
 pub mod front_stdio;
 mod hub;
 mod servers;
+pub mod sse;
 pub mod upstream;
+mod upstream_http;
 
 pub use audit::{AuditSink, CallRecord, CallStatus, Caller, Front};
 pub use errors::McpError;

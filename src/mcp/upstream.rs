@@ -34,7 +34,7 @@ pub const SESSION_ERA: &str = "2025-11-25";
 /// The stateless era (`server/discover`).
 pub const STATELESS_ERA: &str = "2026-07-28";
 /// How long a server may take to answer its handshake and first lists.
-const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+pub(super) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an old server may take to refuse `server/discover`.
 const DISCOVER_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -87,9 +87,9 @@ pub struct Upstream {
     pub config: McpServer,
     log: AppLog,
     state: watch::Sender<Snapshot>,
-    conn: Mutex<Option<Arc<Conn>>>,
+    pub(super) conn: Mutex<Option<Arc<Conn>>>,
     pub breaker: Mutex<Breaker>,
-    stop: CancellationToken,
+    pub(super) stop: CancellationToken,
     changed: OnChange,
 }
 
@@ -98,7 +98,7 @@ pub struct Upstream {
 /// when the restart is quick.
 pub type OnChange = Arc<dyn Fn() + Send + Sync>;
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -143,12 +143,12 @@ impl Upstream {
         lock(&self.conn).clone()
     }
 
-    fn update(&self, f: impl FnOnce(&mut Snapshot)) {
+    pub(super) fn update(&self, f: impl FnOnce(&mut Snapshot)) {
         self.state.send_modify(f);
         (self.changed)();
     }
 
-    fn set_state(&self, state: ServerState, reason: Option<String>) {
+    pub(super) fn set_state(&self, state: ServerState, reason: Option<String>) {
         let name = self.name().to_string();
         self.update(|s| {
             if s.state != state {
@@ -171,30 +171,35 @@ impl Upstream {
 
     /// Supervises the server until [`Upstream::stop`]; returns once it is stopped.
     pub async fn run(self: Arc<Self>) {
-        let stdio = match &self.config.transport {
-            McpTransport::Stdio(s) => (**s).clone(),
-            McpTransport::Http { .. } | McpTransport::App { .. } => {
+        let restart = match &self.config.transport {
+            McpTransport::Stdio(s) => s.restart.clone(),
+            McpTransport::Http { .. } => super::upstream_http::RECONNECT.clone(),
+            McpTransport::App { .. } => {
                 self.set_state(
                     ServerState::Failed,
-                    Some("url and app servers are not supported by this build yet".into()),
+                    Some("app servers are not supported by this build yet".into()),
                 );
                 self.stop.cancelled().await;
                 self.set_state(ServerState::Stopped, None);
                 return;
             }
         };
-        let mut tracker = RestartTracker::new(stdio.restart.clone());
+        let mut tracker = RestartTracker::new(restart);
         loop {
             self.set_state(ServerState::Starting, None);
             let started = Instant::now();
-            let end = self.run_once(&stdio).await;
+            let end = match &self.config.transport {
+                McpTransport::Stdio(stdio) => self.run_once(stdio).await,
+                McpTransport::Http { url, headers } => self.run_http(url, headers).await,
+                McpTransport::App { .. } => End::NotStarted,
+            };
             if self.stop.is_cancelled() {
                 break;
             }
             let why = match end {
                 End::Exited(exit) => format!("exited: {exit}"),
                 End::NotStarted => "did not start".into(),
-                End::Unhealthy => "handshake failed".into(),
+                End::Unhealthy => "handshake failed or connection lost".into(),
             };
             match tracker.after_exit(end, started.elapsed(), Instant::now(), fastrand::f64()) {
                 Decision::Restart { attempt, delay } => {
@@ -221,7 +226,7 @@ impl Upstream {
         self.set_state(ServerState::Stopped, None);
     }
 
-    fn log_line(&self, stream: Stream, text: String) {
+    pub(super) fn log_line(&self, stream: Stream, text: String) {
         let line = LogLine {
             at: SystemTime::now(),
             stream,
@@ -276,12 +281,7 @@ impl Upstream {
         let ended = tokio::select! {
             result = handshake => match result {
                 Ok(Ok((protocol, lists))) => {
-                    *lock(&self.conn) = Some(conn.clone());
-                    self.update(|s| {
-                        s.protocol = Some(protocol);
-                        s.lists = Arc::new(lists);
-                    });
-                    self.set_state(ServerState::Ready, None);
+                    self.ready(&conn, protocol, lists);
                     None
                 }
                 Ok(Err(why)) => Some(self.unhealthy(why)),
@@ -332,7 +332,17 @@ impl Upstream {
         end
     }
 
-    fn unhealthy(&self, why: String) -> End {
+    /// The handshake is done: calls go to `conn` from now on.
+    pub(super) fn ready(&self, conn: &Arc<Conn>, protocol: String, lists: Lists) {
+        *lock(&self.conn) = Some(conn.clone());
+        self.update(|s| {
+            s.protocol = Some(protocol);
+            s.lists = Arc::new(lists);
+        });
+        self.set_state(ServerState::Ready, None);
+    }
+
+    pub(super) fn unhealthy(&self, why: String) -> End {
         tracing::error!(event = "mcp_server_handshake_failed", server = %self.name(), reason = %why);
         self.update(|s| s.reason = Some(why));
         End::Unhealthy
@@ -360,7 +370,7 @@ impl Upstream {
     }
 
     /// Era detection, then the lists.
-    async fn handshake(&self, conn: &Arc<Conn>) -> Result<(String, Lists), String> {
+    pub(super) async fn handshake(&self, conn: &Arc<Conn>) -> Result<(String, Lists), String> {
         let lost = |_| "exited during the handshake".to_string();
         let discover = tokio::time::timeout(
             DISCOVER_TIMEOUT,
@@ -425,7 +435,7 @@ impl Upstream {
         }
     }
 
-    fn dispatch(self: &Arc<Self>, conn: &Arc<Conn>, msg: Value) {
+    pub(super) fn dispatch(self: &Arc<Self>, conn: &Arc<Conn>, msg: Value) {
         let method = msg.get("method").and_then(Value::as_str);
         match (method, msg.get("id")) {
             (None, Some(_)) => conn.answered(&msg),
