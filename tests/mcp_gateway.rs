@@ -454,3 +454,30 @@ fn a_url_server_is_proxied_over_streamable_http_and_reconnected_when_it_returns(
     );
     assert_eq!(got["calls"][0]["text"], "Echo: back", "{got}");
 }
+
+#[test]
+fn an_app_server_follows_the_apps_ready_instance_through_a_rolling_restart() {
+    let cmd = mcp::everything_command().replace(']', ", \"streamableHttp\"]");
+    let config = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\n[apps.tools]\nroutes = [{{ host = \"tools.localhost\" }}]\ncommand = {cmd}\n[mcp]\n[mcp.servers.webtools]\napp = \"tools\"\npath = \"/mcp\"\n"
+    );
+    let h = Harbor::start(&config);
+    wait_server_ready(&h, "webtools", 0);
+    let got = mcp::list_call(
+        &mcp::http(&url(&h)),
+        "legacy",
+        &[r#"webtools__echo={"message":"app"}"#],
+    );
+    assert_eq!(got["calls"][0]["text"], "Echo: app", "{got}");
+    assert_eq!(server_status(&h, "webtools")["transport"], "app");
+
+    let out = support::verb(&h.dir, &["restart", "tools"]);
+    assert_eq!(out.code, 0, "{out:?}");
+    wait_server_ready(&h, "webtools", 1);
+    let got = mcp::list_call(
+        &mcp::http(&url(&h)),
+        "legacy",
+        &[r#"webtools__echo={"message":"again"}"#],
+    );
+    assert_eq!(got["calls"][0]["text"], "Echo: again", "{got}");
+}

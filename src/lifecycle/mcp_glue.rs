@@ -28,6 +28,15 @@ impl HarborCtx {
         if let Some(mcp) = &self.mcp {
             let front = HttpFront::new(mcp.clone(), Door::Gateway, self.mcp_closing.clone());
             self.gateway.mount(Some(Arc::new(MountedFront(front))));
+            let supervisor = self.supervisor.clone();
+            mcp.set_app_resolver(Arc::new(move |app| {
+                let ready = crate::supervisor::state::State::Ready;
+                supervisor
+                    .snapshot_of(app)
+                    .into_iter()
+                    .find(|i| i.state == ready)
+                    .and_then(|i| i.port)
+            }));
             let socket = HttpFront::new(mcp.clone(), Door::Socket, self.mcp_closing.clone());
             let _ = self.mcp_socket.set(socket);
         }

@@ -14,7 +14,17 @@ use super::hub::{lock, McpGateway, Shared};
 use super::upstream::{ServerState, Upstream};
 use crate::config::{McpConfig, McpServer};
 
+fn read_opt<T: Clone>(l: &std::sync::RwLock<Option<T>>) -> Option<T> {
+    l.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
 impl McpGateway {
+    /// How `app` servers find a ready instance (the harbor sets it before
+    /// the servers start).
+    pub fn set_app_resolver(&self, find: super::upstream::AppResolver) {
+        *self.apps.write().unwrap_or_else(|p| p.into_inner()) = Some(find);
+    }
+
     /// Starts every configured server.
     pub fn start(&self) {
         let config = self.config();
@@ -31,7 +41,8 @@ impl McpGateway {
             }
         });
         let name = config.name.to_string();
-        let upstream = Upstream::new(config, &self.logs, on_change);
+        let apps = read_opt(&self.apps);
+        let upstream = Upstream::new(config, &self.logs, on_change, apps);
         self.shared
             .servers
             .write()

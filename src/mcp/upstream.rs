@@ -91,7 +91,12 @@ pub struct Upstream {
     pub breaker: Mutex<Breaker>,
     pub(super) stop: CancellationToken,
     changed: OnChange,
+    /// Finds a ready instance's port for an `app` server.
+    apps: Option<AppResolver>,
 }
+
+/// A ready instance's port of a managed app, if it has one now.
+pub type AppResolver = Arc<dyn Fn(&crate::config::AppName) -> Option<u16> + Send + Sync>;
 
 /// Called (synchronously) after every change of a server's snapshot, so no
 /// change is coalesced away: clients see a server leave and come back even
@@ -104,7 +109,12 @@ pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Upstream {
     /// A server (not started yet); `changed` is notified on every change.
-    pub fn new(config: McpServer, logs: &std::path::Path, changed: OnChange) -> Arc<Self> {
+    pub fn new(
+        config: McpServer,
+        logs: &std::path::Path,
+        changed: OnChange,
+        apps: Option<AppResolver>,
+    ) -> Arc<Self> {
         let log = AppLog::new(logs, &format!("mcp-{}", config.name));
         let breaker = Breaker::new(config.circuit_breaker.clone());
         Arc::new(Self {
@@ -123,6 +133,7 @@ impl Upstream {
             breaker: Mutex::new(breaker),
             stop: CancellationToken::new(),
             changed,
+            apps,
         })
     }
 
@@ -173,15 +184,8 @@ impl Upstream {
     pub async fn run(self: Arc<Self>) {
         let restart = match &self.config.transport {
             McpTransport::Stdio(s) => s.restart.clone(),
-            McpTransport::Http { .. } => super::upstream_http::RECONNECT.clone(),
-            McpTransport::App { .. } => {
-                self.set_state(
-                    ServerState::Failed,
-                    Some("app servers are not supported by this build yet".into()),
-                );
-                self.stop.cancelled().await;
-                self.set_state(ServerState::Stopped, None);
-                return;
+            McpTransport::Http { .. } | McpTransport::App { .. } => {
+                super::upstream_http::RECONNECT.clone()
             }
         };
         let mut tracker = RestartTracker::new(restart);
@@ -191,14 +195,17 @@ impl Upstream {
             let end = match &self.config.transport {
                 McpTransport::Stdio(stdio) => self.run_once(stdio).await,
                 McpTransport::Http { url, headers } => self.run_http(url, headers).await,
-                McpTransport::App { .. } => End::NotStarted,
+                McpTransport::App { app, path } => self.run_app(app, path).await,
             };
             if self.stop.is_cancelled() {
                 break;
             }
             let why = match end {
                 End::Exited(exit) => format!("exited: {exit}"),
-                End::NotStarted => "did not start".into(),
+                End::NotStarted => self
+                    .snapshot()
+                    .reason
+                    .unwrap_or_else(|| "did not start".into()),
                 End::Unhealthy => "handshake failed or connection lost".into(),
             };
             match tracker.after_exit(end, started.elapsed(), Instant::now(), fastrand::f64()) {
@@ -330,6 +337,20 @@ impl Upstream {
         }
         self.update(|s| s.pid = None);
         end
+    }
+
+    /// An `app` server: Streamable HTTP to one of the app's ready
+    /// instances; when that instance goes (restart, rollout), the
+    /// connection is lost and the next run picks a ready one.
+    async fn run_app(self: &Arc<Self>, app: &crate::config::AppName, path: &str) -> End {
+        let port = self.apps.as_ref().and_then(|find| find(app));
+        let Some(port) = port else {
+            let why = format!("app {app} has no ready instance");
+            self.update(|s| s.reason = Some(why));
+            return End::NotStarted;
+        };
+        let url = format!("http://127.0.0.1:{port}{path}");
+        self.run_http(&url, &Default::default()).await
     }
 
     /// The handshake is done: calls go to `conn` from now on.

@@ -135,8 +135,10 @@ impl Upstream {
             link.dead.cancel(); // the server forgot the session: start over
             return;
         }
-        let answered = self.relay(res, conn).await;
-        if !status.is_success() && !answered {
+        self.relay(res, conn).await;
+        // Refused at the HTTP level (e.g. 400 with `"id": null`): the request
+        // gets an error (a no-op if it was answered).
+        if !status.is_success() {
             if let Some(id) = id {
                 conn.answered(&json!({"id": id, "error": {"code": -32600, "message": format!("HTTP {status}")}}));
             }
@@ -144,10 +146,13 @@ impl Upstream {
     }
 
     /// The session's GET stream: the server's notifications and requests.
+    /// When an open stream ends, the server went away (or dropped us):
+    /// the connection is over and the next run reconnects.
     async fn listen(self: &Arc<Self>, link: &Link, conn: &Arc<Conn>) {
         if let Ok(res) = link.send(hyper::Method::GET, None, None).await {
             if res.status().is_success() {
                 self.relay(res, conn).await;
+                link.dead.cancel();
             }
         }
     }
