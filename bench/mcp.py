@@ -3,7 +3,9 @@
 harbormaster, and through supergateway — all over Streamable HTTP, with the
 same upstream (server-everything's `echo`) in one run.
 
-- direct:       server-everything in its own `streamableHttp` mode;
+- direct stdio: server-everything over its own stdio, no gateway (the floor:
+                harbormaster and supergateway both talk to it this way);
+- direct http:  server-everything in its own `streamableHttp` mode;
 - harbormaster: `harbormaster run` (release build), HTTP front at /mcp, the
                 server as a supervised stdio child;
 - supergateway: `supergateway --stdio … --outputTransport streamableHttp
@@ -72,7 +74,7 @@ class Session:
             raise RuntimeError(f"{res.status}: {body}")
         if res.getheader("Content-Type", "").startswith("text/event-stream"):
             for line in body.splitlines():
-                if line.startswith("data:"):
+                if line.startswith("data:") and line[5:].strip():
                     m = json.loads(line[5:])
                     if "id" in m:
                         return m
@@ -130,6 +132,77 @@ def measure(name, port, tool):
     }
 
 
+def direct_stdio():
+    """The same server over its own stdio, no gateway: the floor. Latency:
+    sequential calls; throughput: CONC calls kept in flight on the pipe."""
+    proc = subprocess.Popen(["node", EVERYTHING], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True, bufsize=1, start_new_session=True)
+    answers, cond, next_id = {}, threading.Condition(), [1]
+
+    def reader():
+        for line in proc.stdout:
+            try:
+                m = json.loads(line)
+            except ValueError:
+                continue
+            if "id" in m:
+                with cond:
+                    answers[m["id"]] = m
+                    cond.notify_all()
+
+    threading.Thread(target=reader, daemon=True).start()
+
+    def send(method, params):
+        with cond:
+            i = next_id[0]
+            next_id[0] += 1
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "id": i, "method": method, "params": params}) + "\n")
+        proc.stdin.flush()
+        return i
+
+    def wait(i):
+        with cond:
+            while i not in answers:
+                cond.wait()
+            return answers.pop(i)
+
+    def echo():
+        r = wait(send("tools/call", {"name": "echo", "arguments": {"message": "hi"}}))
+        assert r["result"]["content"][0]["text"] == "Echo: hi", r
+
+    try:
+        wait(send("initialize", {"protocolVersion": "2025-11-25", "capabilities": {},
+                                 "clientInfo": {"name": "bench", "version": "1"}}))
+        proc.stdin.write(json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}) + "\n")
+        proc.stdin.flush()
+        for _ in range(50):
+            echo()
+        lat = []
+        for _ in range(CALLS):
+            t = time.perf_counter()
+            echo()
+            lat.append((time.perf_counter() - t) * 1000)
+        lat.sort()
+        count, stop = [0] * CONC, time.time() + SECONDS
+
+        def worker(k):
+            while time.time() < stop:
+                echo()
+                count[k] += 1
+
+        threads = [threading.Thread(target=worker, args=(k,)) for k in range(CONC)]
+        started = time.time()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return {"name": "direct stdio", "p50_ms": statistics.median(lat), "p99_ms": lat[int(len(lat) * 0.99) - 1],
+                "calls_per_s": sum(count) / (time.time() - started), "errors": 0, "first_error": None}
+    finally:
+        os.killpg(proc.pid, 15)
+        proc.wait()
+
+
 def run(name, cmd, port, tool, env=None, cwd=None):
     proc = subprocess.Popen(cmd, env={**os.environ, **(env or {})}, cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -155,8 +228,9 @@ def main():
     work = tempfile.mkdtemp(prefix="hm-bench-mcp-")
     results = []
 
+    results.append(direct_stdio())
     port = free_port()
-    results.append(run("direct", ["node", EVERYTHING, "streamableHttp"], port, "echo", env={"PORT": str(port)}))
+    results.append(run("direct http", ["node", EVERYTHING, "streamableHttp"], port, "echo", env={"PORT": str(port)}))
 
     port = free_port()
     cfg = os.path.join(work, "harbormaster.toml")
@@ -177,9 +251,8 @@ def main():
         print(f"{r['name']:<14} {r['p50_ms']:>8.3f} {r['p99_ms']:>8.3f} {r['calls_per_s']:>9.0f} {r['errors']:>7}")
         if r["first_error"]:
             print(f"  first error: {r['first_error']}")
-    direct = results[0]
-    hm = results[1]
-    print(f"added p50 through harbormaster: {hm['p50_ms'] - direct['p50_ms']:.3f} ms")
+    direct, hm = results[0], results[2]
+    print(f"added p50 through harbormaster (vs direct stdio): {hm['p50_ms'] - direct['p50_ms']:.3f} ms")
     print(json.dumps(results))
 
 
