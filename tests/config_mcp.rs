@@ -38,14 +38,31 @@ fn assert_error(text: &str, expected: &str) {
 
 /// The shared contract, without the `[audit]` table (issue #15 adds it).
 fn contract() -> String {
-    let text = include_str!("../../shared/config-contract.toml");
-    let end = text.find("# (new) The audit log").unwrap_or(text.len());
-    text[..end].to_string()
+    include_str!("mcp/contract.toml").to_string()
+}
+
+#[test]
+fn check_accepts_the_contract_through_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("contract.toml");
+    std::fs::write(&file, contract()).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_harbormaster"))
+        .args(["check", "-c"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("valid, 2 apps, 3 MCP servers"), "{stdout}");
 }
 
 #[test]
 fn the_contract_mcp_table_is_accepted_and_typed() {
-    let path = PathBuf::from("/work/shared/config-contract.toml");
+    let path = file();
     let config = config::from_str_with_env(&contract(), &path, &|_| None)
         .unwrap_or_else(|e| panic!("the contract must validate:\n{e}"));
     let mcp = config.mcp.expect("[mcp] is present");
