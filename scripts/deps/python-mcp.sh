@@ -8,6 +8,7 @@ venv=target/peers/venv
 if [ ! -x "$venv/bin/python" ]; then
     python3 -m venv "$venv"
 fi
-if ! "$venv/bin/python" -c 'import mcp' >/dev/null 2>&1; then
+# A file check, not `import mcp` (which takes seconds).
+if ! ls "$venv"/lib/python3*/site-packages/mcp-*.dist-info >/dev/null 2>&1; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check 'mcp>=1.20'
 fi
