@@ -2,13 +2,19 @@
 //! messages over the child's stdin/stdout, requests matched to responses by
 //! id, progress tokens mapped back to the caller, cancellation on drop.
 //!
-//! Why our own line transport instead of rmcp's typed client: the gateway is
-//! a transparent proxy. It forwards arbitrary tools, resources and prompts
-//! it does not know at compile time, rewrites names and progress tokens,
-//! and must own the child process (process group, stop ladder, restart) —
-//! rmcp's `RunningService` owns the transport and answers requests with
-//! typed handlers, which would decode and re-encode every message. Messages
-//! are `serde_json::Value`; protocol constants come from `rmcp::model`.
+//! Why our own line transport, and no `rmcp`: the gateway is a transparent
+//! proxy. It forwards arbitrary tools, resources and prompts it does not
+//! know at compile time, rewrites names and progress tokens, must own the
+//! child process (process group, stop ladder, restart — rmcp's child-process
+//! transport only closes stdin and kills), must skip non-JSON lines instead
+//! of failing the session, and must keep the request ids it gives upstream.
+//! rmcp's `RunningService` owns its transport and answers with typed
+//! handlers, so every message would be decoded into rmcp's types and encoded
+//! again, and unknown fields of newer revisions would be at risk. Messages
+//! are therefore `serde_json::Value`; the few protocol constants (revisions,
+//! `_meta` keys, error codes) are in `upstream.rs`, `hub.rs` and `errors.rs`.
+//! Interoperability is tested against the official Python SDK (client) and
+//! the reference TypeScript server, in both protocol eras.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
