@@ -1,5 +1,6 @@
 //! One live JSON-RPC connection to an upstream server: newline-delimited
-//! messages over the child's stdin/stdout, requests matched to responses by
+//! messages over a stdio child's pipes (or Streamable HTTP POSTs, see
+//! `upstream_http.rs`), requests matched to responses by
 //! id, progress tokens mapped back to the caller, cancellation on drop.
 //!
 //! Why our own line transport, and no `rmcp`: the gateway is a transparent

@@ -47,6 +47,25 @@ struct HttpSession {
     session: Arc<Session>,
     /// Cancelled by DELETE: ends its GET stream.
     ended: CancellationToken,
+    /// Last request (or open GET stream): sessions idle for
+    /// [`SESSION_IDLE`] are forgotten (a client that vanished without DELETE).
+    last_used: Mutex<tokio::time::Instant>,
+}
+
+/// How long an unused session is kept.
+const SESSION_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+impl HttpSession {
+    fn touch(&self) {
+        *lock(&self.last_used) = tokio::time::Instant::now();
+    }
+
+    /// Idle, with no GET stream open and no request in flight.
+    fn expired(this: &Arc<Self>, now: tokio::time::Instant) -> bool {
+        now.duration_since(*lock(&this.last_used)) > SESSION_IDLE
+            && Arc::strong_count(this) == 1
+            && Arc::strong_count(&this.session) == 1
+    }
 }
 
 /// Who reaches the front, which decides how callers are identified.
@@ -260,8 +279,13 @@ impl HttpFront {
             let s = Arc::new(HttpSession {
                 session: Session::new(caller),
                 ended: CancellationToken::new(),
+                last_used: Mutex::new(tokio::time::Instant::now()),
             });
-            lock(&self.sessions).insert(id.clone(), s.clone());
+            let mut sessions = lock(&self.sessions);
+            let now = tokio::time::Instant::now();
+            sessions.retain(|_, s| !HttpSession::expired(s, now));
+            sessions.insert(id.clone(), s.clone());
+            drop(sessions);
             (s.session.clone(), Some(id))
         } else if stateless || method == "server/discover" {
             (Session::new(caller), None)
@@ -273,7 +297,10 @@ impl HttpFront {
                 );
             };
             match lock(&self.sessions).get(&id) {
-                Some(s) => (s.session.clone(), None),
+                Some(s) => {
+                    s.touch();
+                    (s.session.clone(), None)
+                }
                 None => {
                     return plain(
                         StatusCode::NOT_FOUND,
@@ -497,6 +524,30 @@ impl Body for SseBody {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_sessions_expire_unless_something_holds_them() {
+        let caller = Caller {
+            client: "c".into(),
+            roles: vec![],
+            front: Front::Http,
+            session: "s".into(),
+        };
+        let s = Arc::new(HttpSession {
+            session: Session::new(caller),
+            ended: CancellationToken::new(),
+            last_used: Mutex::new(tokio::time::Instant::now()),
+        });
+        tokio::time::advance(SESSION_IDLE / 2).await;
+        assert!(!HttpSession::expired(&s, tokio::time::Instant::now()));
+        tokio::time::advance(SESSION_IDLE).await;
+        let stream = s.clone(); // an open GET stream
+        assert!(!HttpSession::expired(&s, tokio::time::Instant::now()));
+        drop(stream);
+        assert!(HttpSession::expired(&s, tokio::time::Instant::now()));
+        s.touch();
+        assert!(!HttpSession::expired(&s, tokio::time::Instant::now()));
+    }
 
     #[test]
     fn loopback_origins_pass_and_others_need_listing() {
