@@ -481,3 +481,51 @@ fn an_app_server_follows_the_apps_ready_instance_through_a_rolling_restart() {
     );
     assert_eq!(got["calls"][0]["text"], "Echo: again", "{got}");
 }
+
+/// Live processes in process group `pgid`.
+fn group_members(pgid: i32) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            fields.len() > 2 && fields[0] != "Z" && fields[2] == pgid.to_string()
+        })
+        .collect()
+}
+
+#[test]
+fn a_server_that_ignores_sigterm_is_stopped_by_the_guard_when_harbormaster_is_killed() {
+    // sh ignores SIGTERM (so the parent-death signal does nothing) and,
+    // once the server exits at EOF on stdin, sleeps on (ignoring SIGTERM
+    // too): only the guard's sweep of the pid records (SIGKILL after
+    // stop.timeout) ends that group.
+    let script = format!(
+        "trap '' TERM; {} {}; sleep 120",
+        mcp::python().display(),
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/mcp/fault_server.py")
+            .display()
+    );
+    let config = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\n[mcp]\n[mcp.servers.stubborn]\ncommand = [\"sh\", \"-c\", \"{script}\"]\n[mcp.servers.stubborn.stop]\ntimeout = \"1s\"\n"
+    );
+    let mut h = Harbor::start(&config);
+    wait_server_ready(&h, "stubborn", 0);
+    let pgid = server_status(&h, "stubborn")["pid"].as_i64().unwrap() as i32;
+    assert_eq!(group_members(pgid).len(), 2, "sh and python");
+    let killed = tokio::time::Instant::now();
+    h.wait_for(Duration::from_secs(10), |e| e["event"] == "guard_started");
+    h.signal(nix::sys::signal::Signal::SIGKILL);
+    h.wait_exit(LONG);
+    eventually(LONG, "the guard stopped the server's whole group", || {
+        group_members(pgid).is_empty()
+    });
+    assert!(
+        killed.elapsed() >= Duration::from_millis(900),
+        "SIGTERM was ignored: SIGKILL after stop.timeout"
+    );
+}

@@ -29,14 +29,15 @@ impl HarborCtx {
             let front = HttpFront::new(mcp.clone(), Door::Gateway, self.mcp_closing.clone());
             self.gateway.mount(Some(Arc::new(MountedFront(front))));
             let supervisor = self.supervisor.clone();
-            mcp.set_app_resolver(Arc::new(move |app| {
+            let apps: crate::mcp::upstream::AppResolver = Arc::new(move |app| {
                 let ready = crate::supervisor::state::State::Ready;
-                supervisor
-                    .snapshot_of(app)
-                    .into_iter()
-                    .find(|i| i.state == ready)
-                    .and_then(|i| i.port)
-            }));
+                let instances = supervisor.snapshot_of(app).into_iter();
+                instances.filter(|i| i.state == ready).find_map(|i| i.port)
+            });
+            mcp.set_host(crate::mcp::upstream::Host {
+                apps: Some(apps),
+                pids_dir: Some(self.supervisor.pids_dir().to_path_buf()),
+            });
             let socket = HttpFront::new(mcp.clone(), Door::Socket, self.mcp_closing.clone());
             let _ = self.mcp_socket.set(socket);
         }

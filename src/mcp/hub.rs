@@ -93,7 +93,7 @@ pub(super) struct Shared {
 }
 
 pub struct McpGateway {
-    pub(super) apps: RwLock<Option<super::upstream::AppResolver>>,
+    pub(super) host: RwLock<super::upstream::Host>,
     pub(super) shared: Arc<Shared>,
     pub(super) tasks: Mutex<HashMap<String, JoinHandle<()>>>,
     pub(super) logs: std::path::PathBuf,
@@ -190,7 +190,7 @@ impl McpGateway {
                 notices: broadcast::channel(256).0,
                 changes: tokio::sync::watch::channel(0).0,
             }),
-            apps: RwLock::default(),
+            host: RwLock::default(),
             tasks: Mutex::default(),
             logs: logs.to_path_buf(),
             policy: RwLock::new(Arc::new(AdmitAll)),

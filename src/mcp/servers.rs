@@ -14,15 +14,11 @@ use super::hub::{lock, McpGateway, Shared};
 use super::upstream::{ServerState, Upstream};
 use crate::config::{McpConfig, McpServer};
 
-fn read_opt<T: Clone>(l: &std::sync::RwLock<Option<T>>) -> Option<T> {
-    l.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
 impl McpGateway {
-    /// How `app` servers find a ready instance (the harbor sets it before
-    /// the servers start).
-    pub fn set_app_resolver(&self, find: super::upstream::AppResolver) {
-        *self.apps.write().unwrap_or_else(|p| p.into_inner()) = Some(find);
+    /// What servers get from the harbor (set before the servers start):
+    /// how `app` servers find a ready instance, where pid records go.
+    pub fn set_host(&self, host: super::upstream::Host) {
+        *self.host.write().unwrap_or_else(|p| p.into_inner()) = host;
     }
 
     /// Starts every configured server.
@@ -41,8 +37,8 @@ impl McpGateway {
             }
         });
         let name = config.name.to_string();
-        let apps = read_opt(&self.apps);
-        let upstream = Upstream::new(config, &self.logs, on_change, apps);
+        let host = self.host.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let upstream = Upstream::new(config, &self.logs, on_change, host);
         self.shared
             .servers
             .write()

@@ -91,8 +91,19 @@ pub struct Upstream {
     pub breaker: Mutex<Breaker>,
     pub(super) stop: CancellationToken,
     changed: OnChange,
+    /// What the harbor lends: ready instances of apps, pid records.
+    host: Host,
+}
+
+/// What a server gets from the harbor it runs in (nothing when the MCP
+/// gateway is used as a library on its own).
+#[derive(Clone, Default)]
+pub struct Host {
     /// Finds a ready instance's port for an `app` server.
-    apps: Option<AppResolver>,
+    pub apps: Option<AppResolver>,
+    /// Where the supervisor's crash records go, so the guard (and the next
+    /// start) stop a server that outlived a killed harbormaster.
+    pub pids_dir: Option<std::path::PathBuf>,
 }
 
 /// A ready instance's port of a managed app, if it has one now.
@@ -113,7 +124,7 @@ impl Upstream {
         config: McpServer,
         logs: &std::path::Path,
         changed: OnChange,
-        apps: Option<AppResolver>,
+        host: Host,
     ) -> Arc<Self> {
         let log = AppLog::new(logs, &format!("mcp-{}", config.name));
         let breaker = Breaker::new(config.circuit_breaker.clone());
@@ -133,7 +144,7 @@ impl Upstream {
             breaker: Mutex::new(breaker),
             stop: CancellationToken::new(),
             changed,
-            apps,
+            host,
         })
     }
 
@@ -244,11 +255,13 @@ impl Upstream {
 
     /// One run of the process: spawn, handshake, serve, and the stop ladder.
     async fn run_once(self: &Arc<Self>, stdio: &StdioServer) -> End {
+        let instance_id = format!("mcp-{}-{:08x}", self.name(), fastrand::u32(..));
         let mut cmd = tokio::process::Command::new(&stdio.command[0]);
         cmd.args(&stdio.command[1..])
             .current_dir(&stdio.working_dir)
             .envs(&stdio.env)
             .env("HARBORMASTER_MCP_SERVER", self.name())
+            .env("HARBORMASTER_INSTANCE", &instance_id)
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
@@ -266,6 +279,21 @@ impl Upstream {
         };
         let pgid = tracked.pid;
         self.update(|s| s.pid = Some(pgid));
+        let record = self.host.pids_dir.as_ref().map(|dir| {
+            let rec = crate::supervisor::leftovers::PidRecord {
+                app: format!("mcp-{}", self.name()),
+                index: 0,
+                instance_id: instance_id.clone(),
+                pid: pgid,
+                pgid,
+                signal: "SIGTERM".into(),
+                timeout_ms: stdio.stop_timeout.as_millis() as u64,
+            };
+            if let Err(e) = crate::supervisor::leftovers::record(dir, &rec) {
+                tracing::warn!(server = %self.name(), error = %e, "cannot record pid for crash recovery");
+            }
+            dir.clone()
+        });
         let (stdin, stdout, stderr) = (
             tracked.child.stdin.take().expect("piped"),
             tracked.child.stdout.take().expect("piped"),
@@ -330,6 +358,9 @@ impl Upstream {
         conn.close();
         close_stdin.cancel();
         let _ = reader.await;
+        if let Some(dir) = record {
+            crate::supervisor::leftovers::forget(&dir, &instance_id);
+        }
         if let End::Exited(exit) = end {
             if !self.stop.is_cancelled() {
                 tracing::warn!(event = "mcp_server_exited", server = %self.name(), %exit);
@@ -343,7 +374,7 @@ impl Upstream {
     /// instances; when that instance goes (restart, rollout), the
     /// connection is lost and the next run picks a ready one.
     async fn run_app(self: &Arc<Self>, app: &crate::config::AppName, path: &str) -> End {
-        let port = self.apps.as_ref().and_then(|find| find(app));
+        let port = self.host.apps.as_ref().and_then(|find| find(app));
         let Some(port) = port else {
             let why = format!("app {app} has no ready instance");
             self.update(|s| s.reason = Some(why));

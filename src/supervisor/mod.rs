@@ -125,6 +125,12 @@ impl Supervisor {
         })))
     }
 
+    /// This run's crash-recovery records (`RUNTIME/pids/RUN/`), for other
+    /// processes harbormaster supervises (MCP servers) to be swept too.
+    pub fn pids_dir(&self) -> &Path {
+        &self.0.pids_dir
+    }
+
     /// Every state change of every instance from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<StateChange> {
         self.0.events.subscribe()
