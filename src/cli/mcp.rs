@@ -1,5 +1,6 @@
 //! `harbormaster mcp`: MCP over stdio for an AI client. stdout carries only
-//! MCP messages; logs go to stderr. No harbor runs for the config: this
+//! MCP messages; logs go to stderr and `state_dir/logs/harbormaster-mcp.log`.
+//! No harbor runs for the config: this
 //! process runs it (apps, MCP servers, gateway listeners) and stops it in
 //! order when stdin closes or on SIGTERM. One is already running: stdio is
 //! bridged to it over admin.sock (`mcp_bridge.rs`).
@@ -12,10 +13,22 @@ use super::Cli;
 use crate::lifecycle;
 use crate::mcp::{front_stdio, Caller, Front};
 
+/// This verb's log file, beside `start`'s (a bridge and the harbor it
+/// bridges to may run at once; each rotates its own file).
+const LOG: &str = "harbormaster-mcp.log";
+
 pub fn mcp(cli: &Cli) -> ExitCode {
     let Some(config) = super::run::load_or_report(&cli.config) else {
         return ExitCode::FAILURE;
     };
+    let logs = config.runtime.state_dir.join("logs");
+    let _ = std::fs::create_dir_all(&logs);
+    let file = std::sync::Arc::new(crate::supervisor::output::RotatingFile::new(logs.join(LOG)));
+    let sink = super::logging::Sink::Both(file);
+    if let Err(e) = super::logging::init(cli.log_format, cli.log_level.as_deref(), sink) {
+        eprintln!("harbormaster: {e:#}");
+        return ExitCode::from(2);
+    }
     let Some(mcp) = config.mcp.clone() else {
         eprintln!(
             "{}: no [mcp] table — add [mcp.servers.NAME] with command = [\"program\"] (see docs/mcp.md)",

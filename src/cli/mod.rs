@@ -129,7 +129,9 @@ pub fn main() -> ExitCode {
         return ExitCode::from(crate::supervisor::guard::run(pids));
     }
     // In the background, `run` logs to its file once it holds the lock.
-    let background = matches!(&cli.verb, Verb::Run(args) if args.background);
+    // `mcp` logs to stderr and its file once it has read the config.
+    let background =
+        matches!(&cli.verb, Verb::Run(args) if args.background) || matches!(&cli.verb, Verb::Mcp);
     if !background {
         if let Err(e) = logging::init(
             cli.log_format,

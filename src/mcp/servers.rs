@@ -165,14 +165,15 @@ impl McpGateway {
     }
 
     /// Why `/ready` must wait: required servers that are not ready.
+    /// Required servers by the config, so one not started yet counts too.
     pub fn not_ready(&self) -> Vec<String> {
-        self.servers()
-            .iter()
-            .filter(|s| s.config.required)
+        let config = self.config();
+        let required = config.servers.values().filter(|s| s.required);
+        required
             .filter_map(|s| {
-                let snap = s.snapshot();
-                (snap.state != ServerState::Ready)
-                    .then(|| format!("mcp server {} is {}", s.name(), snap.state.name()))
+                let state = self.server(s.name.as_str()).map(|u| u.snapshot().state);
+                let state = state.map_or("starting", ServerState::name);
+                (state != "ready").then(|| format!("mcp server {} is {state}", s.name))
             })
             .collect()
     }
