@@ -89,6 +89,20 @@ fn python_client_lists_and_calls_server_everything_through_http_and_stdio() {
     let modern = mcp::list_call(&mcp::http(&url(&h)), "auto", &calls);
     assert_eq!(modern["protocol"], "2026-07-28");
     check(&modern, "http, 2026-07-28");
+    // Resources and prompts are namespaced the same way, and readable.
+    let rp = mcp::run_once(&mcp::http(&url(&h)), "legacy", &["resources"]);
+    let first = rp["resources"][0].as_str().unwrap();
+    assert!(first.starts_with("hm://everything/"), "{rp}");
+    assert_eq!(rp["read_uri"], first, "{rp}");
+    assert!(
+        rp["prompts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| p.as_str().unwrap().starts_with("other__")),
+        "{rp}"
+    );
+    assert!(rp["prompt_messages"].as_u64().unwrap() >= 1, "{rp}");
     // Progress passes through (an SSE answer on HTTP).
     let long = [
         "progress",

@@ -31,6 +31,9 @@ impl McpGateway {
         params: Value,
         out: &mpsc::UnboundedSender<Value>,
     ) -> Result<Value, McpError> {
+        // Counted like calls, so a shutdown's drain waits for it too.
+        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _counted = InFlight(self);
         let upstream = self
             .server(server)
             .ok_or_else(|| McpError::invalid_params(format!("unknown server: {server}")))?;

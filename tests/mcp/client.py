@@ -9,6 +9,7 @@ Commands:
                             line per tools/list_changed; read commands from stdin:
                             "call NAME JSON" (answered with a JSON line), "quit".
   parallel N NAME JSON      N concurrent calls; print the results as one JSON list.
+  resources                 list, read and get resources and prompts (namespaced).
   progress NAME JSON        one call with a progress callback; print the
                             progress notifications seen and the result text.
 """
@@ -107,6 +108,24 @@ async def progress(args):
         out({"progress": seen, "text": text})
 
 
+async def resources(args):
+    """List resources and prompts; read the first resource, get the first
+    prompt that needs no arguments."""
+    async with Client(target(args), mode=args.mode, read_timeout_seconds=60) as client:
+        res = await client.list_resources()
+        first = res.resources[0]
+        read = await client.read_resource(first.uri)
+        prompts = await client.list_prompts()
+        simple = next(p for p in prompts.prompts if not p.arguments)
+        got = await client.get_prompt(simple.name)
+        out({
+            "resources": [str(r.uri) for r in res.resources],
+            "read_uri": str(read.contents[0].uri),
+            "prompts": [p.name for p in prompts.prompts],
+            "prompt_messages": len(got.messages),
+        })
+
+
 async def parallel(args):
     n, name, arguments = int(args.rest[0]), args.rest[1], json.loads(args.rest[2])
     async with Client(target(args), mode=args.mode, read_timeout_seconds=120) as client:
@@ -123,10 +142,10 @@ def main():
     g.add_argument("--stdio", nargs=2, metavar=("HARBORMASTER", "CONFIG"))
     p.add_argument("--mode", default="legacy")
     p.add_argument("--env", action="append", help="K=V for the stdio command's environment")
-    p.add_argument("command", choices=["list-call", "watch", "parallel", "progress"])
+    p.add_argument("command", choices=["list-call", "watch", "parallel", "progress", "resources"])
     p.add_argument("rest", nargs="*")
     args = p.parse_args()
-    asyncio.run({"list-call": list_call, "watch": watch, "parallel": parallel, "progress": progress}[args.command](args))
+    asyncio.run({"list-call": list_call, "watch": watch, "parallel": parallel, "progress": progress, "resources": resources}[args.command](args))
 
 
 if __name__ == "__main__":
