@@ -14,6 +14,7 @@ pub mod config;
 pub mod gateway;
 pub mod health;
 pub mod lifecycle;
+pub mod mcp;
 pub mod metrics;
 pub mod observe;
 pub mod policy;

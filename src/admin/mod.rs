@@ -62,6 +62,14 @@ pub trait Control: Send + Sync + 'static {
     fn sessions(&self) -> &session::Sessions;
     /// The last `lines` lines of `app`'s output (its log under `state_dir`).
     fn log_tail(&self, app: &str, lines: usize) -> Result<Vec<String>, HarborError>;
+    /// The MCP gateway, when the config has `[mcp]`.
+    fn mcp(&self) -> Option<Arc<crate::mcp::McpGateway>> {
+        None
+    }
+    /// The MCP front served on `admin.sock` (the stdio bridge).
+    fn mcp_socket_front(&self) -> Option<Arc<crate::mcp::front_http::HttpFront>> {
+        None
+    }
 }
 
 /// Why the harbor refused or failed a command.
@@ -120,7 +128,11 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
             audited::record::<C>,
         ));
     let mutating = match door {
-        Door::Socket => mutating,
+        // The stdio bridge of `harbormaster mcp`: socket only.
+        Door::Socket => mutating.route(
+            crate::mcp::front_http::BRIDGE_PATH,
+            axum::routing::any(mcp_bridge::<C>),
+        ),
         Door::Tcp => mutating.route_layer(axum::middleware::from_fn_with_state(
             harbor.clone(),
             authorize::<C>,
@@ -133,6 +145,7 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
         .route("/v1/status", get(health::<C>))
         .route("/v1/events", get(events::<C>))
         .route("/metrics", get(metrics::<C>))
+        .route("/v1/mcp", get(mcp_status::<C>))
         .merge(mutating)
         .merge(dashboard::open::<C>())
         .with_state(harbor)
@@ -228,6 +241,35 @@ async fn ready<C: Control>(State(harbor): State<Arc<C>>) -> impl IntoResponse {
         StatusCode::SERVICE_UNAVAILABLE
     };
     (code, Json(report))
+}
+
+/// The MCP front over `admin.sock` (Streamable HTTP, caller `stdio_client`).
+async fn mcp_bridge<C: Control>(
+    State(harbor): State<Arc<C>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match harbor.mcp_socket_front() {
+        Some(front) => front.serve(req).await.map(axum::body::Body::new),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "no [mcp] table in the config"})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /v1/mcp`: each MCP server's state, breaker, tools and restarts.
+async fn mcp_status<C: Control>(State(harbor): State<Arc<C>>) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match harbor.mcp() {
+        Some(mcp) => Json(mcp.status()).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({"error": "no [mcp] table in the config"})),
+        )
+            .into_response(),
+    }
 }
 
 async fn health<C: Control>(State(harbor): State<Arc<C>>) -> Json<api::Health> {

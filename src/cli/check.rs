@@ -20,8 +20,12 @@ pub fn run(path: &Path) -> ExitCode {
                 .iter()
                 .map(|a| a.to_string())
                 .collect();
+            let mcp = config.mcp.as_ref().map_or(String::new(), |m| {
+                let n = m.servers.len();
+                format!(", {n} MCP server{}", if n == 1 { "" } else { "s" })
+            });
             println!(
-                "{}: valid, {} app{}, gateway on {}",
+                "{}: valid, {} app{}{mcp}, gateway on {}",
                 path.display(),
                 config.apps.len(),
                 if config.apps.len() == 1 { "" } else { "s" },

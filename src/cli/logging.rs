@@ -37,6 +37,8 @@ pub const WINDOW: Duration = Duration::from_secs(10);
 pub enum Sink {
     Stderr,
     File(Arc<RotatingFile>),
+    /// stderr and a file (`harbormaster mcp`: stdout is the MCP channel).
+    Both(Arc<RotatingFile>),
 }
 
 impl Sink {
@@ -44,6 +46,12 @@ impl Sink {
         match self {
             Self::Stderr => std::io::stderr().write_all(bytes),
             Self::File(file) => file.append(bytes),
+            Self::Both(file) => {
+                // The file first: a closed stderr must not lose the line.
+                let kept = file.append(bytes);
+                let _ = std::io::stderr().write_all(bytes);
+                kept
+            }
         }
     }
 }

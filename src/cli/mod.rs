@@ -12,9 +12,12 @@ mod control;
 mod dashboard;
 mod logging;
 mod logs;
+mod mcp;
+mod mcp_bridge;
 mod run;
 mod start;
 mod status;
+mod status_mcp;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -125,6 +128,9 @@ pub enum Verb {
         #[arg(short = 'n', long, default_value_t = 50)]
         lines: usize,
     },
+    /// MCP over stdio for an AI client (stdout carries only MCP; logs go to
+    /// stderr). Runs the harbor for the config until stdin closes.
+    Mcp,
     /// Validate the configuration; exit 0 if valid, 1 with every error (file:line:col) if not.
     Check,
     /// Read the audit log (MCP calls, or admin actions with --admin) from the
@@ -163,7 +169,9 @@ pub fn main() -> ExitCode {
         });
     }
     // In the background, `run` logs to its file once it holds the lock.
-    let background = matches!(&cli.verb, Verb::Run(args) if args.background);
+    // `mcp` logs to stderr and its file once it has read the config.
+    let background =
+        matches!(&cli.verb, Verb::Run(args) if args.background) || matches!(&cli.verb, Verb::Mcp);
     if !background {
         if let Err(e) = logging::init(
             cli.log_format,
@@ -188,5 +196,6 @@ pub fn main() -> ExitCode {
         Verb::Logs { app, follow, lines } => logs::logs(&cli, app, *follow, *lines),
         Verb::Check => check::run(&cli.config),
         Verb::Audit(args) => audit::audit(&cli, args),
+        Verb::Mcp => mcp::mcp(&cli),
     }
 }

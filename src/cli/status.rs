@@ -39,7 +39,10 @@ pub fn status(cli: &Cli, json: bool, app: Option<&str>) -> ExitCode {
         };
         match (json, app) {
             (true, _) => println!("{body}"),
-            (false, None) => print!("{}", table(&info, &health)),
+            (false, None) => {
+                print!("{}", table(&info, &health));
+                print!("{}", super::status_mcp::section(&dir).await);
+            }
             (false, Some(name)) => match health.apps.get(name) {
                 Some(a) => print!("{}", detail(name, a)),
                 None => {
@@ -108,7 +111,7 @@ pub(super) fn once(lines: &[String]) -> Vec<String> {
 }
 
 /// Cuts `text` to `width` characters, marking the cut with `…`.
-fn fit(text: &str, width: usize) -> String {
+pub(super) fn fit(text: &str, width: usize) -> String {
     let line = text.lines().next().unwrap_or("");
     if line.chars().count() <= width {
         return line.to_string();

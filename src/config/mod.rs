@@ -13,10 +13,13 @@ mod audit;
 pub mod diff;
 mod document;
 mod error;
+mod mcp;
 mod model;
 mod raw;
+mod raw_mcp;
 mod validate;
 mod validate_app;
+mod validate_mcp;
 mod values;
 pub mod watch;
 
@@ -24,6 +27,7 @@ use std::path::{Path, PathBuf};
 
 pub use audit::{AuditConfig, AuditSink};
 pub use error::{ConfigError, ConfigErrors, LoadError};
+pub use mcp::*;
 pub use model::*;
 
 /// Reads and validates the configuration file at `path`.

@@ -23,6 +23,8 @@ pub struct Config {
     pub apps: BTreeMap<AppName, AppConfig>,
     /// `None`: no audit log (neither `[audit]` nor `[mcp]` is written).
     pub audit: Option<super::AuditConfig>,
+    /// `[mcp]`, when written: the MCP gateway.
+    pub mcp: Option<super::mcp::McpConfig>,
 }
 
 impl Config {

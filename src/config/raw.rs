@@ -21,6 +21,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub apps: BTreeMap<S<String>, S<RawApp>>,
     pub audit: Option<S<super::audit::RawAudit>>,
+    pub mcp: Option<S<super::raw_mcp::RawMcp>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -55,6 +55,7 @@ impl Checker<'_, '_> {
         self.route_conflicts(raw);
         self.dependencies(raw, &apps);
         self.port_conflicts(raw, &gateway, &admin);
+        let mcp = raw.mcp.as_ref().map(|m| self.mcp(m.get_ref(), &raw.apps));
 
         // Once `[mcp]` exists, it turns the audit log on too.
         let audit_on = raw.audit.is_some();
@@ -66,6 +67,7 @@ impl Checker<'_, '_> {
             runtime,
             apps,
             audit,
+            mcp,
         }
     }
 

@@ -122,7 +122,7 @@ impl Checker<'_, '_> {
         routes
     }
 
-    fn host(&mut self, value: &S<String>, key: &str) -> Option<HostMatch> {
+    pub(crate) fn host(&mut self, value: &S<String>, key: &str) -> Option<HostMatch> {
         let text = value.get_ref().trim().to_ascii_lowercase();
         let (wildcard, name) = match text.strip_prefix("*.") {
             Some(rest) => (true, rest.to_string()),
@@ -154,7 +154,7 @@ impl Checker<'_, '_> {
         })
     }
 
-    fn route_path(&mut self, value: &S<String>, key: &str) -> String {
+    pub(crate) fn route_path(&mut self, value: &S<String>, key: &str) -> String {
         let path = self.request_path(value, key);
         match path.trim_end_matches('/') {
             "" => "/".to_string(),
@@ -376,7 +376,7 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn restart(&mut self, raw: Option<&S<RawRestart>>, key: &str) -> RestartConfig {
+    pub(crate) fn restart(&mut self, raw: Option<&S<RawRestart>>, key: &str) -> RestartConfig {
         let key = format!("{key}.restart");
         let default = RawRestart::default();
         let r = raw.map(|r| r.get_ref()).unwrap_or(&default);
@@ -537,7 +537,11 @@ impl Checker<'_, '_> {
         }
     }
 
-    fn circuit_breaker(&mut self, raw: Option<&S<RawCircuitBreaker>>, key: &str) -> CircuitBreaker {
+    pub(crate) fn circuit_breaker(
+        &mut self,
+        raw: Option<&S<RawCircuitBreaker>>,
+        key: &str,
+    ) -> CircuitBreaker {
         let key = format!("{key}.circuit_breaker");
         let default = RawCircuitBreaker::default();
         let c = raw.map(|c| c.get_ref()).unwrap_or(&default);

@@ -128,6 +128,13 @@ pub(crate) async fn handle(
     mut req: Request<Incoming>,
     peer: &Peer,
 ) -> Response<ProxyBody> {
+    if let Some(mount) = gw.mounted.load().as_ref() {
+        let host = request::host_of(&req).ok();
+        let host = normalize_host(host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""));
+        if mount.0.claims(&host, req.uri().path()) {
+            return mount.0.call(req, peer.ip).await;
+        }
+    }
     let start = Instant::now();
     let mut seen = Seen::new(&gw.observers, &req, peer.ip, start);
     let Admitted {

@@ -18,6 +18,7 @@ pub mod conn;
 mod forward;
 pub mod inflight;
 pub mod limits;
+pub mod mount;
 mod outcome;
 mod pool;
 mod request;
@@ -93,6 +94,8 @@ pub struct Gateway {
     /// Upgraded connections (WebSocket tunnels) outlive their HTTP
     /// connection; workers wait for them before their runtime goes away.
     tunnels: tokio_util::task::TaskTracker,
+    /// A service answering some requests itself (the MCP front).
+    mounted: arc_swap::ArcSwapOption<mount::Mount>,
 }
 
 impl Gateway {
@@ -150,7 +153,15 @@ impl Gateway {
             refusing: AtomicBool::new(false),
             streams_end: CancellationToken::new(),
             tunnels: tokio_util::task::TaskTracker::new(),
+            mounted: arc_swap::ArcSwapOption::empty(),
         })
+    }
+
+    /// Mounts (or with `None` removes) a service that answers the requests
+    /// it claims before routing (the MCP front).
+    pub fn mount(&self, service: Option<Arc<dyn mount::Mounted>>) {
+        self.mounted
+            .store(service.map(|s| Arc::new(mount::Mount(s))));
     }
 
     /// Swaps in a new route table; requests already routed keep their snapshot.

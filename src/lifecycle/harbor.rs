@@ -89,6 +89,12 @@ pub struct HarborCtx {
     pub(super) metrics: Arc<crate::metrics::Metrics>,
     /// Dashboard logins and sessions (admin's; they end with the process).
     sessions: admin::session::Sessions,
+    /// The MCP gateway, when the config has `[mcp]` (see `mcp_glue.rs`).
+    pub(super) mcp: Option<Arc<crate::mcp::McpGateway>>,
+    /// Cancelled when the MCP fronts stop (their streams end).
+    pub(super) mcp_closing: CancellationToken,
+    /// The MCP front on `admin.sock` (set at launch).
+    pub(super) mcp_socket: std::sync::OnceLock<Arc<crate::mcp::front_http::HttpFront>>,
 }
 
 /// The gateway's breaker changes, as harbor events.
@@ -125,7 +131,11 @@ impl HarborCtx {
     ) -> Arc<Self> {
         let externals = Arc::new(ExternalHealth::default());
         let cancel = CancellationToken::new();
+        let mcp = super::mcp_glue::gateway_for(&config);
         Arc::new(Self {
+            mcp,
+            mcp_closing: CancellationToken::new(),
+            mcp_socket: std::sync::OnceLock::new(),
             routes: Mutex::default(),
             config: ArcSwap::from_pointee(config),
             supervisor,
@@ -422,5 +432,13 @@ impl admin::Control for HarborCtx {
         let dir = self.config().runtime.state_dir.join("logs");
         let path = crate::supervisor::output::AppLog::path_for(&dir, name.as_str());
         Ok(crate::supervisor::output::tail_file(&path, lines))
+    }
+
+    fn mcp(&self) -> Option<Arc<crate::mcp::McpGateway>> {
+        self.mcp.clone()
+    }
+
+    fn mcp_socket_front(&self) -> Option<Arc<crate::mcp::front_http::HttpFront>> {
+        HarborCtx::mcp_socket_front(self)
     }
 }

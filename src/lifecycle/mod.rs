@@ -8,6 +8,7 @@
 //! run in the background for a program that embeds it.
 
 mod harbor;
+mod mcp_glue;
 mod reload;
 mod replace;
 mod report;
@@ -160,6 +161,7 @@ pub async fn launch(
         h.cancel.child_token(),
     ));
     bg.spawn(announce_ready(h.clone()));
+    h.mount_mcp();
 
     let mut gateway_addrs = Vec::new();
     for listener in listeners.gateway {
@@ -198,6 +200,7 @@ impl HarborCtx {
         let events_done = CancellationToken::new();
         let forwarding = tokio::spawn(h.forward_events(events_done.clone()));
         h.supervisor.start_all(&h.config());
+        h.start_mcp();
         tracing::info!(
             event = "started",
             "every app was started or waits for its dependencies"
@@ -215,6 +218,7 @@ impl HarborCtx {
         h.set_phase(Phase::StoppingApps);
         let _turn = h.changes.lock().await;
         h.gateway.refuse_requests();
+        h.stop_mcp_servers().await;
         h.supervisor.stop_all(&h.config()).await;
         events_done.cancel();
         let _ = forwarding.await;
@@ -259,7 +263,7 @@ async fn drain(h: &HarborCtx) {
         std::future::pending::<()>().await
     };
     let idle = tokio::select! {
-        idle = h.gateway.wait_idle(deadline) => idle,
+        (idle, mcp_idle) = futures_util::future::join(h.gateway.wait_idle(deadline), h.drain_mcp(deadline)) => idle && mcp_idle,
         _ = streams_ended => unreachable!("pending"),
     };
     if idle {
@@ -278,6 +282,7 @@ async fn drain(h: &HarborCtx) {
         );
     }
     h.gateway.end_streams();
+    h.mcp_closing.cancel();
     h.serving.close();
     if tokio::time::timeout_at(deadline, h.serving.wait())
         .await

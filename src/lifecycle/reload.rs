@@ -159,6 +159,7 @@ impl HarborCtx {
             self.gateway.set_draining(name, false);
             tracing::info!(event = "app_removed", app = %name);
         }
+        self.reload_mcp(&new).await;
         for what in &plan.not_applied {
             tracing::warn!(event = "reload_not_applied", setting = %what, "changed, but only a restart of harbormaster applies it");
         }

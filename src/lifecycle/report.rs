@@ -62,6 +62,9 @@ impl HarborCtx {
                 }
             }
         }
+        if let Some(mcp) = &self.mcp {
+            reasons.extend(mcp.not_ready());
+        }
         Ready {
             status: if reasons.is_empty() {
                 "ready"

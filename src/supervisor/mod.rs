@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use instance::Instance;
 pub use instance::{DeathRecord, InstanceId, InstanceStatus, StateChange};
 use output::{AppLog, LogRing};
+pub(crate) use spawn::die_with_parent;
 use state::State;
 
 use crate::config::{AppConfig, AppKind, AppName, Config, DependsOn};
@@ -130,6 +131,12 @@ impl Supervisor {
     /// Failed probes of every instance so far.
     pub fn probe_failures(&self) -> &crate::health::failures::ProbeFailures {
         &self.0.probe_failures
+    }
+
+    /// This run's crash-recovery records (`RUNTIME/pids/RUN/`), for other
+    /// processes harbormaster supervises (MCP servers) to be swept too.
+    pub fn pids_dir(&self) -> &Path {
+        &self.0.pids_dir
     }
 
     /// Every state change of every instance from now on.

@@ -70,7 +70,7 @@ fn environment(spec: &SpawnSpec<'_>) -> Result<Vec<(OsString, OsString)>, String
 /// spawns must happen on long-lived runtime threads, never inside
 /// `spawn_blocking`.
 #[allow(unsafe_code)]
-fn die_with_parent(cmd: &mut tokio::process::Command, signal: nix::sys::signal::Signal) {
+pub(crate) fn die_with_parent(cmd: &mut tokio::process::Command, signal: nix::sys::signal::Signal) {
     let parent = nix::unistd::getpid();
     // SAFETY: the closure runs between fork and exec in the child and only
     // makes two async-signal-safe syscalls (prctl, getppid); it allocates

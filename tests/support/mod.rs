@@ -3,6 +3,7 @@
 
 pub mod harbor;
 pub mod load;
+pub mod mcp;
 pub mod postgres;
 pub mod raw;
 
