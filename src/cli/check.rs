@@ -11,7 +11,10 @@ pub fn run(path: &Path) -> ExitCode {
             for app in config.apps.values() {
                 println!("{}", summary(app));
             }
-            for warning in warnings(&config) {
+            let tls = config.gateway.tls.iter();
+            let expiring =
+                tls.flat_map(|t| config::tls::expiry_warnings(t, std::time::SystemTime::now()));
+            for warning in warnings(&config).into_iter().chain(expiring) {
                 eprintln!("{}: warning: {warning}", path.display());
             }
             let listen: Vec<String> = config

@@ -14,6 +14,7 @@ mod document;
 mod error;
 mod model;
 mod raw;
+pub mod tls;
 mod validate;
 mod validate_app;
 mod values;
@@ -23,6 +24,7 @@ use std::path::{Path, PathBuf};
 
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use model::*;
+pub use tls::{CertificateFiles, TlsConfig, TlsVersion};
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, LoadError> {

@@ -122,7 +122,7 @@ impl Checker<'_, '_> {
             c.duration(v.as_ref(), &format!("gateway.{k}"), default, zero)
         };
         GatewayConfig {
-            listen,
+            listen: listen.clone(),
             drain_timeout: d(
                 self,
                 &g.drain_timeout,
@@ -199,6 +199,7 @@ impl Checker<'_, '_> {
                 1,
                 1_000_000,
             ),
+            tls: g.tls.as_ref().and_then(|t| self.tls(t, &listen)),
         }
     }
 

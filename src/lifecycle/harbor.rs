@@ -201,13 +201,34 @@ impl HarborCtx {
         let token = self.stop_accepting.child_token();
         lock(&self.listeners).insert(addr, token.clone());
         tracing::info!(event = "listening", %addr);
-        let serving = self.gateway.clone().serve(listener, token);
+        self.spawn_serving(addr, self.gateway.clone().serve(listener, token));
+        Ok(())
+    }
+
+    /// [`HarborCtx::serve_listener`] for a `[gateway.tls]` listener (kept
+    /// until the harbor stops: `[gateway.tls]` changes need a restart).
+    pub fn serve_tls_listener(
+        &self,
+        listener: std::net::TcpListener,
+        tls: Arc<crate::gateway::tls::Terminator>,
+    ) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        let token = self.stop_accepting.child_token();
+        tracing::info!(event = "listening", %addr, tls = true);
+        self.spawn_serving(addr, self.gateway.clone().serve_tls(listener, tls, token));
+        Ok(())
+    }
+
+    fn spawn_serving(
+        &self,
+        addr: SocketAddr,
+        serving: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    ) {
         self.serving.spawn(async move {
             if let Err(e) = serving.await {
                 tracing::error!(%addr, error = %e, "listener failed");
             }
         });
-        Ok(())
     }
 
     pub(super) fn close_listener(&self, addr: &SocketAddr) {

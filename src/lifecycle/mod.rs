@@ -49,6 +49,8 @@ pub struct Options {
 #[derive(Debug)]
 pub struct Listeners {
     pub gateway: Vec<TcpListener>,
+    /// `[gateway.tls] listen`, served with TLS.
+    pub tls: Vec<TcpListener>,
     pub admin: TcpListener,
 }
 
@@ -64,10 +66,21 @@ pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
                 .with_context(|| format!("cannot listen on {addr} (gateway.listen)"))
         })
         .collect::<anyhow::Result<_>>()?;
+    let tls = (config.gateway.tls.iter())
+        .flat_map(|t| &t.listen)
+        .map(|addr| {
+            TcpListener::bind(addr)
+                .with_context(|| format!("cannot listen on {addr} (gateway.tls.listen)"))
+        })
+        .collect::<anyhow::Result<_>>()?;
     let addr = config.admin.listen;
     let admin = TcpListener::bind(addr)
         .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
-    Ok(Listeners { gateway, admin })
+    Ok(Listeners {
+        gateway,
+        tls,
+        admin,
+    })
 }
 
 /// Runs the harbor until `shutdown` resolves (or `POST /v1/shutdown`), then
@@ -152,6 +165,18 @@ pub async fn launch(
     for listener in listeners.gateway {
         gateway_addrs.push(listener.local_addr()?.to_string());
         h.serve_listener(listener)?;
+    }
+    if let Some(tls) = &config.gateway.tls {
+        let terminator = crate::gateway::tls::Terminator::new(tls)
+            .context("cannot load the [gateway.tls] certificates")?;
+        for warning in crate::config::tls::expiry_warnings(tls, std::time::SystemTime::now()) {
+            tracing::warn!(event = "certificate_expiring", "{warning}");
+        }
+        for listener in listeners.tls {
+            gateway_addrs.push(format!("https://{}", listener.local_addr()?));
+            h.serve_tls_listener(listener, terminator.clone())?;
+        }
+        bg.spawn(terminator.watch(h.cancel.child_token()));
     }
     // Every listener is bound: "runtime.json exists" means "ports are held".
     runtime

@@ -355,6 +355,14 @@ impl Harbor {
         );
     }
 
+    /// The address of the `n`th `[gateway.tls]` listener.
+    pub fn tls_gateway(&self, n: usize) -> std::net::SocketAddr {
+        let ev = self.wait_nth(n, Duration::from_secs(20), |e| {
+            e["event"] == "listening" && e["tls"] == true
+        });
+        ev["addr"].as_str().unwrap().parse().unwrap()
+    }
+
     /// The admin API's address (from its `admin_listening` event).
     pub fn admin(&self) -> std::net::SocketAddr {
         let ev = self.wait_for(Duration::from_secs(20), |e| e["event"] == "admin_listening");

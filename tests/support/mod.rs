@@ -4,6 +4,7 @@
 pub mod harbor;
 pub mod load;
 pub mod raw;
+pub mod tls;
 
 use std::ffi::OsStr;
 use std::path::Path;
