@@ -15,5 +15,6 @@ pub mod health;
 pub mod lifecycle;
 pub mod observe;
 pub mod supervisor;
+pub mod systemd;
 
 pub use config::Config;

@@ -71,6 +71,16 @@ pub fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
     let Some(config) = load_or_report(&cli.config) else {
         return ExitCode::FAILURE;
     };
+    // Before any thread exists: these change the environment (the apps
+    // must not inherit systemd's variables).
+    crate::systemd::init_from_env();
+    let inherited = match lifecycle::listeners::take_from_env() {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            eprintln!("harbormaster: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,7 +92,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
         }
     };
     let dir = runtime_dir(cli.runtime_dir.as_deref(), &config);
-    match runtime.block_on(serve(cli, config, dir, args)) {
+    match runtime.block_on(serve(cli, config, dir, args, inherited)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "harbormaster failed");
@@ -124,6 +134,7 @@ async fn serve(
     config: Config,
     dir: PathBuf,
     args: &RunArgs,
+    inherited: Vec<lifecycle::listeners::Inherited>,
 ) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -135,7 +146,7 @@ async fn serve(
     if args.background {
         log_to_file(cli, &config)?;
     }
-    let listeners = lifecycle::bind(&config)?;
+    let listeners = lifecycle::listeners::bind_with(&config, inherited)?;
     let options = lifecycle::Options {
         subreaper: !args.no_subreaper,
         watch_config: !args.no_watch,

@@ -189,6 +189,7 @@ impl HarborCtx {
 
     pub(super) fn set_phase(&self, phase: Phase) {
         self.phase.send_replace(phase);
+        crate::systemd::status(phase.name());
         tracing::info!(event = "shutdown_phase", phase = phase.name());
         let phase = phase.name().to_string();
         self.emit(None, None, EventKind::Shutdown { phase });

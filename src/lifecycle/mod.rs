@@ -8,6 +8,7 @@
 //! run in the background for a program that embeds it.
 
 mod harbor;
+pub mod listeners;
 mod reload;
 mod replace;
 mod report;
@@ -54,33 +55,11 @@ pub struct Listeners {
     pub admin: TcpListener,
 }
 
-/// Binds every `[gateway] listen` address and the admin address (std sets
-/// SO_REUSEADDR, so a restart never sees EADDRINUSE from TIME_WAIT).
+/// Binds every `[gateway] listen`, `[gateway.tls] listen` and the admin
+/// address (std sets SO_REUSEADDR, so a restart never sees EADDRINUSE from
+/// TIME_WAIT). Sockets handed over by systemd or an upgrade: `listeners`.
 pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
-    let gateway = config
-        .gateway
-        .listen
-        .iter()
-        .map(|addr| {
-            TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen on {addr} (gateway.listen)"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let tls = (config.gateway.tls.iter())
-        .flat_map(|t| &t.listen)
-        .map(|addr| {
-            TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen on {addr} (gateway.tls.listen)"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let addr = config.admin.listen;
-    let admin = TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
-    Ok(Listeners {
-        gateway,
-        tls,
-        admin,
-    })
+    listeners::bind_with(config, Vec::new())
 }
 
 /// Runs the harbor until `shutdown` resolves (or `POST /v1/shutdown`), then
@@ -144,6 +123,7 @@ pub async fn launch(
         ));
     }
     bg.spawn(reload_on_sighup(h.clone()));
+    bg.spawn(crate::systemd::watchdog(h.cancel.child_token()));
     let admin_addr = listeners.admin.local_addr()?;
     tracing::info!(event = "admin_listening", addr = %admin_addr);
     bg.spawn(admin::serve(
@@ -218,6 +198,7 @@ impl HarborCtx {
             _ = shutdown => {}
             _ = h.shutdown_requested.cancelled() => {}
         }
+        crate::systemd::stopping();
         h.shutdown(); // a change under way stops at once
         let started = Instant::now();
         drain(&h).await;
@@ -354,6 +335,10 @@ async fn announce_ready(h: Arc<HarborCtx>) {
     loop {
         if h.readiness().reasons.is_empty() {
             tracing::info!(event = "ready", "every required app is ready");
+            crate::systemd::ready(&format!(
+                "serving {} app(s); every required app is ready",
+                h.config().apps.len()
+            ));
             return;
         }
         tokio::select! {

@@ -23,6 +23,7 @@ impl HarborCtx {
     /// Reloads the file the running config came from.
     pub async fn reload(&self) -> ReloadResult {
         let path = self.config.load().source.clone();
+        crate::systemd::reloading();
         let result = match config::load(&path) {
             Ok(new) => tokio::select! {
                 applied = self.apply(new) => applied,
@@ -51,6 +52,7 @@ impl HarborCtx {
                 message: message.clone(),
             },
         );
+        crate::systemd::reloaded(&format!("reload: {}", message.lines().next().unwrap_or("")));
         *lock(&self.last_reload) = Some(ReloadReport { at, ok, message });
         result
     }
