@@ -160,7 +160,12 @@ impl Supervisor {
                 .map_err(context("cannot become a child subreaper"))?;
         }
         if reaper::adopts_orphans() {
-            reaper::spawn(cancel).map_err(context("cannot watch SIGCHLD"))?;
+            reaper::spawn(cancel.clone()).map_err(context("cannot watch SIGCHLD"))?;
+            if std::process::id() == 1 {
+                let this = self.clone();
+                let pids = move || this.snapshot().iter().filter_map(|s| s.pid).collect();
+                reaper::forward_signals(pids, cancel).map_err(context("cannot handle signals"))?;
+            }
             tracing::info!(pid = std::process::id(), "reaping adopted orphans");
         }
         for line in self.clean_leftovers().await {
