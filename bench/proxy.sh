@@ -83,8 +83,7 @@ http {
     }
   }
   server {
-    listen $NGINX_TLS ssl;
-    http2 on;
+    listen $NGINX_TLS ssl http2;
     ssl_certificate $WORK/site.pem;
     ssl_certificate_key $WORK/site.key;
     ssl_protocols TLSv1.2 TLSv1.3;

@@ -33,6 +33,9 @@ struct Notifier {
 }
 
 static NOTIFIER: OnceLock<Notifier> = OnceLock::new();
+/// The variables as they were given, for a process that takes over from
+/// this one (`harbormaster upgrade`).
+static GIVEN: OnceLock<Vec<(String, String)>> = OnceLock::new();
 /// `READY=1` was sent once: reloads may say `RELOADING=1` / `READY=1`.
 static ANNOUNCED: AtomicBool = AtomicBool::new(false);
 
@@ -43,6 +46,13 @@ pub fn init_from_env() -> bool {
     let socket = std::env::var_os("NOTIFY_SOCKET");
     let usec = std::env::var("WATCHDOG_USEC").ok();
     let pid = std::env::var("WATCHDOG_PID").ok();
+    let mut given = Vec::new();
+    for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC"] {
+        if let Ok(v) = std::env::var(name) {
+            given.push((name.to_string(), v));
+        }
+    }
+    let _ = GIVEN.set(given);
     for name in ["NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID"] {
         std::env::remove_var(name);
     }
@@ -99,6 +109,12 @@ pub fn notify(message: &str) {
     if let Err(e) = n.socket.send_to_addr(message.as_bytes(), &n.addr) {
         tracing::debug!(error = %e, "cannot notify systemd");
     }
+}
+
+/// `NOTIFY_SOCKET` and `WATCHDOG_USEC` as systemd gave them, for the
+/// process an upgrade starts (it becomes the main pid: `MAINPID=`).
+pub fn child_env() -> Vec<(String, String)> {
+    GIVEN.get().cloned().unwrap_or_default()
 }
 
 /// Whether systemd is being told our state.

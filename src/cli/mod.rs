@@ -12,6 +12,7 @@ mod logs;
 mod run;
 mod start;
 mod status;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -108,6 +109,11 @@ pub enum Verb {
     },
     /// Validate the configuration; exit 0 if valid, 1 with every error (file:line:col) if not.
     Check,
+    /// Replace the running harbormaster with a new binary without dropping a
+    /// request: the new process takes over the sockets, becomes ready, then
+    /// the old one drains and exits. Exit 1 (the old one keeps serving) if
+    /// the new binary does not become ready.
+    Upgrade(upgrade::UpgradeArgs),
     /// Internal: the guard process `run` starts (see `supervisor::guard`).
     #[command(name = "__guard", hide = true)]
     Guard {
@@ -146,5 +152,6 @@ pub fn main() -> ExitCode {
         Verb::Restart { app, timeout } => control::restart(&cli, app, *timeout),
         Verb::Logs { app, follow, lines } => logs::logs(&cli, app, *follow, *lines),
         Verb::Check => check::run(&cli.config),
+        Verb::Upgrade(args) => upgrade::upgrade(&cli, args),
     }
 }

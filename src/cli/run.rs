@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Do not reload when the config file changes (SIGHUP and `reload` still work).
     #[arg(long)]
     pub no_watch: bool,
+    /// Internal (used by `upgrade`): take over the sockets and the runtime
+    /// dir handed over by the harbormaster being upgraded.
+    #[arg(long, hide = true)]
+    pub upgrade: bool,
 }
 
 /// Loads the config or prints every error the way `check` does.
@@ -134,7 +138,7 @@ async fn serve(
     config: Config,
     dir: PathBuf,
     args: &RunArgs,
-    inherited: Vec<lifecycle::listeners::Inherited>,
+    handed: lifecycle::listeners::Handed,
 ) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -142,15 +146,20 @@ async fn serve(
     // Phases: the config is valid; own the runtime dir (refused while another
     // harbormaster holds it); only then touch files (the log); bind before
     // anything starts, so a port conflict fails fast and leaves nothing behind.
-    let runtime_dir = lifecycle::RuntimeDir::acquire(&dir)?;
+    let runtime_dir = match handed.lock {
+        Some(lock) if args.upgrade => lifecycle::RuntimeDir::adopt(&dir, lock)?,
+        _ => lifecycle::RuntimeDir::acquire(&dir)?,
+    };
     if args.background {
         log_to_file(cli, &config)?;
     }
-    let listeners = lifecycle::listeners::bind_with(&config, inherited)?;
+    let mut listeners = lifecycle::listeners::bind_with(&config, handed.sockets)?;
+    listeners.admin_socket = handed.admin_socket;
     let options = lifecycle::Options {
         subreaper: !args.no_subreaper,
         watch_config: !args.no_watch,
         guard: true,
+        upgrading: args.upgrade,
     };
     let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<&'static str>();
     let signals = async move {

@@ -83,6 +83,8 @@ pub struct HarborCtx {
     pub(super) started: Instant,
     /// Held until the harbor has stopped; then runtime.json goes.
     pub(super) runtime: Mutex<Option<super::RuntimeDir>>,
+    /// What `harbormaster upgrade` hands to the new process.
+    pub(super) handover: super::upgrade::Handover,
 }
 
 /// The gateway's breaker changes, as harbor events.
@@ -137,6 +139,7 @@ impl HarborCtx {
             background: TaskTracker::new(),
             started: Instant::now(),
             runtime: Mutex::default(),
+            handover: Default::default(),
         })
     }
 
@@ -201,6 +204,7 @@ impl HarborCtx {
         let addr = listener.local_addr()?;
         let token = self.stop_accepting.child_token();
         lock(&self.listeners).insert(addr, token.clone());
+        self.handover.keep("gateway", &listener);
         tracing::info!(event = "listening", %addr);
         self.spawn_serving(addr, self.gateway.clone().serve(listener, token));
         Ok(())
@@ -215,6 +219,7 @@ impl HarborCtx {
     ) -> std::io::Result<()> {
         let addr = listener.local_addr()?;
         let token = self.stop_accepting.child_token();
+        self.handover.keep("tls", &listener);
         tracing::info!(event = "listening", %addr, tls = true);
         self.spawn_serving(addr, self.gateway.clone().serve_tls(listener, tls, token));
         Ok(())
@@ -233,6 +238,7 @@ impl HarborCtx {
     }
 
     pub(super) fn close_listener(&self, addr: &SocketAddr) {
+        self.handover.forget(addr);
         if let Some(token) = lock(&self.listeners).remove(addr) {
             token.cancel();
             tracing::info!(event = "listener_closed", %addr);
@@ -407,5 +413,13 @@ impl admin::Control for HarborCtx {
 
     fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.subscribe()
+    }
+
+    fn upgrade(
+        self: &Arc<Self>,
+        binary: std::path::PathBuf,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<u32, String>> + Send {
+        super::upgrade::run(self.clone(), binary, timeout)
     }
 }

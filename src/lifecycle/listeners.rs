@@ -29,6 +29,19 @@ use crate::config::Config;
 
 /// The first fd systemd (and `upgrade`) passes.
 pub const FIRST_FD: i32 = 3;
+/// `upgrade` only: the `admin.sock` listener and the runtime dir's lock file.
+pub const ADMIN_SOCKET: &str = "admin.sock";
+pub const LOCK: &str = "runtime.lock";
+
+/// What was handed to this process (see the module doc).
+#[derive(Debug, Default)]
+pub struct Handed {
+    pub sockets: Vec<Inherited>,
+    /// `upgrade` only.
+    pub admin_socket: Option<std::os::unix::net::UnixListener>,
+    /// `upgrade` only: the lock to adopt (`RuntimeDir::adopt`).
+    pub lock: Option<OwnedFd>,
+}
 
 /// A listening socket handed to this process, with its name.
 #[derive(Debug)]
@@ -40,7 +53,7 @@ pub struct Inherited {
 /// Takes the sockets named by `LISTEN_FDS` / `LISTEN_PID` /
 /// `LISTEN_FDNAMES` and removes the variables (call it before other threads
 /// exist: it changes the environment).
-pub fn take_from_env() -> anyhow::Result<Vec<Inherited>> {
+pub fn take_from_env() -> anyhow::Result<Handed> {
     let fds = std::env::var("LISTEN_FDS").ok();
     let pid = std::env::var("LISTEN_PID").ok();
     let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
@@ -48,12 +61,12 @@ pub fn take_from_env() -> anyhow::Result<Vec<Inherited>> {
         std::env::remove_var(name);
     }
     let Some(fds) = fds else {
-        return Ok(Vec::new());
+        return Ok(Handed::default());
     };
     if let Some(pid) = pid {
         if pid.trim().parse::<u32>().ok() != Some(std::process::id()) {
             // Meant for another process (sd_listen_fds ignores them too).
-            return Ok(Vec::new());
+            return Ok(Handed::default());
         }
     }
     let n: i32 = fds
@@ -61,25 +74,39 @@ pub fn take_from_env() -> anyhow::Result<Vec<Inherited>> {
         .parse()
         .with_context(|| format!("LISTEN_FDS={fds:?} is not a number"))?;
     let names: Vec<&str> = names.split(':').collect();
-    (0..n)
-        .map(|i| {
-            let fd = FIRST_FD + i;
-            let listener = take_fd(fd)?;
-            let name = names.get(i as usize).copied().unwrap_or("").to_string();
-            Ok(Inherited { name, listener })
-        })
-        .collect()
+    let mut handed = Handed::default();
+    for i in 0..n {
+        let fd = FIRST_FD + i;
+        let name = names.get(i as usize).copied().unwrap_or("").to_string();
+        match name.as_str() {
+            ADMIN_SOCKET => handed.admin_socket = Some(owned(fd)?.into()),
+            LOCK => handed.lock = Some(owned(fd)?),
+            super::upgrade::READY_FD_NAME => super::upgrade::set_ready_pipe(owned(fd)?),
+            _ => handed.sockets.push(Inherited {
+                listener: take_fd(fd)?,
+                name,
+            }),
+        }
+    }
+    Ok(handed)
+}
+
+/// Owns fd `fd` (close-on-exec from now on).
+#[allow(unsafe_code)]
+fn owned(fd: i32) -> anyhow::Result<OwnedFd> {
+    // SAFETY: as in `take_fd`: passed to this process for it to own.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC)
+        .with_context(|| format!("fd {fd} from LISTEN_FDS is not open"))?;
+    Ok(owned)
 }
 
 /// Owns fd `fd`, checks that it is a listening TCP socket, and marks it
 /// close-on-exec.
-#[allow(unsafe_code)]
 fn take_fd(fd: i32) -> anyhow::Result<TcpListener> {
-    // SAFETY: LISTEN_FDS says fds 3.. were passed to this process for it to
-    // own; the variables were removed above, so nothing else takes them.
-    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
-    rustix::io::fcntl_setfd(&owned, rustix::io::FdFlags::CLOEXEC)
-        .with_context(|| format!("fd {fd} from LISTEN_FDS is not open"))?;
+    // LISTEN_FDS says fds 3.. were passed to this process for it to own;
+    // the variables were removed above, so nothing else takes them.
+    let owned = owned(fd)?;
     let listening = rustix::net::sockopt::socket_acceptconn(&owned).unwrap_or(false);
     let listener = TcpListener::from(owned);
     match listener.local_addr() {
@@ -162,6 +189,7 @@ pub fn bind_with(config: &Config, inherited: Vec<Inherited>) -> anyhow::Result<L
         gateway,
         tls,
         admin,
+        admin_socket: None,
     })
 }
 

@@ -14,6 +14,7 @@ mod replace;
 mod report;
 pub mod routing;
 pub mod runtime_dir;
+pub mod upgrade;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -44,6 +45,9 @@ pub struct Options {
     /// is killed (`supervisor::guard`). Only the harbormaster binary can:
     /// the guard re-executes the current executable.
     pub guard: bool,
+    /// Started by `harbormaster upgrade`: the old process's instances are
+    /// alive, so there are no leftovers to sweep (`lifecycle::upgrade`).
+    pub upgrading: bool,
 }
 
 /// The sockets a harbor serves, bound before anything starts.
@@ -53,6 +57,8 @@ pub struct Listeners {
     /// `[gateway.tls] listen`, served with TLS.
     pub tls: Vec<TcpListener>,
     pub admin: TcpListener,
+    /// `admin.sock`, when handed over by an upgrade (else bound in the runtime dir).
+    pub admin_socket: Option<std::os::unix::net::UnixListener>,
 }
 
 /// Binds every `[gateway] listen`, `[gateway.tls] listen` and the admin
@@ -103,7 +109,12 @@ pub async fn launch(
     let h = HarborCtx::new(config, supervisor.clone(), gateway, events);
     let config = h.config();
     supervisor
-        .take_charge(options.subreaper, options.guard, h.cancel.child_token())
+        .take_charge(
+            options.subreaper,
+            options.guard,
+            !options.upgrading,
+            h.cancel.child_token(),
+        )
         .await?;
     for (name, app) in &config.apps {
         h.externals.watch_app(name, app, &h.cancel);
@@ -125,15 +136,23 @@ pub async fn launch(
     bg.spawn(reload_on_sighup(h.clone()));
     bg.spawn(crate::systemd::watchdog(h.cancel.child_token()));
     let admin_addr = listeners.admin.local_addr()?;
+    h.handover.keep("admin", &listeners.admin);
     tracing::info!(event = "admin_listening", addr = %admin_addr);
     bg.spawn(admin::serve(
         listeners.admin,
         h.clone(),
         h.cancel.child_token(),
     ));
-    let socket = runtime
-        .bind_socket()
-        .with_context(|| format!("cannot listen on {}", runtime.socket_path().display()))?;
+    let socket = match listeners.admin_socket {
+        Some(handed) => handed,
+        None => runtime
+            .bind_socket()
+            .with_context(|| format!("cannot listen on {}", runtime.socket_path().display()))?,
+    };
+    h.handover.keep(listeners::ADMIN_SOCKET, &socket);
+    if let Some(lock) = runtime.lock_file() {
+        h.handover.keep(listeners::LOCK, lock);
+    }
     bg.spawn(admin::serve_socket(
         socket,
         h.clone(),
@@ -233,6 +252,8 @@ impl HarborCtx {
 async fn drain(h: &HarborCtx) {
     let config = h.config();
     h.set_phase(Phase::Draining);
+    // Our copies for an upgrade must not keep closed listeners open.
+    h.handover.clear();
     tracing::info!(
         event = "shutdown_started",
         in_flight = h.gateway.in_flight()
@@ -335,6 +356,7 @@ async fn announce_ready(h: Arc<HarborCtx>) {
     loop {
         if h.readiness().reasons.is_empty() {
             tracing::info!(event = "ready", "every required app is ready");
+            upgrade::tell_ready();
             crate::systemd::ready(&format!(
                 "serving {} app(s); every required app is ready",
                 h.config().apps.len()

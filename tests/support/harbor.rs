@@ -281,7 +281,7 @@ pub fn reaped(pid: i32) -> bool {
 }
 
 /// Polls `cond` every 10 ms until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, what: &str, cond: impl Fn() -> bool) {
+pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
     while !cond() {
         assert!(
