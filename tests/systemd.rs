@@ -113,3 +113,21 @@ fn sockets_passed_with_listen_fds_serve_the_gateway() {
     });
     assert_eq!(status(admin_addr, "x", "/live"), Some(200));
 }
+
+#[test]
+fn an_abstract_notify_socket_is_reached_too() {
+    use std::os::linux::net::SocketAddrExt;
+    let name = format!("harbormaster-test-{}", std::process::id());
+    let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
+    let sock = UnixDatagram::bind_addr(&addr).unwrap();
+    let backend = Backend::start(&[]);
+    let config = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\n\n[apps.web]\nroutes = [{{ path = \"/\" }}]\n\
+         upstreams = [\"127.0.0.1:{}\"]\n",
+        backend.port
+    );
+    let _h = Harbor::start_configured(&config, |cmd| {
+        cmd.env("NOTIFY_SOCKET", format!("@{name}"));
+    });
+    until(&sock, "READY=1", Duration::from_secs(30));
+}

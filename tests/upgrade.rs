@@ -21,6 +21,16 @@ fn config() -> String {
     )
 }
 
+/// [`config`] with a `[gateway.tls]` listener serving DIR/a.pem + a.key.
+fn config_with_tls() -> String {
+    config().replacen(
+        "\n\n",
+        "\n\n[gateway.tls]\nlisten = [\"127.0.0.1:0\"]\n\
+         certificates = [{ cert = \"a.pem\", key = \"a.key\" }]\n\n",
+        1,
+    )
+}
+
 fn runtime_pid(h: &Harbor) -> u32 {
     let dir = support::xdg(&h.dir).join("harbormaster");
     let found = std::fs::read_dir(&dir)
@@ -85,9 +95,13 @@ impl Drop for Stop {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_under_load_fails_no_request_and_leaves_nothing_behind() {
-    let mut h = Harbor::start(&config());
+    let dir = tempfile::tempdir().unwrap();
+    let ca = support::tls::TestCa::new();
+    ca.leaf(&["a.test"]).write(dir.path(), "a");
+    let mut h = Harbor::start_in(dir.path(), &config_with_tls(), &[]);
     h.wait_routable(3, "x", "/");
     let gw = h.gateway(0);
+    let tls = h.tls_gateway(0);
     let old_pid = h.pid();
     let client = reqwest::Client::builder().no_proxy().build().unwrap();
     let old_apps = [
@@ -106,6 +120,28 @@ async fn upgrade_under_load_fails_no_request_and_leaves_nothing_behind() {
         (reqwest::Method::POST, format!("http://{gw}/echo")),
         (reqwest::Method::POST, format!("http://{gw}/echo")),
     ]);
+    // And HTTPS, kept alive across the handover.
+    let tls_load = {
+        let c = support::tls::client(&ca, tls, &["a.test"], false);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let url = format!("https://a.test:{}/", tls.port());
+        let task = tokio::spawn(async move {
+            let (mut ok, mut bad) = (0u32, Vec::new());
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                match c.get(&url).send().await {
+                    Ok(r) if r.status().is_success() => match r.bytes().await {
+                        Ok(_) => ok += 1,
+                        Err(e) => bad.push(format!("https body: {e}")),
+                    },
+                    Ok(r) => bad.push(format!("https {}", r.status())),
+                    Err(e) => bad.push(format!("https: {e:?}")),
+                }
+            }
+            (ok, bad)
+        });
+        (stop, task)
+    };
     // An SSE stream on the other app, open across the handover.
     let sse = {
         let client = client.clone();
@@ -157,6 +193,10 @@ async fn upgrade_under_load_fails_no_request_and_leaves_nothing_behind() {
     );
     assert_eq!(exited.unwrap().code(), Some(0));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    tls_load.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    let (tls_ok, tls_failed) = tls_load.1.await.unwrap();
+    assert!(tls_failed.is_empty(), "HTTPS failures: {tls_failed:?}");
+    assert!(tls_ok > 10, "only {tls_ok} HTTPS requests");
     let (ok, failed) = load.finish().await;
     assert!(
         failed.is_empty(),
