@@ -109,6 +109,17 @@ fn as_pid_1_it_reaps_orphans_and_stops_everything_in_order_on_sigterm() {
         .collect();
     assert!(zombies.is_empty(), "zombies left: {zombies:?}");
 
+    // Signals without a meaning for harbormaster reach every instance's
+    // process group (SIGWINCH: ignored by the apps, so nothing else changes).
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hm),
+        nix::sys::signal::Signal::SIGWINCH,
+    )
+    .unwrap();
+    h.wait_nth(1, Duration::from_secs(20), |e| {
+        e["event"] == "signal_forwarded" && e["signal"] == "SIGWINCH" && e["ok"] == true
+    });
+
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(hm),
         nix::sys::signal::Signal::SIGTERM,

@@ -23,12 +23,17 @@ pub fn run(path: &Path) -> ExitCode {
                 .iter()
                 .map(|a| a.to_string())
                 .collect();
+            let tls: Vec<String> = (config.gateway.tls.iter())
+                .flat_map(|t| &t.listen)
+                .map(|a| format!(", https on {a}"))
+                .collect();
             println!(
-                "{}: valid, {} app{}, gateway on {}",
+                "{}: valid, {} app{}, gateway on {}{}",
                 path.display(),
                 config.apps.len(),
                 if config.apps.len() == 1 { "" } else { "s" },
-                listen.join(", ")
+                listen.join(", "),
+                tls.concat()
             );
             ExitCode::SUCCESS
         }
