@@ -212,3 +212,40 @@ fn check_rejects_a_key_that_does_not_match_and_warns_about_expiry() {
         out.stderr
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_applies_a_changed_certificate_list_and_watches_the_new_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.leaf(&["a.test"]).write(dir.path(), "a");
+    let b = ca.leaf(&["b.test"]);
+    b.write(dir.path(), "b");
+    let backend = Backend::start(&[]);
+    let h = start(dir.path(), &config(backend.port, &["a"], ""));
+    let addr = h.tls_gateway(0);
+    let url = format!("https://b.test:{}/", addr.port());
+    let fresh = || client(&ca, addr, &["b.test"], true);
+    assert!(
+        fresh().get(&url).send().await.is_err(),
+        "b.test is not served yet (the default certificate is for a.test)"
+    );
+
+    let out = support::reload_in(dir.path(), config(backend.port, &["a", "b"], ""))
+        .await
+        .unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    let res = fresh().get(&url).send().await.unwrap();
+    assert!(served_cert(&res) == b.der, "the reload did not add b.test");
+
+    // The new files are watched too.
+    let renewed = ca.leaf(&["b.test"]);
+    renewed.write(dir.path(), "b");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while served_cert(&fresh().get(&url).send().await.unwrap()) != renewed.der {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the renewed b.test certificate was not served within 20 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -23,6 +23,10 @@ pub struct Plan {
     pub unchanged: Vec<AppName>,
     pub listeners_added: Vec<SocketAddr>,
     pub listeners_removed: Vec<SocketAddr>,
+    /// `[gateway.tls] certificates` or `min_version` changed (applied to new
+    /// handshakes; the TLS listeners stay).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_changed: bool,
     /// Changed settings this reload cannot apply (a restart of harbormaster would).
     pub not_applied: Vec<String>,
 }
@@ -35,6 +39,7 @@ impl Plan {
             && self.in_place.is_empty()
             && self.listeners_added.is_empty()
             && self.listeners_removed.is_empty()
+            && !self.tls_changed
     }
 }
 
@@ -90,6 +95,17 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         .collect();
     let mut o_rest = o.clone();
     o_rest.listen = n.listen.clone();
+    match (&o.tls, &n.tls) {
+        (Some(a), Some(b)) if a.listen == b.listen => {
+            plan.tls_changed = a != b;
+            o_rest.tls = n.tls.clone();
+        }
+        (a, b) if a != b => {
+            plan.not_applied.push("[gateway.tls] listen".into());
+            o_rest.tls = n.tls.clone();
+        }
+        _ => {}
+    }
     if o_rest != *n {
         plan.not_applied
             .push("[gateway] settings other than listen".into());

@@ -36,9 +36,13 @@ use crate::config::{CertificateFiles, TlsConfig, TlsVersion};
 /// The TLS side of the gateway: server config, certificate set, and the
 /// files to watch. Shared by every TLS listener and worker.
 pub struct Terminator {
-    acceptor: tokio_rustls::TlsAcceptor,
+    /// Swapped whole when `min_version` changes on reload.
+    server: ArcSwap<ServerConfig>,
     resolver: Arc<Resolver>,
-    files: Vec<CertificateFiles>,
+    files: std::sync::Mutex<Vec<CertificateFiles>>,
+    /// Cancelled when a reload changes the files, so [`Terminator::watch`]
+    /// watches the new ones.
+    generation: std::sync::Mutex<CancellationToken>,
 }
 
 impl std::fmt::Debug for Terminator {
@@ -55,31 +59,57 @@ impl Terminator {
         let resolver = Arc::new(Resolver(ArcSwap::from_pointee(Certificates::load(
             &cfg.certificates,
         )?)));
-        let versions: &[&'static rustls::SupportedProtocolVersion] = match cfg.min_version {
-            TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
-            TlsVersion::V1_3 => &[&rustls::version::TLS13],
-        };
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut server = ServerConfig::builder_with_provider(provider)
-            .with_protocol_versions(versions)
-            .map_err(|e| CertError::Key {
-                path: PathBuf::new(),
-                why: e.to_string(),
-            })?
-            .with_no_client_auth()
-            .with_cert_resolver(resolver.clone());
-        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(Self {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(server)),
+            server: ArcSwap::new(server_config(cfg, resolver.clone())?),
             resolver,
-            files: cfg.certificates.clone(),
+            files: std::sync::Mutex::new(cfg.certificates.clone()),
+            generation: std::sync::Mutex::new(CancellationToken::new()),
         }))
     }
 
+    /// A reload changed `certificates` or `min_version`: new handshakes use
+    /// the new set (open connections keep theirs); the watch follows the
+    /// new files. On error nothing changes.
+    pub fn reconfigure(&self, cfg: &TlsConfig) -> Result<(), CertError> {
+        let certs = Certificates::load(&cfg.certificates)?;
+        let server = server_config(cfg, self.resolver.clone())?;
+        self.resolver.0.store(Arc::new(certs));
+        self.server.store(server);
+        *self.files.lock().unwrap_or_else(|p| p.into_inner()) = cfg.certificates.clone();
+        let old = std::mem::take(&mut *self.generation.lock().unwrap_or_else(|p| p.into_inner()));
+        old.cancel();
+        Ok(())
+    }
+
+    fn files(&self) -> Vec<CertificateFiles> {
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// The rustls server config over `resolver`, with ALPN h2 and http/1.1.
+fn server_config(cfg: &TlsConfig, resolver: Arc<Resolver>) -> Result<Arc<ServerConfig>, CertError> {
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match cfg.min_version {
+        TlsVersion::V1_2 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::V1_3 => &[&rustls::version::TLS13],
+    };
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut server = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions)
+        .map_err(|e| CertError::Key {
+            path: PathBuf::new(),
+            why: e.to_string(),
+        })?
+        .with_no_client_auth()
+        .with_cert_resolver(resolver);
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(server))
+}
+
+impl Terminator {
     /// Loads every pair again and swaps the set in at once; on error the
     /// served set stays as it was.
     pub fn reload(&self) -> Result<(), CertError> {
-        let certs = Certificates::load(&self.files)?;
+        let certs = Certificates::load(&self.files())?;
         self.resolver.0.store(Arc::new(certs));
         Ok(())
     }
@@ -91,7 +121,8 @@ impl Terminator {
         stream: TcpStream,
         deadline: Instant,
     ) -> Option<TlsStream<TcpStream>> {
-        match tokio::time::timeout_at(deadline, self.acceptor.accept(stream)).await {
+        let acceptor = tokio_rustls::TlsAcceptor::from(self.server.load_full());
+        match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
             Ok(Ok(tls)) => Some(tls),
             Ok(Err(e)) => {
                 tracing::debug!(error = %e, "TLS handshake failed");
@@ -107,8 +138,26 @@ impl Terminator {
     /// Reloads the certificates whenever one of their files changes, until
     /// `cancel` (the config watcher's debounced folder watch, per file).
     pub async fn watch(self: Arc<Self>, cancel: CancellationToken) {
+        while !cancel.is_cancelled() {
+            let generation = self
+                .generation
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            let stop = cancel.child_token();
+            tokio::select! {
+                _ = self.clone().watch_files(stop.clone()) => {}
+                _ = generation.cancelled() => {}
+                _ = cancel.cancelled() => {}
+            }
+            stop.cancel();
+        }
+    }
+
+    /// Watches the current files until `cancel`.
+    async fn watch_files(self: Arc<Self>, cancel: CancellationToken) {
         let mut paths: Vec<PathBuf> = Vec::new();
-        for f in &self.files {
+        for f in &self.files() {
             for p in [&f.cert, &f.key] {
                 if !paths.contains(p) {
                     paths.push(p.clone());
@@ -129,6 +178,7 @@ impl Terminator {
             })
         });
         futures_util::future::join_all(watches).await;
+        cancel.cancelled().await;
     }
 }
 

@@ -85,6 +85,9 @@ pub struct HarborCtx {
     pub(super) runtime: Mutex<Option<super::RuntimeDir>>,
     /// What `harbormaster upgrade` hands to the new process.
     pub(super) handover: super::upgrade::Handover,
+    /// TLS termination, when `[gateway.tls]` is configured (a reload may
+    /// change its certificates).
+    pub(super) tls: Mutex<Option<Arc<crate::gateway::tls::Terminator>>>,
 }
 
 /// The gateway's breaker changes, as harbor events.
@@ -140,6 +143,7 @@ impl HarborCtx {
             started: Instant::now(),
             runtime: Mutex::default(),
             handover: Default::default(),
+            tls: Mutex::default(),
         })
     }
 

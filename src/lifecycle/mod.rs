@@ -175,7 +175,8 @@ pub async fn launch(
             gateway_addrs.push(format!("https://{}", listener.local_addr()?));
             h.serve_tls_listener(listener, terminator.clone())?;
         }
-        bg.spawn(terminator.watch(h.cancel.child_token()));
+        bg.spawn(terminator.clone().watch(h.cancel.child_token()));
+        *harbor::lock(&h.tls) = Some(terminator);
     }
     // Every listener is bound: "runtime.json exists" means "ports are held".
     runtime

@@ -88,6 +88,17 @@ impl HarborCtx {
         for addr in &plan.listeners_removed {
             self.close_listener(addr);
         }
+        if plan.tls_changed {
+            let tls = lock(&self.tls).clone();
+            if let (Some(t), Some(cfg)) = (tls, &new.gateway.tls) {
+                match t.reconfigure(cfg) {
+                    Ok(()) => {
+                        tracing::info!(event = "certificates_reloaded", changed = "[gateway.tls]")
+                    }
+                    Err(e) => failed.push(format!("[gateway.tls]: {e}")),
+                }
+            }
+        }
 
         // Transition: the new config, plus removed apps (draining) until they are gone.
         let mut transition = new.clone();
