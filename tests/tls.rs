@@ -249,3 +249,43 @@ async fn a_reload_applies_a_changed_certificate_list_and_watches_the_new_files()
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_adds_and_removes_tls_listeners() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = TestCa::new();
+    ca.leaf(&["a.test"]).write(dir.path(), "a");
+    let backend = Backend::start(&[]);
+    // Start without TLS; a reload adds [gateway.tls] on a fixed free port.
+    let plain = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\n\n[apps.web]\nroutes = [{{ path = \"/\" }}]\n\
+         upstreams = [\"127.0.0.1:{}\"]\n",
+        backend.port
+    );
+    let _h = start(dir.path(), &plain);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let with_tls = config(backend.port, &["a"], "").replace(
+        "[gateway.tls]\nlisten = [\"127.0.0.1:0\"]",
+        &format!("[gateway.tls]\nlisten = [\"127.0.0.1:{port}\"]"),
+    );
+    let out = support::reload_in(dir.path(), with_tls).await.unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    assert!(out.stdout.contains("tls listeners added"), "{}", out.stdout);
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let res = client(&ca, addr, &["a.test"], false)
+        .get(format!("https://a.test:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+
+    let out = support::reload_in(dir.path(), plain).await.unwrap();
+    assert_eq!(out.code, 0, "{out:?}");
+    support::harbor::eventually(Duration::from_secs(10), "the TLS port is closed", || {
+        std::net::TcpStream::connect(addr).is_err()
+    });
+}

@@ -214,8 +214,7 @@ impl HarborCtx {
         Ok(())
     }
 
-    /// [`HarborCtx::serve_listener`] for a `[gateway.tls]` listener (kept
-    /// until the harbor stops: `[gateway.tls]` changes need a restart).
+    /// [`HarborCtx::serve_listener`] for a `[gateway.tls]` listener.
     pub fn serve_tls_listener(
         &self,
         listener: std::net::TcpListener,
@@ -223,6 +222,7 @@ impl HarborCtx {
     ) -> std::io::Result<()> {
         let addr = listener.local_addr()?;
         let token = self.stop_accepting.child_token();
+        lock(&self.listeners).insert(addr, token.clone());
         self.handover.keep("tls", &listener);
         tracing::info!(event = "listening", %addr, tls = true);
         self.spawn_serving(addr, self.gateway.clone().serve_tls(listener, tls, token));

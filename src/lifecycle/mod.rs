@@ -14,6 +14,7 @@ mod replace;
 mod report;
 pub mod routing;
 pub mod runtime_dir;
+mod tls;
 pub mod upgrade;
 
 use std::future::Future;
@@ -166,17 +167,7 @@ pub async fn launch(
         h.serve_listener(listener)?;
     }
     if let Some(tls) = &config.gateway.tls {
-        let terminator = crate::gateway::tls::Terminator::new(tls)
-            .context("cannot load the [gateway.tls] certificates")?;
-        for warning in crate::config::tls::expiry_warnings(tls, std::time::SystemTime::now()) {
-            tracing::warn!(event = "certificate_expiring", "{warning}");
-        }
-        for listener in listeners.tls {
-            gateway_addrs.push(format!("https://{}", listener.local_addr()?));
-            h.serve_tls_listener(listener, terminator.clone())?;
-        }
-        bg.spawn(terminator.clone().watch(h.cancel.child_token()));
-        *harbor::lock(&h.tls) = Some(terminator);
+        gateway_addrs.extend(h.start_tls(tls, listeners.tls)?);
     }
     // Every listener is bound: "runtime.json exists" means "ports are held".
     runtime

@@ -80,6 +80,19 @@ impl HarborCtx {
             Ok(bound) => bound,
             Err(why) => return not_applied("invalid", [why]),
         };
+        let tls_bound: Result<Vec<_>, String> = (plan.tls_listeners_added.iter())
+            .map(|addr| {
+                std::net::TcpListener::bind(addr).map_err(|e| {
+                    format!(
+                        "cannot listen on {addr} (gateway.tls.listen): {e}; nothing was changed"
+                    )
+                })
+            })
+            .collect();
+        let tls_bound = match tls_bound {
+            Ok(bound) => bound,
+            Err(why) => return not_applied("invalid", [why]),
+        };
         for listener in bound {
             if let Err(e) = self.serve_listener(listener) {
                 failed.push(format!("listener: {e}"));
@@ -88,17 +101,7 @@ impl HarborCtx {
         for addr in &plan.listeners_removed {
             self.close_listener(addr);
         }
-        if plan.tls_changed {
-            let tls = lock(&self.tls).clone();
-            if let (Some(t), Some(cfg)) = (tls, &new.gateway.tls) {
-                match t.reconfigure(cfg) {
-                    Ok(()) => {
-                        tracing::info!(event = "certificates_reloaded", changed = "[gateway.tls]")
-                    }
-                    Err(e) => failed.push(format!("[gateway.tls]: {e}")),
-                }
-            }
-        }
+        self.apply_tls(&plan, new.gateway.tls.as_ref(), tls_bound, &mut failed);
 
         // Transition: the new config, plus removed apps (draining) until they are gone.
         let mut transition = new.clone();
