@@ -258,6 +258,18 @@ async fn upgrade_under_load_fails_no_request_and_leaves_nothing_behind() {
             gone(*pid)
         });
     }
+    // The runtime dir was handed over whole: the new process's clean exit
+    // removes runtime.json and admin.sock, and the lock is free.
+    let runtime = std::fs::read_dir(support::xdg(&h.dir).join("harbormaster"))
+        .unwrap()
+        .flatten()
+        .next()
+        .unwrap()
+        .path();
+    assert!(!runtime.join("runtime.json").exists());
+    assert!(!runtime.join("admin.sock").exists());
+    let status = support::verb_in(&h.dir, &["status"]).await.unwrap();
+    assert_eq!(status.code, 3, "{status:?}");
 }
 
 #[test]
