@@ -81,6 +81,14 @@ impl Terminator {
         Ok(())
     }
 
+    /// `[gateway.tls]` was removed: stop watching the files (the listeners
+    /// were closed by the caller).
+    pub fn retire(&self) {
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        let old = std::mem::take(&mut *self.generation.lock().unwrap_or_else(|p| p.into_inner()));
+        old.cancel();
+    }
+
     fn files(&self) -> Vec<CertificateFiles> {
         self.files.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }

@@ -48,7 +48,12 @@ impl HarborCtx {
         for addr in &plan.tls_listeners_removed {
             self.close_listener(addr);
         }
-        let Some(cfg) = new else { return };
+        let Some(cfg) = new else {
+            if let Some(terminator) = lock(&self.tls).take() {
+                terminator.retire();
+            }
+            return;
+        };
         let running = lock(&self.tls).clone();
         let Some(terminator) = running else {
             if let Err(e) = self.start_tls(cfg, bound) {
