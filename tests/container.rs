@@ -38,7 +38,7 @@ fn children_of(ppid: i32) -> Vec<(i32, String)> {
 
 fn unshare_works() {
     let out = std::process::Command::new("unshare")
-        .args(["--pid", "--fork", "--mount-proc", "true"])
+        .args(["--pid", "--fork", "--mount-proc", "--kill-child", "true"])
         .output();
     match out {
         Ok(o) if o.status.success() => {}
@@ -63,7 +63,12 @@ fn as_pid_1_it_reaps_orphans_and_stops_everything_in_order_on_sigterm() {
         db = testapp_command(&[]),
         testapp = support::harbor::testapp().display(),
     );
-    let mut h = Harbor::start_wrapped(&config, &["unshare", "--pid", "--fork", "--mount-proc"]);
+    // --kill-child: if the test fails, dropping the Harbor signals unshare,
+    // and unshare's exit then kills the whole namespace (nothing is left).
+    let mut h = Harbor::start_wrapped(
+        &config,
+        &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
+    );
     // It detected PID 1 by itself.
     h.wait_for(Duration::from_secs(20), |e| {
         e["fields"]["message"] == "reaping adopted orphans" && e["fields"]["pid"] == 1

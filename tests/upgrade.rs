@@ -171,15 +171,16 @@ async fn upgrade_under_load_fails_no_request_and_leaves_nothing_behind() {
     )
     .await
     .unwrap();
+    // Whatever fails below, the new process (not our child) is stopped.
+    let new_pid = runtime_pid(&h);
+    let _stop = (new_pid as i32 != old_pid).then(|| Stop(new_pid as i32));
     assert_eq!(out.code, 0, "{out:?}");
     assert!(
-        out.stdout.contains(&format!("pid {old_pid} → ")),
+        out.stdout.contains(&format!("pid {old_pid} → {new_pid}")),
         "{}",
         out.stdout
     );
-    let new_pid = runtime_pid(&h);
     assert_ne!(new_pid as i32, old_pid);
-    let _stop = Stop(new_pid as i32);
 
     // The old process drains and exits 0 while the load goes on.
     let mut exited = None;
