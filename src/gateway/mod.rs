@@ -369,11 +369,15 @@ impl Gateway {
             let Some((stream, peer)) = refused.accept(&listener, &shutdown).await else {
                 break;
             };
-            let served = self.connection(stream, peer, &upstreams, &shutdown, tls.clone());
-            connections.spawn(async move {
-                served.await;
-                drop(permit);
-            });
+            self.accept(
+                stream,
+                peer,
+                permit,
+                &upstreams,
+                &connections,
+                &shutdown,
+                &tls,
+            );
         }
         // Connections that completed their handshake meanwhile would be
         // reset when the socket closes: take them in too (their first
@@ -389,14 +393,15 @@ impl Gateway {
                     .set_nonblocking(true)
                     .and_then(|()| tokio::net::TcpStream::from_std(stream));
                 match registered {
-                    Ok(stream) => {
-                        let served =
-                            self.connection(stream, peer, &upstreams, &shutdown, tls.clone());
-                        connections.spawn(async move {
-                            served.await;
-                            drop(permit);
-                        });
-                    }
+                    Ok(stream) => self.accept(
+                        stream,
+                        peer,
+                        permit,
+                        &upstreams,
+                        &connections,
+                        &shutdown,
+                        &tls,
+                    ),
                     Err(e) => tracing::debug!(error = %e, "cannot register a connection"),
                 }
             }
@@ -413,19 +418,27 @@ impl Gateway {
 
     /// Serves one accepted connection on this worker (after the TLS
     /// handshake on a TLS listener, bounded by the header timeout).
-    fn connection(
+    #[allow(clippy::too_many_arguments)]
+    fn accept(
         self: &Arc<Self>,
         stream: tokio::net::TcpStream,
         peer: std::net::SocketAddr,
+        permit: tokio::sync::OwnedSemaphorePermit,
         upstreams: &Upstreams,
+        connections: &tokio_util::task::TaskTracker,
         shutdown: &CancellationToken,
-        tls: Option<Arc<tls::Terminator>>,
-    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        tls: &Option<Arc<tls::Terminator>>,
+    ) {
         let _ = stream.set_nodelay(true);
         let state = conn::ConnState::new();
         let handshake_deadline = Instant::now() + self.timeouts.header;
-        let (gw, upstreams, closing) = (self.clone(), upstreams.clone(), shutdown.clone());
-        async move {
+        let (gw, upstreams, closing, tls) = (
+            self.clone(),
+            upstreams.clone(),
+            shutdown.clone(),
+            tls.clone(),
+        );
+        connections.spawn(async move {
             match tls {
                 None => {
                     gw.serve_io(stream, peer, false, state, upstreams, closing)
@@ -438,7 +451,8 @@ impl Gateway {
                     }
                 }
             }
-        }
+            drop(permit);
+        });
     }
 
     /// Serves HTTP on `io` (a TCP or TLS stream) until it closes.

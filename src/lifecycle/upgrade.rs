@@ -252,12 +252,7 @@ fn pass_fds(cmd: &mut tokio::process::Command, fds: Vec<RawFd>) {
     }
 }
 
-/// The upgrade's answer for the admin API.
-pub fn answer(result: Result<u32, UpgradeError>) -> Result<u32, String> {
-    result.map_err(|e| e.to_string())
-}
-
-/// For `Arc` callers (the admin trait).
+/// [`HarborCtx::upgrade`] for the admin API (`Control::upgrade`), its error as text.
 pub async fn run(h: Arc<HarborCtx>, binary: PathBuf, timeout: Duration) -> Result<u32, String> {
-    answer(h.upgrade(binary, timeout).await)
+    h.upgrade(binary, timeout).await.map_err(|e| e.to_string())
 }
