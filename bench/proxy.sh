@@ -11,19 +11,25 @@
 # on a 2-core machine where client, backend and proxy share the cores), and
 # harbormaster's RSS idle and under load. Stops everything it started.
 #
+# TLS case (after the plain one): harbormaster's [gateway.tls] and an nginx
+# `listen … ssl` server with the same certificate (EC P-256, made here with
+# openssl), each proxying to the same backend: new TLS handshakes per second
+# (wrk with `Connection: close`, so every request is a new connection and a
+# full handshake: wrk does not resume sessions) and kept-alive requests per
+# second over TLS.
+#
 # Usage: bench/proxy.sh [ROUNDS=3] [SECONDS=10] [CONNECTIONS=64]
 #        HM_BIN=/path/to/harbormaster bench/proxy.sh …   (measure another build)
-#        HM_BASE_BIN=/path/to/old/harbormaster …          (also measure a second
-#          build, "base", in the same interleaved rounds: before/after in one run)
+#        CASES=tls bench/proxy.sh …   (only the TLS case; default "plain tls")
 set -euo pipefail
 ROUNDS=${1:-3}
 DURATION=${2:-10}
 CONNS=${3:-64}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/hm-bench.XXXXXX)
-BACKEND=127.0.0.1:18101 NGINX=127.0.0.1:18102 HAPROXY=127.0.0.1:18103 HM=127.0.0.1:18104 BASE=127.0.0.1:18105
-TARGETS="direct harbormaster nginx haproxy"
-[ -n "${HM_BASE_BIN:-}" ] && TARGETS="direct harbormaster base nginx haproxy"
+BACKEND=127.0.0.1:18101 NGINX=127.0.0.1:18102 HAPROXY=127.0.0.1:18103 HM=127.0.0.1:18104
+NGINX_TLS=127.0.0.1:18105 HM_TLS=127.0.0.1:18106
+CASES=${CASES:-plain tls}
 PIDS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
@@ -45,6 +51,9 @@ if [ -z "${HM_BIN:-}" ]; then
 fi
 
 mkdir -p "$WORK/backend" "$WORK/proxy"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
+  -subj /CN=bench.test -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 \
+  -keyout "$WORK/site.key" -out "$WORK/site.pem" 2>/dev/null
 cat > "$WORK/backend/nginx.conf" <<CONF
 worker_processes 1;
 error_log $WORK/backend/error.log warn;
@@ -67,6 +76,17 @@ http {
   upstream backend { server $BACKEND; keepalive 128; }
   server {
     listen $NGINX;
+    location / {
+      proxy_pass http://backend;
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }
+  }
+  server {
+    listen $NGINX_TLS ssl http2;
+    ssl_certificate $WORK/site.pem;
+    ssl_certificate_key $WORK/site.key;
+    ssl_protocols TLSv1.2 TLSv1.3;
     location / {
       proxy_pass http://backend;
       proxy_http_version 1.1;
@@ -98,24 +118,19 @@ listen = ["$HM"]
 [apps.backend]
 routes = [{ path = "/" }]
 upstreams = ["$BACKEND"]
+[gateway.tls]
+listen = ["$HM_TLS"]
+certificates = [{ cert = "$WORK/site.pem", key = "$WORK/site.key" }]
 CONF
-mkdir -p "$WORK/base"
-sed "s/$HM/$BASE/" "$WORK/harbormaster.toml" > "$WORK/base/harbormaster.toml"
 
 "$NGINX_BIN" -c "$WORK/backend/nginx.conf" -p "$WORK/backend" -g 'daemon off;' & PIDS+=($!)
 "$NGINX_BIN" -c "$WORK/proxy/nginx.conf" -p "$WORK/proxy" -g 'daemon off;' & NGINX_PID=$!; PIDS+=($NGINX_PID)
 haproxy -f "$WORK/haproxy.cfg" -q & HAPROXY_PID=$!; PIDS+=($HAPROXY_PID)
 "$HM_BIN" run -c "$WORK/harbormaster.toml" --log-level warn & HM_PID=$!; PIDS+=($HM_PID)
-BASE_PID=
-if [ -n "${HM_BASE_BIN:-}" ]; then
-  "$HM_BASE_BIN" run -c "$WORK/base/harbormaster.toml" --log-level warn & BASE_PID=$!; PIDS+=($BASE_PID)
-fi
 
-ADDRS="$BACKEND $NGINX $HAPROXY $HM"
-[ -n "$BASE_PID" ] && ADDRS="$ADDRS $BASE"
-for addr in $ADDRS; do
-  for _ in $(seq 100); do curl -fsS "http://$addr/" >/dev/null 2>&1 && break; sleep 0.05; done
-  curl -fsS "http://$addr/" >/dev/null || { echo "$addr does not answer" >&2; exit 1; }
+for url in http://$BACKEND http://$NGINX http://$HAPROXY http://$HM https://$NGINX_TLS https://$HM_TLS; do
+  for _ in $(seq 100); do curl -kfsS "$url/" >/dev/null 2>&1 && break; sleep 0.05; done
+  curl -kfsS "$url/" >/dev/null || { echo "$url does not answer" >&2; exit 1; }
 done
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$HM_PID/status"; }
 IDLE_RSS=$(rss)
@@ -132,9 +147,10 @@ cpu_ticks() {
 declare -A RPS P50 P99 CPU
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us$/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms$/,"",v); print v } else if (v ~ /s$/) { sub(/s$/,"",v); print v*1000 } else print v }'; }
 LOAD_RSS=0
-for round in $(seq "$ROUNDS"); do
-  for target in $TARGETS; do
-    case $target in direct) addr=$BACKEND pid=;; harbormaster) addr=$HM pid=$HM_PID;; base) addr=$BASE pid=$BASE_PID;; nginx) addr=$NGINX pid=$NGINX_PID;; haproxy) addr=$HAPROXY pid=$HAPROXY_PID;; esac
+case " $CASES " in *" plain "*) PLAIN_ROUNDS=$ROUNDS;; *) PLAIN_ROUNDS=0;; esac
+for round in $(seq "$PLAIN_ROUNDS"); do
+  for target in direct harbormaster nginx haproxy; do
+    case $target in direct) addr=$BACKEND pid=;; harbormaster) addr=$HM pid=$HM_PID;; nginx) addr=$NGINX pid=$NGINX_PID;; haproxy) addr=$HAPROXY pid=$HAPROXY_PID;; esac
     [ -n "$pid" ] && before=$(cpu_ticks "$pid")
     out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" --latency "http://$addr/")
     if [ -n "$pid" ]; then
@@ -153,19 +169,37 @@ done
 PEAK_RSS=$(awk '/^VmHWM:/ {print $2}' "/proc/$HM_PID/status")
 
 median() { echo "$1" | tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END {print (NR%2 ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2)}'; }
+
+if [[ " $CASES " == *" tls "* ]]; then
+  declare -A HS KA
+  for round in $(seq "$ROUNDS"); do
+    for target in harbormaster nginx; do
+      case $target in harbormaster) addr=$HM_TLS;; nginx) addr=$NGINX_TLS;; esac
+      out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" -H 'Connection: close' "https://$addr/")
+      HS[$target]+="$(echo "$out" | awk '/Requests\/sec/ {print $2}') "
+      out=$(wrk -t2 -c"$CONNS" -d"${DURATION}s" "https://$addr/")
+      KA[$target]+="$(echo "$out" | awk '/Requests\/sec/ {print $2}') "
+      errors=$(echo "$out" | awk '/Non-2xx|Socket errors/ {print}')
+      [ -n "$errors" ] && echo "round $round $target TLS: $errors" >&2
+    done
+  done
+  echo
+  echo "TLS (same EC P-256 certificate), wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS interleaved rounds, median; $(nproc) cores"
+  printf '%-14s %16s %20s   %s | %s\n' target 'handshakes/s' 'kept-alive req/s' 'rounds (handshakes/s)' 'rounds (req/s)'
+  for t in harbormaster nginx; do
+    printf '%-14s %16.0f %20.0f   %s| %s\n' "$t" "$(median "${HS[$t]}")" "$(median "${KA[$t]}")" "${HS[$t]}" "${KA[$t]}"
+  done
+  [ "$PLAIN_ROUNDS" = 0 ] && exit 0
+fi
 echo
 echo "wrk -t2 -c$CONNS -d${DURATION}s, $ROUNDS interleaved rounds, median of rounds; $(nproc) cores"
 printf '%-14s %12s %10s %10s   %s | %s\n' target 'requests/s' 'p50 ms' 'p99 ms' 'rounds (req/s)' 'rounds (p99 ms)'
-for t in $TARGETS; do
+for t in direct harbormaster nginx haproxy; do
   printf '%-14s %12.0f %10.3f %10.3f   %s| %s\n' "$t" "$(median "${RPS[$t]}")" "$(median "${P50[$t]}")" "$(median "${P99[$t]}")" "${RPS[$t]}" "${P99[$t]}"
 done
 ratio() { awk -v a="$(median "${RPS[$1]}")" -v b="$(median "${RPS[$2]}")" 'BEGIN { printf "%.2f", a/b }'; }
 echo
 echo "requests/s ratio  harbormaster/nginx = $(ratio harbormaster nginx)   harbormaster/haproxy = $(ratio harbormaster haproxy)   harbormaster/direct = $(ratio harbormaster direct)"
 echo "p99 ms            harbormaster = $(median "${P99[harbormaster]}")   nginx = $(median "${P99[nginx]}")   haproxy = $(median "${P99[haproxy]}")"
-if [ -n "$BASE_PID" ]; then
-  echo "same run          harbormaster/base requests/s = $(ratio harbormaster base)   p99 ms harbormaster = $(median "${P99[harbormaster]}")   base = $(median "${P99[base]}")"
-  echo "CPU us/request    harbormaster = $(median "${CPU[harbormaster]}")   base = $(median "${CPU[base]}")   (rounds: ${CPU[harbormaster]}| ${CPU[base]})"
-fi
 echo "CPU us/request    harbormaster = $(median "${CPU[harbormaster]}")   nginx = $(median "${CPU[nginx]}")   haproxy = $(median "${CPU[haproxy]}")   (rounds: ${CPU[harbormaster]}| ${CPU[nginx]}| ${CPU[haproxy]})"
 echo "harbormaster RSS  idle = $((IDLE_RSS / 1024)) MiB ($IDLE_RSS KiB)   under load = $((LOAD_RSS / 1024)) MiB   peak = $((PEAK_RSS / 1024)) MiB"

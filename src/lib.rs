@@ -19,5 +19,6 @@ pub mod metrics;
 pub mod observe;
 pub mod policy;
 pub mod supervisor;
+pub mod systemd;
 
 pub use config::Config;

@@ -262,3 +262,19 @@ impl Event {
         }
     }
 }
+
+/// `POST /v1/upgrade`: the binary to hand over to (absolute path).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpgradeRequest {
+    pub binary: String,
+    /// How long the new process may take to become ready (default 120 s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_ms: Option<u64>,
+}
+
+/// The answer of a completed upgrade: the new process serves; the old one drains.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UpgradeDone {
+    pub pid: u32,
+    pub binary: String,
+}

@@ -70,6 +70,13 @@ pub trait Control: Send + Sync + 'static {
     fn mcp_socket_front(&self) -> Option<Arc<crate::mcp::front_http::HttpFront>> {
         None
     }
+    /// Hands over to a new harbormaster binary (`lifecycle::upgrade`): the
+    /// new process's pid once it is ready, or why not (this one keeps serving).
+    fn upgrade(
+        self: &Arc<Self>,
+        binary: std::path::PathBuf,
+        timeout: Duration,
+    ) -> impl Future<Output = Result<u32, String>> + Send;
 }
 
 /// Why the harbor refused or failed a command.
@@ -121,6 +128,7 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
     let mutating = Router::new()
         .route("/v1/shutdown", post(shutdown::<C>))
         .route("/v1/reload", post(reload::<C>))
+        .route("/v1/upgrade", post(upgrade::<C>))
         .route("/v1/apps/{app}/{action}", post(app_action::<C>))
         .merge(dashboard::guarded::<C>())
         .route_layer(axum::middleware::from_fn_with_state(
@@ -225,6 +233,26 @@ async fn reload<C: Control>(State(harbor): State<Arc<C>>) -> Response {
         _ => StatusCode::UNPROCESSABLE_ENTITY,
     };
     (code, Json(result)).into_response()
+}
+
+async fn upgrade<C: Control>(
+    State(harbor): State<Arc<C>>,
+    Json(req): Json<api::UpgradeRequest>,
+) -> Response {
+    tracing::info!(event = "upgrade_requested", binary = %req.binary);
+    let timeout = Duration::from_millis(req.timeout_ms.unwrap_or(120_000));
+    match harbor.upgrade(req.binary.clone().into(), timeout).await {
+        Ok(pid) => Json(api::UpgradeDone {
+            pid,
+            binary: req.binary,
+        })
+        .into_response(),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(serde_json::json!({ "error": error })),
+        )
+            .into_response(),
+    }
 }
 
 async fn live() -> Json<api::Live> {

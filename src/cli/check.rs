@@ -11,7 +11,10 @@ pub fn run(path: &Path) -> ExitCode {
             for app in config.apps.values() {
                 println!("{}", summary(app));
             }
-            for warning in warnings(&config) {
+            let tls = config.gateway.tls.iter();
+            let expiring =
+                tls.flat_map(|t| config::tls::expiry_warnings(t, std::time::SystemTime::now()));
+            for warning in warnings(&config).into_iter().chain(expiring) {
                 eprintln!("{}: warning: {warning}", path.display());
             }
             let listen: Vec<String> = config
@@ -24,12 +27,17 @@ pub fn run(path: &Path) -> ExitCode {
                 let n = m.servers.len();
                 format!(", {n} MCP server{}", if n == 1 { "" } else { "s" })
             });
+            let tls: Vec<String> = (config.gateway.tls.iter())
+                .flat_map(|t| &t.listen)
+                .map(|a| format!(", https on {a}"))
+                .collect();
             println!(
-                "{}: valid, {} app{}{mcp}, gateway on {}",
+                "{}: valid, {} app{}{mcp}, gateway on {}{}",
                 path.display(),
                 config.apps.len(),
                 if config.apps.len() == 1 { "" } else { "s" },
-                listen.join(", ")
+                listen.join(", "),
+                tls.concat()
             );
             ExitCode::SUCCESS
         }

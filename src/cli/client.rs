@@ -124,6 +124,17 @@ pub async fn request(
     path: &str,
     timeout: Duration,
 ) -> Result<(u16, String), String> {
+    request_with(dir, method, path, String::new(), timeout).await
+}
+
+/// [`request`] with a JSON `body`.
+pub async fn request_with(
+    dir: &Path,
+    method: &str,
+    path: &str,
+    body: String,
+    timeout: Duration,
+) -> Result<(u16, String), String> {
     let socket = dir.join(runtime_dir::SOCKET);
     let exchange = async {
         let stream = tokio::net::UnixStream::connect(&socket)
@@ -137,7 +148,8 @@ pub async fn request(
             .method(method)
             .uri(path)
             .header(hyper::header::HOST, "localhost")
-            .body(Full::new(Bytes::new()))
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| e.to_string())?;
         let res = sender.send_request(req).await.map_err(|e| e.to_string())?;
         let status = res.status().as_u16();

@@ -280,7 +280,12 @@ pub fn reload(cli: &Cli) -> ExitCode {
                         parts.push(format!("{what}: {}", apps.join(", ")));
                     }
                 }
-                for key in ["listeners_added", "listeners_removed"] {
+                for key in [
+                    "listeners_added",
+                    "listeners_removed",
+                    "tls_listeners_added",
+                    "tls_listeners_removed",
+                ] {
                     let l = list(key);
                     if !l.is_empty() {
                         parts.push(format!("{}: {}", key.replace('_', " "), l.join(", ")));

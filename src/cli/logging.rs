@@ -84,6 +84,17 @@ pub fn init(format: LogFormat, level: Option<&str>, sink: Sink) -> anyhow::Resul
             .map_err(|e| anyhow::anyhow!("invalid --log-level {level:?}: {e}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
     };
+    // rustls warns once per handshake about a client's mistakes (an IP
+    // address sent as SNI, as wrk does): noise at best, a log flood at
+    // worst. Shown only when the filter names rustls.
+    let spec = level.map_or_else(
+        || std::env::var("RUST_LOG").unwrap_or_default(),
+        String::from,
+    );
+    let filter = match "rustls=error".parse() {
+        Ok(quiet) if !spec.contains("rustls") => filter.add_directive(quiet),
+        _ => filter,
+    };
     let ansi = matches!(sink, Sink::Stderr) && std::io::IsTerminal::is_terminal(&std::io::stderr());
     let fmt = tracing_subscriber::fmt::layer()
         .with_writer(sink.clone())

@@ -92,6 +92,7 @@ async fn serve(
         subreaper: true,
         watch_config: true,
         guard: true,
+        upgrading: false,
     };
     let h = lifecycle::launch(config, runtime_dir, listeners, options).await?;
     let hub = h.mcp().cloned().context("the harbor has no MCP gateway")?;

@@ -18,6 +18,7 @@ mod run;
 mod start;
 mod status;
 mod status_mcp;
+mod upgrade;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -147,6 +148,11 @@ pub enum Verb {
         /// The shell to complete for.
         shell: CompletionShell,
     },
+    /// Replace the running harbormaster with a new binary without dropping a
+    /// request: the new process takes over the sockets, becomes ready, then
+    /// the old one drains and exits. Exit 1 (the old one keeps serving) if
+    /// the new binary does not become ready.
+    Upgrade(upgrade::UpgradeArgs),
     /// Internal: the guard process `run` starts (see `supervisor::guard`).
     #[command(name = "__guard", hide = true)]
     Guard {
@@ -197,5 +203,6 @@ pub fn main() -> ExitCode {
         Verb::Check => check::run(&cli.config),
         Verb::Audit(args) => audit::audit(&cli, args),
         Verb::Mcp => mcp::mcp(&cli),
+        Verb::Upgrade(args) => upgrade::upgrade(&cli, args),
     }
 }

@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// Do not reload when the config file changes (SIGHUP and `reload` still work).
     #[arg(long)]
     pub no_watch: bool,
+    /// Internal (used by `upgrade`): take over the sockets and the runtime
+    /// dir handed over by the harbormaster being upgraded.
+    #[arg(long, hide = true)]
+    pub upgrade: bool,
 }
 
 /// Loads the config or prints every error the way `check` does.
@@ -71,6 +75,16 @@ pub fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
     let Some(config) = load_or_report(&cli.config) else {
         return ExitCode::FAILURE;
     };
+    // Before any thread exists: these change the environment (the apps
+    // must not inherit systemd's variables).
+    crate::systemd::init_from_env();
+    let inherited = match lifecycle::listeners::take_from_env() {
+        Ok(sockets) => sockets,
+        Err(e) => {
+            eprintln!("harbormaster: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -82,7 +96,7 @@ pub fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
         }
     };
     let dir = runtime_dir(cli.runtime_dir.as_deref(), &config);
-    match runtime.block_on(serve(cli, config, dir, args)) {
+    match runtime.block_on(serve(cli, config, dir, args, inherited)) {
         Ok(code) => code,
         Err(e) => {
             tracing::error!(error = %format!("{e:#}"), "harbormaster failed");
@@ -124,6 +138,7 @@ async fn serve(
     config: Config,
     dir: PathBuf,
     args: &RunArgs,
+    handed: lifecycle::listeners::Handed,
 ) -> anyhow::Result<ExitCode> {
     use anyhow::Context;
     let mut sigterm = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
@@ -131,15 +146,20 @@ async fn serve(
     // Phases: the config is valid; own the runtime dir (refused while another
     // harbormaster holds it); only then touch files (the log); bind before
     // anything starts, so a port conflict fails fast and leaves nothing behind.
-    let runtime_dir = lifecycle::RuntimeDir::acquire(&dir)?;
+    let runtime_dir = match handed.lock {
+        Some(lock) if args.upgrade => lifecycle::RuntimeDir::adopt(&dir, lock)?,
+        _ => lifecycle::RuntimeDir::acquire(&dir)?,
+    };
     if args.background {
         log_to_file(cli, &config)?;
     }
-    let listeners = lifecycle::bind(&config)?;
+    let mut listeners = lifecycle::listeners::bind_with(&config, handed.sockets)?;
+    listeners.admin_socket = handed.admin_socket;
     let options = lifecycle::Options {
         subreaper: !args.no_subreaper,
         watch_config: !args.no_watch,
         guard: true,
+        upgrading: args.upgrade,
     };
     let (first_signal_tx, first_signal) = tokio::sync::oneshot::channel::<&'static str>();
     let signals = async move {

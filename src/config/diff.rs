@@ -23,6 +23,15 @@ pub struct Plan {
     pub unchanged: Vec<AppName>,
     pub listeners_added: Vec<SocketAddr>,
     pub listeners_removed: Vec<SocketAddr>,
+    /// `[gateway.tls] listen` addresses added and removed.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls_listeners_added: Vec<SocketAddr>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub tls_listeners_removed: Vec<SocketAddr>,
+    /// `[gateway.tls] certificates` or `min_version` changed (applied to new
+    /// handshakes; open connections keep theirs).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub tls_changed: bool,
     /// Changed settings this reload cannot apply (a restart of harbormaster would).
     pub not_applied: Vec<String>,
 }
@@ -35,6 +44,9 @@ impl Plan {
             && self.in_place.is_empty()
             && self.listeners_added.is_empty()
             && self.listeners_removed.is_empty()
+            && self.tls_listeners_added.is_empty()
+            && self.tls_listeners_removed.is_empty()
+            && !self.tls_changed
     }
 }
 
@@ -90,6 +102,28 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         .collect();
     let mut o_rest = o.clone();
     o_rest.listen = n.listen.clone();
+    let tls_listen = |c: &Config| {
+        c.gateway
+            .tls
+            .as_ref()
+            .map_or(Vec::new(), |t| t.listen.clone())
+    };
+    let (o_tls, n_tls) = (tls_listen(old), tls_listen(new));
+    plan.tls_listeners_added = n_tls
+        .iter()
+        .filter(|a| !o_tls.contains(a))
+        .copied()
+        .collect();
+    plan.tls_listeners_removed = o_tls
+        .iter()
+        .filter(|a| !n_tls.contains(a))
+        .copied()
+        .collect();
+    let certs = |t: &Option<super::tls::TlsConfig>| {
+        t.as_ref().map(|t| (t.certificates.clone(), t.min_version))
+    };
+    plan.tls_changed = certs(&o.tls) != certs(&n.tls);
+    o_rest.tls = n.tls.clone();
     if o_rest != *n {
         plan.not_applied
             .push("[gateway] settings other than listen".into());

@@ -17,6 +17,7 @@ mod mcp;
 mod model;
 mod raw;
 mod raw_mcp;
+pub mod tls;
 mod validate;
 mod validate_app;
 mod validate_mcp;
@@ -29,6 +30,7 @@ pub use audit::{AuditConfig, AuditSink};
 pub use error::{ConfigError, ConfigErrors, LoadError};
 pub use mcp::*;
 pub use model::*;
+pub use tls::{CertificateFiles, TlsConfig, TlsVersion};
 
 /// Reads and validates the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, LoadError> {

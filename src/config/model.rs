@@ -100,6 +100,8 @@ pub struct GatewayConfig {
     pub http2_max_concurrent_streams: u32,
     /// Open connections per upstream instance, all workers together.
     pub max_upstream_connections: u32,
+    /// `[gateway.tls]`: TLS listeners and certificates, when written.
+    pub tls: Option<super::tls::TlsConfig>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -41,6 +41,7 @@ pub struct RawGateway {
     pub upstream_idle_timeout: Option<S<String>>,
     pub http2_max_concurrent_streams: Option<S<i64>>,
     pub max_upstream_connections: Option<S<i64>>,
+    pub tls: Option<S<super::tls::RawTls>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -128,7 +128,7 @@ impl Checker<'_, '_> {
             c.duration(v.as_ref(), &format!("gateway.{k}"), default, zero)
         };
         GatewayConfig {
-            listen,
+            listen: listen.clone(),
             drain_timeout: d(
                 self,
                 &g.drain_timeout,
@@ -205,6 +205,7 @@ impl Checker<'_, '_> {
                 1,
                 1_000_000,
             ),
+            tls: g.tls.as_ref().and_then(|t| self.tls(t, &listen)),
         }
     }
 

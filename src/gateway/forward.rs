@@ -33,6 +33,8 @@ pub(crate) struct Peer {
     pub ip: std::net::IpAddr,
     /// Its `X-Forwarded-For` value, made once per connection.
     pub forwarded_for: HeaderValue,
+    /// It came over TLS (`X-Forwarded-Proto: https`).
+    pub https: bool,
 }
 
 /// A request the gateway will forward: its app, the instance picked, the
@@ -169,6 +171,12 @@ pub(crate) async fn handle(
         strip,
         has_body,
     );
+    if peer.https {
+        parts.headers.insert(
+            hyper::header::HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static("https"),
+        );
+    }
     let counted = seen.as_mut().filter(|_| has_body).map(|s| {
         let counter = Arc::new(AtomicU64::new(0));
         s.bytes_in = Some(counter.clone());

@@ -24,6 +24,7 @@ mod pool;
 mod request;
 mod responses;
 pub mod routes;
+pub mod tls;
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -312,13 +313,33 @@ impl Gateway {
         listener: std::net::TcpListener,
         shutdown: CancellationToken,
     ) -> std::io::Result<()> {
+        self.serve_with(listener, None, shutdown).await
+    }
+
+    /// [`Gateway::serve`] for a TLS listener: each connection is served
+    /// after its handshake (see `tls`).
+    pub async fn serve_tls(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        tls: Arc<tls::Terminator>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
+        self.serve_with(listener, Some(tls), shutdown).await
+    }
+
+    async fn serve_with(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        tls: Option<Arc<tls::Terminator>>,
+        shutdown: CancellationToken,
+    ) -> std::io::Result<()> {
         listener.set_nonblocking(true)?;
         limits::deepen_backlog(&listener);
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut finished = Vec::with_capacity(workers);
         for i in 0..workers {
             let listener = listener.try_clone()?;
-            let (gw, shutdown) = (self.clone(), shutdown.clone());
+            let (gw, shutdown, tls) = (self.clone(), shutdown.clone(), tls.clone());
             let (done, rx) = tokio::sync::oneshot::channel::<()>();
             std::thread::Builder::new()
                 .name(format!("gateway-{i}"))
@@ -327,7 +348,7 @@ impl Gateway {
                         .enable_all()
                         .build()
                     {
-                        Ok(rt) => rt.block_on(gw.worker(listener, shutdown)),
+                        Ok(rt) => rt.block_on(gw.worker(listener, tls, shutdown)),
                         Err(e) => tracing::error!(error = %e, "cannot start a gateway worker"),
                     }
                     let _ = done.send(());
@@ -341,7 +362,12 @@ impl Gateway {
         Ok(())
     }
 
-    async fn worker(self: Arc<Self>, listener: std::net::TcpListener, shutdown: CancellationToken) {
+    async fn worker(
+        self: Arc<Self>,
+        listener: std::net::TcpListener,
+        tls: Option<Arc<tls::Terminator>>,
+        shutdown: CancellationToken,
+    ) {
         let listener = match TcpListener::from_std(listener) {
             Ok(l) => l,
             Err(e) => {
@@ -363,7 +389,15 @@ impl Gateway {
             let Some((stream, peer)) = refused.accept(&listener, &shutdown).await else {
                 break;
             };
-            self.accept(stream, peer, permit, &upstreams, &connections, &shutdown);
+            self.accept(
+                stream,
+                peer,
+                permit,
+                &upstreams,
+                &connections,
+                &shutdown,
+                &tls,
+            );
         }
         // Connections that completed their handshake meanwhile would be
         // reset when the socket closes: take them in too (their first
@@ -379,9 +413,15 @@ impl Gateway {
                     .set_nonblocking(true)
                     .and_then(|()| tokio::net::TcpStream::from_std(stream));
                 match registered {
-                    Ok(stream) => {
-                        self.accept(stream, peer, permit, &upstreams, &connections, &shutdown)
-                    }
+                    Ok(stream) => self.accept(
+                        stream,
+                        peer,
+                        permit,
+                        &upstreams,
+                        &connections,
+                        &shutdown,
+                        &tls,
+                    ),
                     Err(e) => tracing::debug!(error = %e, "cannot register a connection"),
                 }
             }
@@ -396,7 +436,9 @@ impl Gateway {
         self.tunnels.wait().await;
     }
 
-    /// Serves one accepted connection on this worker.
+    /// Serves one accepted connection on this worker (after the TLS
+    /// handshake on a TLS listener, bounded by the header timeout).
+    #[allow(clippy::too_many_arguments)]
     fn accept(
         self: &Arc<Self>,
         stream: tokio::net::TcpStream,
@@ -405,22 +447,55 @@ impl Gateway {
         upstreams: &Upstreams,
         connections: &tokio_util::task::TaskTracker,
         shutdown: &CancellationToken,
+        tls: &Option<Arc<tls::Terminator>>,
     ) {
         let _ = stream.set_nodelay(true);
         let state = conn::ConnState::new();
-        let service = self.service(upstreams.clone(), peer, state.clone(), shutdown.clone());
-        let io = TokioIo::new(conn::Watched::new(stream, state.clone()));
+        let handshake_deadline = Instant::now() + self.timeouts.header;
+        let (gw, upstreams, closing, tls) = (
+            self.clone(),
+            upstreams.clone(),
+            shutdown.clone(),
+            tls.clone(),
+        );
+        connections.spawn(async move {
+            match tls {
+                None => {
+                    gw.serve_io(stream, peer, false, state, upstreams, closing)
+                        .await
+                }
+                Some(tls) => {
+                    if let Some(stream) = tls.handshake(stream, handshake_deadline).await {
+                        gw.serve_io(stream, peer, true, state, upstreams, closing)
+                            .await;
+                    }
+                }
+            }
+            drop(permit);
+        });
+    }
+
+    /// Serves HTTP on `io` (a TCP or TLS stream) until it closes.
+    async fn serve_io<I>(
+        self: Arc<Self>,
+        io: I,
+        peer: std::net::SocketAddr,
+        https: bool,
+        state: Arc<conn::ConnState>,
+        upstreams: Upstreams,
+        closing: CancellationToken,
+    ) where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let service = self.service(upstreams, peer, https, state.clone(), closing.clone());
+        let io = TokioIo::new(conn::Watched::new(io, state.clone()));
         let served = self
             .server
             .serve_connection_with_upgrades(io, service)
             .into_owned();
-        let (timeouts, closing, open) = (self.timeouts, shutdown.clone(), self.open.clone());
-        open.fetch_add(1, Ordering::Relaxed);
-        connections.spawn(async move {
-            conn::drive(served, state, timeouts, closing).await;
-            open.fetch_sub(1, Ordering::Relaxed);
-            drop(permit);
-        });
+        self.open.fetch_add(1, Ordering::Relaxed);
+        conn::drive(served, state, self.timeouts, closing).await;
+        self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
     /// The hyper service of one client connection.
@@ -428,6 +503,7 @@ impl Gateway {
         self: &Arc<Self>,
         upstreams: Upstreams,
         peer: std::net::SocketAddr,
+        https: bool,
         state: Arc<conn::ConnState>,
         closing: CancellationToken,
     ) -> impl hyper::service::Service<
@@ -441,6 +517,7 @@ impl Gateway {
         let gw = self.clone();
         let client = Arc::new(forward::Peer {
             ip: peer.ip(),
+            https,
             forwarded_for: hyper::header::HeaderValue::from_str(&peer.ip().to_string())
                 .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("unknown")),
         });

@@ -95,6 +95,11 @@ pub struct HarborCtx {
     pub(super) mcp_closing: CancellationToken,
     /// The MCP front on `admin.sock` (set at launch).
     pub(super) mcp_socket: std::sync::OnceLock<Arc<crate::mcp::front_http::HttpFront>>,
+    /// What `harbormaster upgrade` hands to the new process.
+    pub(super) handover: super::upgrade::Handover,
+    /// TLS termination, when `[gateway.tls]` is configured (a reload may
+    /// change its certificates).
+    pub(super) tls: Mutex<Option<Arc<crate::gateway::tls::Terminator>>>,
 }
 
 /// The gateway's breaker changes, as harbor events.
@@ -157,6 +162,8 @@ impl HarborCtx {
             audit: std::sync::OnceLock::new(),
             metrics,
             sessions: Default::default(),
+            handover: Default::default(),
+            tls: Mutex::default(),
         })
     }
 
@@ -209,6 +216,7 @@ impl HarborCtx {
 
     pub(super) fn set_phase(&self, phase: Phase) {
         self.phase.send_replace(phase);
+        crate::systemd::status(phase.name());
         tracing::info!(event = "shutdown_phase", phase = phase.name());
         let phase = phase.name().to_string();
         self.emit(None, None, EventKind::Shutdown { phase });
@@ -220,17 +228,41 @@ impl HarborCtx {
         let addr = listener.local_addr()?;
         let token = self.stop_accepting.child_token();
         lock(&self.listeners).insert(addr, token.clone());
+        self.handover.keep("gateway", &listener);
         tracing::info!(event = "listening", %addr);
-        let serving = self.gateway.clone().serve(listener, token);
+        self.spawn_serving(addr, self.gateway.clone().serve(listener, token));
+        Ok(())
+    }
+
+    /// [`HarborCtx::serve_listener`] for a `[gateway.tls]` listener.
+    pub fn serve_tls_listener(
+        &self,
+        listener: std::net::TcpListener,
+        tls: Arc<crate::gateway::tls::Terminator>,
+    ) -> std::io::Result<()> {
+        let addr = listener.local_addr()?;
+        let token = self.stop_accepting.child_token();
+        lock(&self.listeners).insert(addr, token.clone());
+        self.handover.keep("tls", &listener);
+        tracing::info!(event = "listening", %addr, tls = true);
+        self.spawn_serving(addr, self.gateway.clone().serve_tls(listener, tls, token));
+        Ok(())
+    }
+
+    fn spawn_serving(
+        &self,
+        addr: SocketAddr,
+        serving: impl std::future::Future<Output = std::io::Result<()>> + Send + 'static,
+    ) {
         self.serving.spawn(async move {
             if let Err(e) = serving.await {
                 tracing::error!(%addr, error = %e, "listener failed");
             }
         });
-        Ok(())
     }
 
     pub(super) fn close_listener(&self, addr: &SocketAddr) {
+        self.handover.forget(addr);
         if let Some(token) = lock(&self.listeners).remove(addr) {
             token.cancel();
             tracing::info!(event = "listener_closed", %addr);
@@ -440,5 +472,13 @@ impl admin::Control for HarborCtx {
 
     fn mcp_socket_front(&self) -> Option<Arc<crate::mcp::front_http::HttpFront>> {
         HarborCtx::mcp_socket_front(self)
+    }
+
+    fn upgrade(
+        self: &Arc<Self>,
+        binary: std::path::PathBuf,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<u32, String>> + Send {
+        super::upgrade::run(self.clone(), binary, timeout)
     }
 }

@@ -8,12 +8,15 @@
 //! run in the background for a program that embeds it.
 
 mod harbor;
+pub mod listeners;
 mod mcp_glue;
 mod reload;
 mod replace;
 mod report;
 pub mod routing;
 pub mod runtime_dir;
+mod tls;
+pub mod upgrade;
 
 use std::future::Future;
 use std::net::TcpListener;
@@ -44,31 +47,27 @@ pub struct Options {
     /// is killed (`supervisor::guard`). Only the harbormaster binary can:
     /// the guard re-executes the current executable.
     pub guard: bool,
+    /// Started by `harbormaster upgrade`: the old process's instances are
+    /// alive, so there are no leftovers to sweep (`lifecycle::upgrade`).
+    pub upgrading: bool,
 }
 
 /// The sockets a harbor serves, bound before anything starts.
 #[derive(Debug)]
 pub struct Listeners {
     pub gateway: Vec<TcpListener>,
+    /// `[gateway.tls] listen`, served with TLS.
+    pub tls: Vec<TcpListener>,
     pub admin: TcpListener,
+    /// `admin.sock`, when handed over by an upgrade (else bound in the runtime dir).
+    pub admin_socket: Option<std::os::unix::net::UnixListener>,
 }
 
-/// Binds every `[gateway] listen` address and the admin address (std sets
-/// SO_REUSEADDR, so a restart never sees EADDRINUSE from TIME_WAIT).
+/// Binds every `[gateway] listen`, `[gateway.tls] listen` and the admin
+/// address (std sets SO_REUSEADDR, so a restart never sees EADDRINUSE from
+/// TIME_WAIT). Sockets handed over by systemd or an upgrade: `listeners`.
 pub fn bind(config: &Config) -> anyhow::Result<Listeners> {
-    let gateway = config
-        .gateway
-        .listen
-        .iter()
-        .map(|addr| {
-            TcpListener::bind(addr)
-                .with_context(|| format!("cannot listen on {addr} (gateway.listen)"))
-        })
-        .collect::<anyhow::Result<_>>()?;
-    let addr = config.admin.listen;
-    let admin = TcpListener::bind(addr)
-        .with_context(|| format!("cannot listen on {addr} (admin.listen)"))?;
-    Ok(Listeners { gateway, admin })
+    listeners::bind_with(config, Vec::new())
 }
 
 /// Runs the harbor until `shutdown` resolves (or `POST /v1/shutdown`), then
@@ -123,7 +122,12 @@ pub async fn launch(
     }
     let config = h.config();
     supervisor
-        .take_charge(options.subreaper, options.guard, h.cancel.child_token())
+        .take_charge(
+            options.subreaper,
+            options.guard,
+            !options.upgrading,
+            h.cancel.child_token(),
+        )
         .await?;
     for (name, app) in &config.apps {
         h.externals.watch_app(name, app, &h.cancel);
@@ -145,16 +149,25 @@ pub async fn launch(
         ));
     }
     bg.spawn(reload_on_sighup(h.clone()));
+    bg.spawn(crate::systemd::watchdog(h.cancel.child_token()));
     let admin_addr = listeners.admin.local_addr()?;
+    h.handover.keep("admin", &listeners.admin);
     tracing::info!(event = "admin_listening", addr = %admin_addr);
     bg.spawn(admin::serve(
         listeners.admin,
         h.clone(),
         h.cancel.child_token(),
     ));
-    let socket = runtime
-        .bind_socket()
-        .with_context(|| format!("cannot listen on {}", runtime.socket_path().display()))?;
+    let socket = match listeners.admin_socket {
+        Some(handed) => handed,
+        None => runtime
+            .bind_socket()
+            .with_context(|| format!("cannot listen on {}", runtime.socket_path().display()))?,
+    };
+    h.handover.keep(listeners::ADMIN_SOCKET, &socket);
+    if let Some(lock) = runtime.lock_file() {
+        h.handover.keep(listeners::LOCK, lock);
+    }
     bg.spawn(admin::serve_socket(
         socket,
         h.clone(),
@@ -167,6 +180,9 @@ pub async fn launch(
     for listener in listeners.gateway {
         gateway_addrs.push(listener.local_addr()?.to_string());
         h.serve_listener(listener)?;
+    }
+    if let Some(tls) = &config.gateway.tls {
+        gateway_addrs.extend(h.start_tls(tls, listeners.tls)?);
     }
     // Every listener is bound: "runtime.json exists" means "ports are held".
     runtime
@@ -209,6 +225,7 @@ impl HarborCtx {
             _ = shutdown => {}
             _ = h.shutdown_requested.cancelled() => {}
         }
+        crate::systemd::stopping();
         h.shutdown(); // a change under way stops at once
         let started = Instant::now();
         drain(&h).await;
@@ -248,6 +265,8 @@ impl HarborCtx {
 async fn drain(h: &HarborCtx) {
     let config = h.config();
     h.set_phase(Phase::Draining);
+    // Our copies for an upgrade must not keep closed listeners open.
+    h.handover.clear();
     tracing::info!(
         event = "shutdown_started",
         in_flight = h.gateway.in_flight()
@@ -351,6 +370,11 @@ async fn announce_ready(h: Arc<HarborCtx>) {
     loop {
         if h.readiness().reasons.is_empty() {
             tracing::info!(event = "ready", "every required app is ready");
+            upgrade::tell_ready();
+            crate::systemd::ready(&format!(
+                "serving {} app(s); every required app is ready",
+                h.config().apps.len()
+            ));
             return;
         }
         tokio::select! {

@@ -23,6 +23,7 @@ impl HarborCtx {
     /// Reloads the file the running config came from.
     pub async fn reload(&self) -> ReloadResult {
         let path = self.config.load().source.clone();
+        crate::systemd::reloading();
         let result = match config::load(&path) {
             Ok(new) => tokio::select! {
                 applied = self.apply(new) => applied,
@@ -51,6 +52,7 @@ impl HarborCtx {
                 message: message.clone(),
             },
         );
+        crate::systemd::reloaded(&format!("reload: {}", message.lines().next().unwrap_or("")));
         *lock(&self.last_reload) = Some(ReloadReport { at, ok, message });
         result
     }
@@ -78,6 +80,19 @@ impl HarborCtx {
             Ok(bound) => bound,
             Err(why) => return not_applied("invalid", [why]),
         };
+        let tls_bound: Result<Vec<_>, String> = (plan.tls_listeners_added.iter())
+            .map(|addr| {
+                std::net::TcpListener::bind(addr).map_err(|e| {
+                    format!(
+                        "cannot listen on {addr} (gateway.tls.listen): {e}; nothing was changed"
+                    )
+                })
+            })
+            .collect();
+        let tls_bound = match tls_bound {
+            Ok(bound) => bound,
+            Err(why) => return not_applied("invalid", [why]),
+        };
         for listener in bound {
             if let Err(e) = self.serve_listener(listener) {
                 failed.push(format!("listener: {e}"));
@@ -86,6 +101,7 @@ impl HarborCtx {
         for addr in &plan.listeners_removed {
             self.close_listener(addr);
         }
+        self.apply_tls(&plan, new.gateway.tls.as_ref(), tls_bound, &mut failed);
 
         // Transition: the new config, plus removed apps (draining) until they are gone.
         let mut transition = new.clone();

@@ -134,7 +134,8 @@ pub fn ensure_private(dir: &Path) -> Result<(), RuntimeDirError> {
 #[derive(Debug)]
 pub struct RuntimeDir {
     path: PathBuf,
-    _lock: Flock<File>,
+    /// `None` once handed over to an upgrade's new process.
+    lock: Option<Flock<File>>,
 }
 
 impl RuntimeDir {
@@ -180,8 +181,34 @@ impl RuntimeDir {
         let _ = std::fs::remove_file(path.join("admin.token"));
         Ok(Self {
             path: path.to_path_buf(),
-            _lock: lock,
+            lock: Some(lock),
         })
+    }
+
+    /// Takes over the runtime dir of the harbormaster being upgraded: `lock`
+    /// is its lock file, open (the flock belongs to the open file, which
+    /// both processes now share), so the lock is held without a gap.
+    pub fn adopt(path: &Path, lock: std::os::fd::OwnedFd) -> Result<Self, RuntimeDirError> {
+        let lock = Flock::lock(File::from(lock), FlockArg::LockExclusiveNonblock)
+            .map_err(|(_, e)| io_err(path)(e.into()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            lock: Some(lock),
+        })
+    }
+
+    /// The lock file, for an upgrade to hand over.
+    pub fn lock_file(&self) -> Option<&File> {
+        self.lock.as_deref()
+    }
+
+    /// An upgrade's new process owns the dir now: [`RuntimeDir::retire`]
+    /// leaves runtime.json and admin.sock, and the lock is not released
+    /// (closing our copy of the shared open file keeps it held).
+    pub fn hand_over(&mut self) {
+        if let Some(lock) = self.lock.take() {
+            std::mem::forget(lock);
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -210,6 +237,9 @@ impl RuntimeDir {
 
     /// Clean exit: runtime.json and the socket go; the lock is released on drop.
     pub fn retire(self) {
+        if self.lock.is_none() {
+            return; // handed over to an upgrade's new process
+        }
         let _ = std::fs::remove_file(self.path.join(RUNTIME_JSON));
         let _ = std::fs::remove_file(self.socket_path());
     }

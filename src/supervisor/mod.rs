@@ -156,13 +156,15 @@ impl Supervisor {
 
     /// Takes charge of this process's children before any app starts:
     /// become a child subreaper (`subreaper`), reap adopted orphans until
-    /// `cancel`, stop what a killed harbormaster left behind, and start the
+    /// `cancel`, stop what a killed harbormaster left behind (unless
+    /// `sweep_leftovers` is off: an upgrade's old process is alive), and start the
     /// guard (`guard`; a guard that cannot start is a warning: instances
     /// still get their parent-death signal and the next start's sweep).
     pub async fn take_charge(
         &self,
         subreaper: bool,
         guard: bool,
+        sweep_leftovers: bool,
         cancel: CancellationToken,
     ) -> std::io::Result<()> {
         let context = |what: &str| {
@@ -175,10 +177,20 @@ impl Supervisor {
                 .map_err(context("cannot become a child subreaper"))?;
         }
         if reaper::adopts_orphans() {
-            reaper::spawn(cancel).map_err(context("cannot watch SIGCHLD"))?;
+            reaper::spawn(cancel.clone()).map_err(context("cannot watch SIGCHLD"))?;
+            if std::process::id() == 1 {
+                let this = self.clone();
+                let pids = move || this.snapshot().iter().filter_map(|s| s.pid).collect();
+                reaper::forward_signals(pids, cancel).map_err(context("cannot handle signals"))?;
+            }
             tracing::info!(pid = std::process::id(), "reaping adopted orphans");
         }
-        for line in self.clean_leftovers().await {
+        let leftovers = if sweep_leftovers {
+            self.clean_leftovers().await
+        } else {
+            Vec::new()
+        };
+        for line in leftovers {
             tracing::warn!(event = "leftover_stopped", "{line}");
         }
         if guard {

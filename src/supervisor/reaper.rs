@@ -1,12 +1,28 @@
-//! Reaping adopted orphans. When harbormaster is PID 1 (a container's
-//! entrypoint) or a child subreaper, orphaned descendants are re-parented to
-//! it; unreaped, they pile up as zombies.
+//! Reaping adopted orphans, and the other duties of PID 1. When
+//! harbormaster is PID 1 (a container's entrypoint; detected, no flag) or a
+//! child subreaper, orphaned descendants are re-parented to it; unreaped,
+//! they pile up as zombies.
 //!
-//! tokio reaps our *direct* children itself (`Child::wait`), so a blanket
-//! `waitpid(-1)` would steal their exit statuses. Instead, on every SIGCHLD we
-//! reap exactly the zombie children that are not ours (`crate::children`);
-//! spawning and scanning take one lock, so a just-spawned child is never
-//! mistaken for an orphan.
+//! tokio reaps our *direct* children itself (`Child::wait`, and its orphan
+//! queue for dropped children, both `waitpid(pid)` of a specific pid), and
+//! the supervisor's exit handling relies on those statuses, so a blanket
+//! `waitpid(-1)` (what tini does: it has only one child it cares about)
+//! would steal them. `waitid(P_ALL, WEXITED|WNOHANG|WNOWAIT)` can peek
+//! without reaping, but it shows one zombie at a time: while that one is a
+//! child of ours that tokio has not waited for yet, every other zombie
+//! stays hidden behind it. So on every SIGCHLD we list the zombies whose
+//! parent is us from `/proc` and reap exactly those that are not ours
+//! (`crate::children`); spawning and scanning take one lock, so a
+//! just-spawned child is never mistaken for an orphan. (In a container
+//! `/proc` is the container's own; `unshare --pid` needs `--mount-proc`.)
+//!
+//! Signals as PID 1: the kernel delivers to PID 1 only the signals it
+//! handles. SIGTERM and SIGINT start the graceful, ordered stop (a second
+//! one forces it), SIGHUP reloads — harbormaster passes them on to its apps
+//! in order through their stop sequences rather than all at once as tini
+//! does. SIGUSR1, SIGUSR2 and SIGWINCH have no meaning for harbormaster
+//! and are forwarded to every running instance's process group
+//! ([`forward_signals`]), so `docker kill -s USR1` reaches the apps.
 
 use nix::sys::wait::{waitpid, WaitPidFlag};
 use nix::unistd::Pid;
@@ -57,4 +73,46 @@ fn adopted_zombies(ours: &dyn Fn(i32) -> bool) -> Vec<i32> {
         .filter(|&pid| process_group::stat(pid).is_some_and(|s| s.state == 'Z' && s.ppid == me))
         .filter(|&pid| !ours(pid))
         .collect()
+}
+
+/// The signals PID 1 forwards to every instance's process group.
+const FORWARDED: [SignalKind; 3] = [
+    SignalKind::user_defined1(),
+    SignalKind::user_defined2(),
+    SignalKind::window_change(),
+];
+
+/// Forwards SIGUSR1, SIGUSR2 and SIGWINCH to the process group of every
+/// running instance (`pids` lists their pids, which lead their groups),
+/// until `cancel`.
+pub fn forward_signals(
+    pids: impl Fn() -> Vec<u32> + Send + Sync + 'static,
+    cancel: CancellationToken,
+) -> std::io::Result<()> {
+    let pids = std::sync::Arc::new(pids);
+    for kind in FORWARDED {
+        let mut stream = signal(kind)?;
+        let Ok(sig) = nix::sys::signal::Signal::try_from(kind.as_raw_value()) else {
+            continue;
+        };
+        let (pids, cancel) = (pids.clone(), cancel.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    got = stream.recv() => if got.is_none() { return },
+                }
+                for pid in pids() {
+                    let ok = process_group::signal(pid as i32, sig).is_ok();
+                    tracing::info!(
+                        event = "signal_forwarded",
+                        signal = sig.as_str(),
+                        pgid = pid,
+                        ok
+                    );
+                }
+            }
+        });
+    }
+    Ok(())
 }

@@ -84,6 +84,25 @@ impl Harbor {
     }
 
     fn spawn_in(dir: &Path, config: &str, extra: &[&str], wrapper: &[&str]) -> Self {
+        Self::spawn_with(dir, config, extra, wrapper, |_| {})
+    }
+
+    /// Starts it in a new temp dir; `configure` may add to the command
+    /// (environment, fds to pass) before it is spawned.
+    pub fn start_configured(config: &str, configure: impl FnOnce(&mut Command)) -> Self {
+        let owned = tempfile::tempdir().unwrap();
+        let mut h = Self::spawn_with(owned.path(), config, &[], &[], configure);
+        h._owned = Some(owned);
+        h
+    }
+
+    fn spawn_with(
+        dir: &Path,
+        config: &str,
+        extra: &[&str],
+        wrapper: &[&str],
+        configure: impl FnOnce(&mut Command),
+    ) -> Self {
         let file = dir.join("harbormaster.toml");
         std::fs::write(&file, config).unwrap();
         let bin = env!("CARGO_BIN_EXE_harbormaster");
@@ -95,6 +114,7 @@ impl Harbor {
                 c
             }
         };
+        configure(&mut cmd);
         let mut child = cmd
             .env("XDG_RUNTIME_DIR", super::xdg(dir))
             .args(["run", "--log-format", "json", "--log-level", "info", "-c"])
@@ -261,7 +281,7 @@ pub fn reaped(pid: i32) -> bool {
 }
 
 /// Polls `cond` every 10 ms until it holds or `timeout` passes.
-pub fn eventually(timeout: Duration, what: &str, cond: impl Fn() -> bool) {
+pub fn eventually(timeout: Duration, what: &str, mut cond: impl FnMut() -> bool) {
     let deadline = std::time::Instant::now() + timeout;
     while !cond() {
         assert!(
@@ -355,6 +375,14 @@ impl Harbor {
         );
     }
 
+    /// The address of the `n`th `[gateway.tls]` listener.
+    pub fn tls_gateway(&self, n: usize) -> std::net::SocketAddr {
+        let ev = self.wait_nth(n, Duration::from_secs(20), |e| {
+            e["event"] == "listening" && e["tls"] == true
+        });
+        ev["addr"].as_str().unwrap().parse().unwrap()
+    }
+
     /// The admin API's address (from its `admin_listening` event).
     pub fn admin(&self) -> std::net::SocketAddr {
         let ev = self.wait_for(Duration::from_secs(20), |e| e["event"] == "admin_listening");
@@ -409,5 +437,32 @@ impl Drop for Backend {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+/// Passes `listeners` to the command as fds 3, 4, … (the systemd socket
+/// activation convention), with `LISTEN_FDS` and `LISTEN_FDNAMES`.
+pub fn pass_listeners(cmd: &mut Command, listeners: &[&std::net::TcpListener], names: &[&str]) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::process::CommandExt;
+    let fds: Vec<i32> = listeners.iter().map(|l| l.as_raw_fd()).collect();
+    assert!(
+        fds.iter().all(|&fd| fd >= 3 + fds.len() as i32),
+        "listener fds overlap the target range"
+    );
+    cmd.env("LISTEN_FDS", fds.len().to_string())
+        .env("LISTEN_FDNAMES", names.join(":"));
+    // SAFETY: only dup2 (async-signal-safe) runs between fork and exec.
+    #[allow(unsafe_code)]
+    unsafe {
+        cmd.pre_exec(move || {
+            for (i, &fd) in fds.iter().enumerate() {
+                let borrowed = std::os::fd::BorrowedFd::borrow_raw(fd);
+                let target = nix::unistd::dup2_raw(borrowed, 3 + i as i32)?;
+                // fd 3+i must stay open (and dup2 cleared close-on-exec).
+                std::mem::forget(target);
+            }
+            Ok(())
+        });
     }
 }

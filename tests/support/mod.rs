@@ -6,6 +6,7 @@ pub mod load;
 pub mod mcp;
 pub mod postgres;
 pub mod raw;
+pub mod tls;
 
 use std::ffi::OsStr;
 use std::path::Path;
