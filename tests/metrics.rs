@@ -187,6 +187,24 @@ fn counters_are_exactly_the_traffic_sent() {
     assert_eq!(count(&s, "404", "ok"), Some(7.0));
 }
 
+/// A response without a body (204) is never polled by hyper: it still
+/// counts as answered, not as a client that went away.
+#[test]
+fn an_empty_response_counts_as_ok() {
+    let h = Harbor::start(&config(""));
+    eventually(SECS(20), "web answers", || get(&h, "/status/202") == 202);
+    for _ in 0..5 {
+        assert_eq!(get(&h, "/status/204"), 204);
+    }
+    let count = |outcome: &str| {
+        let s = parse(&scrape_tcp(&h, "text/plain"), "prometheus");
+        let labels = [("app", "web"), ("code", "204"), ("outcome", outcome)];
+        value(&s, "harbormaster_http_requests_total", &labels)
+    };
+    eventually(SECS(10), "five 204s counted", || count("ok") == Some(5.0));
+    assert_eq!(count("client_gone"), None);
+}
+
 #[test]
 fn restarts_rise_by_one_after_kill_9() {
     let h = Harbor::start(&config(

@@ -136,9 +136,14 @@ pin_project_lite::pin_project! {
     }
 }
 
-impl<B> GuardedBody<B> {
-    /// The guard counts the body bytes sent.
-    pub fn new(inner: B, guard: Guard) -> Self {
+impl<B: Body> GuardedBody<B> {
+    /// The guard counts the body bytes sent. A body that is empty from the
+    /// start (204, 304, an answer to HEAD) is complete already: hyper never
+    /// polls it.
+    pub fn new(inner: B, mut guard: Guard) -> Self {
+        if inner.is_end_stream() {
+            guard.complete();
+        }
         Self {
             inner,
             guard: Some(guard),
@@ -242,10 +247,23 @@ mod tests {
         let mut guard = Guard::new(&g, &a, &i);
         let seen = done.clone();
         guard.on_done(move |completed, _| *seen.lock().unwrap() = Some(completed));
-        let body = GuardedBody::new(http_body_util::Empty::<Bytes>::new(), guard);
+        let body = GuardedBody::new(http_body_util::Full::new(Bytes::from("x")), guard);
         drop(body); // the client went away
         assert_eq!(g.get(), 0);
         assert_eq!(*done.lock().unwrap(), Some(false));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_empty_body_is_complete_though_never_polled() {
+        let (g, a, i) = counters();
+        let done = Arc::new(std::sync::Mutex::new(None));
+        let mut guard = Guard::new(&g, &a, &i);
+        let seen = done.clone();
+        guard.on_done(move |completed, _| *seen.lock().unwrap() = Some(completed));
+        let body = GuardedBody::new(http_body_util::Empty::<Bytes>::new(), guard);
+        assert_eq!(g.get(), 1, "still in flight until the response is gone");
+        drop(body); // a 204: hyper sent the head and never polled the body
+        assert_eq!(*done.lock().unwrap(), Some(true));
     }
 
     #[tokio::test(start_paused = true)]
