@@ -146,9 +146,8 @@ impl Pool {
                     return Err(PoolError::Request(e.into_error()));
                 };
                 tracing::debug!(upstream = %addr, error = %e.error(), "a reused connection failed before any response; sending again on a new one");
-                sender = self
-                    .connect(addr, limit, Instant::now() + self.0.connect_timeout)
-                    .await?;
+                let deadline = Instant::now() + self.0.connect_timeout;
+                sender = Box::pin(self.connect(addr, limit, deadline)).await?;
                 sender.send_request(req).await.map_err(PoolError::Request)?
             }
         };
@@ -169,6 +168,11 @@ impl Pool {
     }
 
     /// A live idle connection (`true`: reused) or a new one.
+    ///
+    /// Opening a connection (connect, handshake) is boxed wherever it is
+    /// awaited: it is the rare path, and inline its state would make every
+    /// request's future larger — hyper and tokio move that future around
+    /// (memcpy) several times a request (bench/RESULTS.md).
     async fn checkout(
         &self,
         addr: SocketAddr,
@@ -186,7 +190,7 @@ impl Pool {
         loop {
             let returned = limit.returned.notified();
             if let Ok(permit) = limit.permits.clone().try_acquire_owned() {
-                return Ok((self.open(addr, permit, deadline).await?, false));
+                return Ok((Box::pin(self.open(addr, permit, deadline)).await?, false));
             }
             // At the limit: an idle connection anywhere, or wait for one.
             let idle = self
@@ -201,7 +205,7 @@ impl Pool {
             tokio::select! {
                 permit = limit.permits.clone().acquire_owned() => {
                     let permit = permit.map_err(|_| PoolError::Saturated)?;
-                    return Ok((self.open(addr, permit, deadline).await?, false));
+                    return Ok((Box::pin(self.open(addr, permit, deadline)).await?, false));
                 }
                 _ = returned => {}
                 _ = tokio::time::sleep_until(deadline) => return Err(PoolError::Saturated),
