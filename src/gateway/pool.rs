@@ -169,10 +169,11 @@ impl Pool {
 
     /// A live idle connection (`true`: reused) or a new one.
     ///
-    /// Opening a connection (connect, handshake) is boxed wherever it is
-    /// awaited: it is the rare path, and inline its state would make every
-    /// request's future larger — hyper and tokio move that future around
-    /// (memcpy) several times a request (bench/RESULTS.md).
+    /// Everything but reusing an idle connection (opening one, waiting at
+    /// the limit) is boxed where it is awaited: it is the rare path, and
+    /// inline its state would make every request's future larger — hyper
+    /// and tokio move that future around (memcpy) several times a request
+    /// (bench/RESULTS.md).
     async fn checkout(
         &self,
         addr: SocketAddr,
@@ -183,6 +184,16 @@ impl Pool {
                 return Ok((s, true));
             }
         }
+        Box::pin(self.checkout_new(addr, limit)).await
+    }
+
+    /// No idle connection here: a new one within the limit, or at the
+    /// limit an idle one from anywhere, waiting up to the connect timeout.
+    async fn checkout_new(
+        &self,
+        addr: SocketAddr,
+        limit: &Arc<ConnLimit>,
+    ) -> Result<(SendRequest<ProxyBody>, bool), PoolError> {
         let deadline = Instant::now() + self.0.connect_timeout;
         // Counted before looking at the pools: a connection put back after
         // the look sees the count and wakes us.
@@ -190,7 +201,7 @@ impl Pool {
         loop {
             let returned = limit.returned.notified();
             if let Ok(permit) = limit.permits.clone().try_acquire_owned() {
-                return Ok((Box::pin(self.open(addr, permit, deadline)).await?, false));
+                return Ok((self.open(addr, permit, deadline).await?, false));
             }
             // At the limit: an idle connection anywhere, or wait for one.
             let idle = self
@@ -205,7 +216,7 @@ impl Pool {
             tokio::select! {
                 permit = limit.permits.clone().acquire_owned() => {
                     let permit = permit.map_err(|_| PoolError::Saturated)?;
-                    return Ok((Box::pin(self.open(addr, permit, deadline)).await?, false));
+                    return Ok((self.open(addr, permit, deadline).await?, false));
                 }
                 _ = returned => {}
                 _ = tokio::time::sleep_until(deadline) => return Err(PoolError::Saturated),
