@@ -407,18 +407,9 @@ impl Gateway {
                 Ok(r) => r,
                 Err(_) => return Err(Failure::Timeout),
             },
-            Some(p) => {
-                // The response timeout starts once the body is sent; until
-                // then the client must keep sending.
-                let (response_timeout, idle) = (self.response_timeout, self.timeouts.idle);
-                tokio::select! {
-                    r = sent => r,
-                    _ = async { p.sent().await; tokio::time::sleep(response_timeout).await } => {
-                        return Err(Failure::Timeout)
-                    }
-                    _ = p.stalled(idle) => return Err(Failure::ClientStalled),
-                }
-            }
+            // Boxed: a request with a body is the rarer case, and its timers
+            // would make every request's future larger (bench/RESULTS.md).
+            Some(p) => Box::pin(self.send_body(sent, p)).await?,
         };
         result.map_err(|e| match e {
             PoolError::Connect(e) => {
@@ -434,6 +425,23 @@ impl Gateway {
                 Failure::Upstream
             }
         })
+    }
+
+    /// A request with a body: the response timeout starts once the body is
+    /// sent; until then the client must keep sending.
+    async fn send_body<F: std::future::Future<Output = Result<Response<PooledBody>, PoolError>>>(
+        &self,
+        sent: F,
+        p: &Progress,
+    ) -> Result<Result<Response<PooledBody>, PoolError>, Failure> {
+        let (response_timeout, idle) = (self.response_timeout, self.timeouts.idle);
+        tokio::select! {
+            r = sent => Ok(r),
+            _ = async { p.sent().await; tokio::time::sleep(response_timeout).await } => {
+                Err(Failure::Timeout)
+            }
+            _ = p.stalled(idle) => Err(Failure::ClientStalled),
+        }
     }
 }
 

@@ -146,9 +146,8 @@ impl Pool {
                     return Err(PoolError::Request(e.into_error()));
                 };
                 tracing::debug!(upstream = %addr, error = %e.error(), "a reused connection failed before any response; sending again on a new one");
-                sender = self
-                    .connect(addr, limit, Instant::now() + self.0.connect_timeout)
-                    .await?;
+                let deadline = Instant::now() + self.0.connect_timeout;
+                sender = Box::pin(self.connect(addr, limit, deadline)).await?;
                 sender.send_request(req).await.map_err(PoolError::Request)?
             }
         };
@@ -169,6 +168,12 @@ impl Pool {
     }
 
     /// A live idle connection (`true`: reused) or a new one.
+    ///
+    /// Everything but reusing an idle connection (opening one, waiting at
+    /// the limit) is boxed where it is awaited: it is the rare path, and
+    /// inline its state would make every request's future larger — hyper
+    /// and tokio move that future around (memcpy) several times a request
+    /// (bench/RESULTS.md).
     async fn checkout(
         &self,
         addr: SocketAddr,
@@ -179,6 +184,16 @@ impl Pool {
                 return Ok((s, true));
             }
         }
+        Box::pin(self.checkout_new(addr, limit)).await
+    }
+
+    /// No idle connection here: a new one within the limit, or at the
+    /// limit an idle one from anywhere, waiting up to the connect timeout.
+    async fn checkout_new(
+        &self,
+        addr: SocketAddr,
+        limit: &Arc<ConnLimit>,
+    ) -> Result<(SendRequest<ProxyBody>, bool), PoolError> {
         let deadline = Instant::now() + self.0.connect_timeout;
         // Counted before looking at the pools: a connection put back after
         // the look sees the count and wakes us.
@@ -316,15 +331,16 @@ async fn ready(mut idle: Idle) -> Option<SendRequest<ProxyBody>> {
     idle.sender.ready().await.ok().map(|()| idle.sender)
 }
 
+/// A copy of a request head (method, target, version, headers; no
+/// extensions). Filled in field by field: `Request::builder` moves its
+/// `Result<Parts>` through every call (bench/RESULTS.md).
 pub(crate) fn clone_parts(parts: &hyper::http::request::Parts) -> hyper::http::request::Parts {
-    let mut req = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version)
-        .body(())
-        .expect("parts of a valid request");
-    *req.headers_mut() = parts.headers.clone();
-    req.into_parts().0
+    let (mut copy, ()) = Request::new(()).into_parts();
+    copy.method = parts.method.clone();
+    copy.uri = parts.uri.clone();
+    copy.version = parts.version;
+    copy.headers = parts.headers.clone();
+    copy
 }
 
 pub(crate) fn empty() -> ProxyBody {
