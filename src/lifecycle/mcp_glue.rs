@@ -29,9 +29,15 @@ impl HarborCtx {
     pub(super) fn plug_mcp_policy_and_audit(&self) -> anyhow::Result<()> {
         if let Some(mcp) = &self.mcp {
             mcp.set_policy(crate::policy::mcp::McpPolicy::new(&mcp.config())?);
-            if let Some(audit) = self.audit.get() {
-                mcp.set_audit(Arc::new(audit.clone()));
-            }
+            let sink: Arc<dyn crate::mcp::AuditSink> = match self.audit.get() {
+                Some(audit) => Arc::new(audit.clone()),
+                None => Arc::new(crate::mcp::audit::NoAudit),
+            };
+            mcp.set_audit(Arc::new(crate::metrics::mcp::Counted {
+                inner: sink,
+                metrics: self.metrics.clone(),
+                gateway: Arc::downgrade(mcp),
+            }));
         }
         Ok(())
     }
