@@ -78,7 +78,11 @@ impl McpMetrics {
     }
 
     fn call(&self, r: &CallRecord, in_catalog: bool) {
-        let tool = if in_catalog { r.tool.clone() } else { String::new() };
+        let tool = if in_catalog {
+            r.tool.clone()
+        } else {
+            String::new()
+        };
         let labels = CallLabels {
             server: r.server.clone(),
             tool,
