@@ -20,10 +20,15 @@ const OPS: &str = "policy-ops-token-0123456789abc";
 const DEV: &str = "policy-dev-token-0123456789abc";
 
 fn config() -> String {
+    config_with("")
+}
+
+/// `f_extra`: more keys for server `f`.
+fn config_with(f_extra: &str) -> String {
     let f = mcp::fault_command();
     format!(
         "[gateway]\nlisten = [\"127.0.0.1:0\"]\n[admin]\ntokens = [\"{ADMIN}\"]\n[mcp]\n\
-         [mcp.servers.f]\ncommand = {f}\n[mcp.servers.g]\ncommand = {f}\n\
+         [mcp.servers.f]\ncommand = {f}\n{f_extra}[mcp.servers.g]\ncommand = {f}\n\
          [mcp.servers.lim]\ncommand = {f}\nrate_limit = {{ calls = 5, per = \"1s\" }}\n\
          [mcp.clients.ops]\ntoken = \"{OPS}\"\nroles = [\"all\"]\n\
          [mcp.clients.dev]\ntoken = \"{DEV}\"\nroles = [\"dev\"]\n\
@@ -62,10 +67,7 @@ fn switch(h: &Harbor, verb: &str, target: &str) -> (u16, Value) {
     )
 }
 
-#[test]
-fn tokens_roles_kill_switches_rate_limits_and_their_order() {
-    let mut h = Harbor::start(&config());
-    let addr = h.gateway(0);
+fn wait_servers_ready(h: &Harbor) {
     support::harbor::eventually(Duration::from_secs(30), "3 servers ready", || {
         let (_, body) = support::harbor::fetch(h.admin(), "x", "/v1/mcp").unwrap();
         let v: Value = serde_json::from_str(&body).unwrap();
@@ -73,6 +75,57 @@ fn tokens_roles_kill_switches_rate_limits_and_their_order() {
             .as_array()
             .is_some_and(|s| s.len() == 3 && s.iter().all(|s| s["state"] == "ready"))
     });
+}
+
+/// A reload keeps the switches engaged at runtime; the config's own
+/// switches (`killed`) follow the new config.
+#[test]
+fn a_reload_keeps_runtime_kill_switches_and_applies_the_configs() {
+    let mut h = Harbor::start(&config());
+    wait_servers_ready(&h);
+    assert_eq!(switch(&h, "kill", "g").0, 200);
+    let file = h.dir.join("harbormaster.toml");
+    let reload = |text: String| {
+        std::fs::write(&file, text).unwrap();
+        let out = support::verb(&h.dir, &["reload"]);
+        assert_eq!(out.code, 0, "{out:?}");
+    };
+    reload(config_with("killed = true\n"));
+    support::harbor::eventually(Duration::from_secs(20), "f killed by the config", || {
+        let (_, body) = support::harbor::fetch(h.admin(), "x", "/v1/mcp").unwrap();
+        serde_json::from_str::<Value>(&body).unwrap()["kill_switches"] == json!(["f", "g"])
+    });
+    wait_servers_ready(&h);
+    let mut ops = McpHttp::connect(h.gateway(0), Some(OPS)).unwrap();
+    let mut echo = |t: &str| code(&ops.call(t, json!({"message": "x"})).unwrap());
+    assert_eq!(
+        (echo("f__echo"), echo("g__echo"), echo("lim__echo")),
+        (-32010, -32010, 0)
+    );
+    reload(config());
+    support::harbor::eventually(Duration::from_secs(20), "f's switch released", || {
+        let (_, body) = support::harbor::fetch(h.admin(), "x", "/v1/mcp").unwrap();
+        serde_json::from_str::<Value>(&body).unwrap()["kill_switches"] == json!(["g"])
+    });
+    wait_servers_ready(&h);
+    let mut ops = McpHttp::connect(h.gateway(0), Some(OPS)).unwrap();
+    assert_eq!(
+        code(&ops.call("f__echo", json!({"message": "x"})).unwrap()),
+        0
+    );
+    assert_eq!(
+        code(&ops.call("g__echo", json!({"message": "x"})).unwrap()),
+        -32010
+    );
+    h.signal(nix::sys::signal::Signal::SIGTERM);
+    assert_eq!(h.wait_exit(Duration::from_secs(30)), Some(0));
+}
+
+#[test]
+fn tokens_roles_kill_switches_rate_limits_and_their_order() {
+    let mut h = Harbor::start(&config());
+    let addr = h.gateway(0);
+    wait_servers_ready(&h);
 
     // Unknown or missing token: 401.
     assert_eq!(McpHttp::connect(addr, None).err(), Some(401));
