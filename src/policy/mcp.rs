@@ -117,3 +117,57 @@ impl crate::mcp::Policy for McpPolicy {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mcp::{CallStatus, Front, Policy};
+
+    fn caller(client: &str) -> Caller {
+        Caller {
+            client: client.into(),
+            roles: vec![],
+            front: Front::Http,
+            session: "s".into(),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_config_becomes_the_pipeline_and_refusals_map_to_gateway_errors() {
+        let text =
+            "[mcp]\n[mcp.servers.s]\ncommand = [\"x\"]\nrate_limit = { calls = 1, per = \"1s\" }\n\
+                    [mcp.servers.t]\ncommand = [\"x\"]\nkilled = true\n\
+                    [mcp.clients.a]\ntoken = \"token-of-a-0123456789abcdef\"\nroles = [\"r\"]\n\
+                    [mcp.roles.r]\nallow = [\"s__*\"]\ndeny = [\"s__secret\"]\n";
+        let config = crate::config::from_str(text, std::path::Path::new("/h/h.toml")).unwrap();
+        let mcp = config.mcp.unwrap();
+        let p = McpPolicy::new(&mcp).unwrap();
+        let a = caller("a");
+        assert_eq!(p.engaged(), vec!["t"]);
+        assert_eq!(p.admit(&a, "t", "t__x").unwrap_err().code, -32010);
+        let denied = p.admit(&a, "s", "s__secret").unwrap_err();
+        assert_eq!(
+            denied.to_json(),
+            McpError::unknown_tool("s__secret").to_json()
+        );
+        assert_eq!(denied.status(), CallStatus::Denied);
+        let limited = p.admit(&a, "s", "s__ok").unwrap_err();
+        assert_eq!(limited.code, -32011);
+        assert_eq!(limited.to_json()["data"]["retry_after_ms"], 1000);
+        assert!(p.visible(&a, "s__ok") && !p.visible(&a, "s__secret") && !p.visible(&a, "t__x"));
+        assert!(
+            p.visible(&caller("anonymous"), "t__x"),
+            "no roles: everything"
+        );
+        assert_eq!(p.kill("s__ok", true).unwrap(), vec!["t", "s__ok"]);
+        assert!(p
+            .kill("nope", true)
+            .unwrap_err()
+            .contains("unknown MCP server `nope`"));
+        // A reload with t no longer killed: its config switch goes, s__ok stays.
+        let text = text.replace("killed = true\n", "");
+        let next = crate::config::from_str(&text, std::path::Path::new("/h/h.toml")).unwrap();
+        p.reconfigure(&next.mcp.unwrap()).unwrap();
+        assert_eq!(p.engaged(), vec!["s__ok"]);
+    }
+}
