@@ -36,7 +36,7 @@ fn assert_error(text: &str, expected: &str) {
     );
 }
 
-/// The shared contract, without the `[audit]` table (issue #15 adds it).
+/// A copy of the shared contract (`../shared/config-contract.toml`), `[audit]` included.
 fn contract() -> String {
     include_str!("mcp/contract.toml").to_string()
 }
@@ -58,6 +58,29 @@ fn check_accepts_the_contract_through_the_binary() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(stdout.contains("valid, 2 apps, 3 MCP servers"), "{stdout}");
+    // Where the repository sits beside the shared design (the team's
+    // checkout), the real file passes too and the copy is in step with it.
+    let real =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/config-contract.toml");
+    if real.exists() {
+        assert_eq!(
+            std::fs::read_to_string(&real).unwrap(),
+            contract(),
+            "tests/mcp/contract.toml is out of step with {}",
+            real.display()
+        );
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_harbormaster"))
+            .args(["check", "-c"])
+            .arg(&real)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

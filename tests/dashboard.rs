@@ -4,6 +4,7 @@
 //! `kill -9` live (restarting, then ready, without a reload), drains from
 //! its button, and the login rules hold: a login URL works once, and calls
 //! without the dashboard's header or from another site change nothing.
+//! The MCP card's buttons engage and clear kill switches.
 //! A screenshot goes to target/dashboard.png.
 
 mod support;
@@ -314,4 +315,99 @@ async fn dashboard_in_a_real_browser() {
     c.close().await.unwrap();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     load.join().unwrap();
+}
+
+/// The MCP card: servers with their kill switch; its buttons engage and
+/// clear switches through `POST /v1/mcp/kill|unkill` with the session.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_kills_and_unkills_an_mcp_server() {
+    let config = format!(
+        "[gateway]\nlisten = [\"127.0.0.1:0\"]\n[mcp]\n[mcp.servers.f]\ncommand = {}\n",
+        support::mcp::fault_command()
+    );
+    let h = Harbor::start(&config);
+    let admin = h.admin();
+    let switches = || -> Value {
+        let (_, body) = request(admin, "GET", "x", "/v1/mcp", "").expect("GET /v1/mcp");
+        serde_json::from_str::<Value>(&body).unwrap()["kill_switches"].clone()
+    };
+    let url = login_url(&h);
+    let driver = Driver::start();
+    let profile = tempfile::tempdir().unwrap();
+    let c = driver.browser(profile.path()).await;
+    c.goto(&url).await.unwrap();
+    page_until(&c, SECS(20), "server f shown ready",
+        "const r = document.querySelector(\"tr[data-server='f'] td.state\"); return !!r && r.textContent === 'ready';").await;
+
+    let click = |css: &'static str| {
+        let c = c.clone();
+        async move {
+            c.wait()
+                .at_most(SECS(10))
+                .for_element(Locator::Css(css))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+        }
+    };
+    click("tr[data-server='f'] button.kill").await;
+    eventually(SECS(10), "f killed", || switches() == json!(["f"]));
+    page_until(
+        &c,
+        SECS(10),
+        "the page offers Unkill",
+        "return !!document.querySelector(\"tr[data-server='f'] button.unkill\");",
+    )
+    .await;
+    click("tr[data-server='f'] button.unkill").await;
+    eventually(SECS(10), "f unkilled", || switches() == json!([]));
+    page_until(
+        &c,
+        SECS(10),
+        "Kill all shown",
+        "return !document.querySelector('#mcp .kill-all').hidden;",
+    )
+    .await;
+    click("#mcp .kill-all").await;
+    eventually(SECS(10), "everything killed", || switches() == json!(["*"]));
+    page_until(
+        &c,
+        SECS(10),
+        "the page shows the switch",
+        "return document.querySelector('#mcp-switches').textContent === 'killed: *';",
+    )
+    .await;
+    click("#mcp .unkill-all").await;
+    eventually(SECS(10), "everything unkilled", || switches() == json!([]));
+    c.close().await.unwrap();
+
+    // Each click is an admin action by the session, with its target.
+    let file = h.dir.join("harbormaster.toml");
+    let out =
+        support::Cmd::harbormaster(["-c", file.to_str().unwrap(), "audit", "--admin", "--json"])
+            .current_dir(&h.dir)
+            .run();
+    let rows: Vec<(String, String, String)> = out
+        .stdout
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|r| r["action"] != "login")
+        .map(|r| {
+            let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+            (s("action"), s("target"), s("via"))
+        })
+        .collect();
+    let t = |a: &str, b: &str| (a.to_string(), b.to_string(), "session".to_string());
+    assert_eq!(
+        rows,
+        vec![
+            t("kill", "f"),
+            t("unkill", "f"),
+            t("kill", "*"),
+            t("unkill", "*")
+        ],
+        "{out:?}"
+    );
 }

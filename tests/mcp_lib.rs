@@ -129,7 +129,7 @@ async fn policy_refusals_and_calls_all_reach_the_audit_sink() {
     let statuses: Vec<CallStatus> = records.iter().map(|r| r.status).collect();
     assert_eq!(
         statuses[..3],
-        [CallStatus::Ok, CallStatus::Killed, CallStatus::Denied]
+        [CallStatus::Ok, CallStatus::Killed, CallStatus::Error]
     );
     assert_eq!(records[0].server, "f");
     assert_eq!(records[0].tool, "f__echo");

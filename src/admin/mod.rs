@@ -22,6 +22,7 @@
 pub mod api;
 pub mod audited;
 mod dashboard;
+mod mcp_kill;
 mod server;
 pub mod session;
 
@@ -130,6 +131,8 @@ pub fn router<C: Control>(harbor: Arc<C>, door: Door) -> Router {
         .route("/v1/reload", post(reload::<C>))
         .route("/v1/upgrade", post(upgrade::<C>))
         .route("/v1/apps/{app}/{action}", post(app_action::<C>))
+        .route("/v1/mcp/kill", post(mcp_kill::kill::<C>))
+        .route("/v1/mcp/unkill", post(mcp_kill::unkill::<C>))
         .merge(dashboard::guarded::<C>())
         .route_layer(axum::middleware::from_fn_with_state(
             (harbor.clone(), door),

@@ -15,6 +15,7 @@
 //! Sinks: SQLite (`sqlite.rs`, the default, `state_dir/audit.db`) and
 //! PostgreSQL (`postgres.rs`, `[audit] url`); `query.rs` reads either back.
 
+mod mcp;
 mod postgres;
 pub mod query;
 mod record;

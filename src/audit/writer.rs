@@ -27,6 +27,10 @@ pub const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// A connect or a batch that takes longer failed (a silently gone server).
 const OP_TIMEOUT: Duration = Duration::from_secs(30);
 const BACKOFF_MIN: Duration = Duration::from_millis(50);
+/// How long a batch waits for more records before it is written: without
+/// it, a steady trickle (one MCP call every few hundred µs) makes one
+/// transaction per record. Callers never wait for it.
+pub const LINGER: Duration = Duration::from_millis(2);
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// What the writer did after the queue was closed.
@@ -52,6 +56,16 @@ pub struct Writer<S> {
 }
 
 impl<S: Sink> Writer<S> {
+    /// Whatever is queued now, up to a full batch.
+    fn fill(&mut self, batch: &mut Vec<Envelope>) {
+        while batch.len() < MAX_BATCH {
+            match self.rx.try_recv() {
+                Ok(e) => batch.push(e),
+                Err(_) => break,
+            }
+        }
+    }
+
     pub async fn run(mut self) -> Drained {
         let mut batch: Vec<Envelope> = Vec::with_capacity(MAX_BATCH);
         let mut closed_at: Option<Instant> = None;
@@ -84,10 +98,17 @@ impl<S: Sink> Writer<S> {
                     None => break,
                 }
             }
-            while batch.len() < MAX_BATCH {
-                match self.rx.try_recv() {
-                    Ok(e) => batch.push(e),
-                    Err(_) => break,
+            self.fill(&mut batch);
+            if failures == 0 && closed_at.is_none() && batch.len() < MAX_BATCH {
+                let until = Instant::now() + LINGER;
+                while batch.len() < MAX_BATCH {
+                    match tokio::time::timeout_at(until, self.rx.recv()).await {
+                        Ok(Some(e)) => {
+                            batch.push(e);
+                            self.fill(&mut batch);
+                        }
+                        Ok(None) | Err(_) => break,
+                    }
                 }
             }
             self.stats.queued.store(batch.len() as u64, Relaxed);

@@ -15,6 +15,8 @@ use super::values::{Checker, Zero};
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
+    /// `false`: no audit log even with `[mcp]` (for measurements; default true).
+    pub enabled: Option<S<bool>>,
     pub path: Option<S<String>>,
     pub url: Option<S<String>>,
     pub queue: Option<S<i64>>,
@@ -74,11 +76,11 @@ impl Checker<'_, '_> {
         on: bool,
         state_dir: &Path,
     ) -> Option<AuditConfig> {
-        if !on {
-            return None;
-        }
         let default = RawAudit::default();
         let a = raw.map_or(&default, |a| a.get_ref());
+        if !on || a.enabled.as_ref().is_some_and(|e| !*e.get_ref()) {
+            return None;
+        }
         let path = match &a.path {
             Some(p) if p.get_ref().trim().is_empty() => {
                 self.rep.error(
@@ -175,6 +177,14 @@ mod tests {
         assert_eq!(audit.sink, AuditSink::Sqlite("/var/lib/hm/a/x.db".into()));
         assert_eq!(audit.queue.get(), 5);
         assert_eq!(audit.retention, Duration::from_secs(7 * 86400));
+    }
+
+    #[test]
+    fn mcp_turns_it_on_unless_enabled_is_false() {
+        let mcp = "[mcp]\n[mcp.servers.s]\ncommand = [\"x\"]\n";
+        assert!(load(mcp).unwrap().audit.is_some());
+        let off = format!("{mcp}[audit]\nenabled = false\n");
+        assert_eq!(load(&off).unwrap().audit, None);
     }
 
     #[test]

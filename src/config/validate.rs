@@ -57,8 +57,8 @@ impl Checker<'_, '_> {
         self.port_conflicts(raw, &gateway, &admin);
         let mcp = raw.mcp.as_ref().map(|m| self.mcp(m.get_ref(), &raw.apps));
 
-        // Once `[mcp]` exists, it turns the audit log on too.
-        let audit_on = raw.audit.is_some();
+        // `[mcp]` turns the audit log on too (every tools/call is recorded).
+        let audit_on = raw.audit.is_some() || raw.mcp.is_some();
         let audit = self.audit(raw.audit.as_ref(), audit_on, &runtime.state_dir);
         Config {
             source,

@@ -24,6 +24,24 @@ impl HarborCtx {
         self.mcp.as_ref()
     }
 
+    /// The policy stages (kill switch → rate limit → access) and the audit
+    /// log plugged into the gateway, before it takes any call.
+    pub(super) fn plug_mcp_policy_and_audit(&self) -> anyhow::Result<()> {
+        if let Some(mcp) = &self.mcp {
+            mcp.set_policy(crate::policy::mcp::McpPolicy::new(&mcp.config())?);
+            let sink: Arc<dyn crate::mcp::AuditSink> = match self.audit.get() {
+                Some(audit) => Arc::new(audit.clone()),
+                None => Arc::new(crate::mcp::audit::NoAudit),
+            };
+            mcp.set_audit(Arc::new(crate::metrics::mcp::Counted {
+                inner: sink,
+                metrics: self.metrics.clone(),
+                gateway: Arc::downgrade(mcp),
+            }));
+        }
+        Ok(())
+    }
+
     pub(super) fn mount_mcp(&self) {
         if let Some(mcp) = &self.mcp {
             let front = HttpFront::new(mcp.clone(), Door::Gateway, self.mcp_closing.clone());

@@ -174,6 +174,7 @@ pub async fn launch(
         h.cancel.child_token(),
     ));
     bg.spawn(announce_ready(h.clone()));
+    h.plug_mcp_policy_and_audit()?;
     h.mount_mcp();
 
     let mut gateway_addrs = Vec::new();

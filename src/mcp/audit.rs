@@ -6,54 +6,8 @@ use std::time::{Duration, SystemTime};
 
 use serde::Serialize;
 
-/// Which front a call came through.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Front {
-    Stdio,
-    Http,
-}
-
-impl Front {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Stdio => "stdio",
-            Self::Http => "http",
-        }
-    }
-}
-
-/// How a call ended; the `status` column of `mcp_calls`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallStatus {
-    Ok,
-    /// The tool answered with `isError: true`.
-    ToolError,
-    Killed,
-    RateLimited,
-    Denied,
-    CircuitOpen,
-    Timeout,
-    Unavailable,
-    Error,
-}
-
-impl CallStatus {
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Ok => "ok",
-            Self::ToolError => "tool_error",
-            Self::Killed => "killed",
-            Self::RateLimited => "rate_limited",
-            Self::Denied => "denied",
-            Self::CircuitOpen => "circuit_open",
-            Self::Timeout => "timeout",
-            Self::Unavailable => "unavailable",
-            Self::Error => "error",
-        }
-    }
-}
+// One status/front type for the gateway and the audit log.
+pub use crate::audit::{CallStatus, Front};
 
 /// Who is calling: the client identity and where it came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -105,10 +59,10 @@ impl AuditSink for NoAudit {
         tracing::debug!(
             event = "mcp_call",
             client = %record.client,
-            front = record.front.name(),
+            front = record.front.as_str(),
             server = %record.server,
             tool = %record.tool,
-            status = record.status.name(),
+            status = record.status.as_str(),
             latency_ms = record.latency.as_millis() as u64,
         );
         Box::pin(std::future::ready(()))

@@ -25,6 +25,9 @@ pub struct McpError {
     pub message: String,
     /// `reason` (a word) and, where it applies, `retry_after_ms`.
     pub data: Option<Value>,
+    /// The audit status when the wire form does not tell it (a denied call
+    /// answers exactly like an unknown tool but is audited `denied`).
+    pub audited_as: Option<CallStatus>,
 }
 
 impl McpError {
@@ -33,6 +36,7 @@ impl McpError {
             code,
             message: message.into(),
             data: Some(json!({ "reason": reason })),
+            audited_as: None,
         }
     }
 
@@ -50,6 +54,15 @@ impl McpError {
             format!("unknown tool: {name}"),
             "unknown_tool",
         )
+    }
+
+    /// A tool the caller's roles do not allow: on the wire exactly
+    /// [`Self::unknown_tool`], in the audit log `denied`.
+    pub fn denied(name: &str) -> Self {
+        Self {
+            audited_as: Some(CallStatus::Denied),
+            ..Self::unknown_tool(name)
+        }
     }
 
     pub fn invalid_params(message: impl Into<String>) -> Self {
@@ -129,23 +142,21 @@ impl McpError {
                 .unwrap_or("upstream error")
                 .to_string(),
             data: error.get("data").cloned(),
+            audited_as: None,
         }
     }
 
     /// The audit status this error stands for.
     pub fn status(&self) -> CallStatus {
+        if let Some(status) = self.audited_as {
+            return status;
+        }
         match self.code {
             KILLED => CallStatus::Killed,
             RATE_LIMITED => CallStatus::RateLimited,
             CIRCUIT_OPEN => CallStatus::CircuitOpen,
             TIMED_OUT => CallStatus::Timeout,
             UNAVAILABLE => CallStatus::Unavailable,
-            INVALID_PARAMS
-                if self.data.as_ref().and_then(|d| d.get("reason"))
-                    == Some(&json!("unknown_tool")) =>
-            {
-                CallStatus::Denied
-            }
             _ => CallStatus::Error,
         }
     }
@@ -194,7 +205,13 @@ mod tests {
             -32014
         );
         assert_eq!(McpError::unavailable("s", "down").code, -32015);
-        assert_eq!(McpError::unknown_tool("x").status(), CallStatus::Denied);
+        // A genuinely unknown tool is an `error`; a denied one looks the same.
+        assert_eq!(McpError::unknown_tool("x").status(), CallStatus::Error);
+        assert_eq!(McpError::denied("x").status(), CallStatus::Denied);
+        assert_eq!(
+            McpError::denied("x").to_json(),
+            McpError::unknown_tool("x").to_json()
+        );
         assert_eq!(McpError::invalid_params("x").status(), CallStatus::Error);
     }
 }

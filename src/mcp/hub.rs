@@ -45,6 +45,22 @@ pub trait Policy: Send + Sync {
     fn visible(&self, _caller: &Caller, _tool: &str) -> bool {
         true
     }
+
+    /// Engages (`engage`) or clears the kill switch `target` (`*`, `SERVER`,
+    /// `SERVER__TOOL`); the switches now engaged, or why `target` is wrong.
+    fn kill(&self, _target: &str, _engage: bool) -> Result<Vec<String>, String> {
+        Err("this gateway has no kill switches".into())
+    }
+
+    /// The kill switches engaged now.
+    fn engaged(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The config was reloaded: rebuild from it (engaged switches stay).
+    fn reconfigure(&self, _config: &crate::config::McpConfig) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 pub struct AdmitAll;
@@ -208,6 +224,11 @@ impl McpGateway {
     /// Plugs in the policy stages (kill switch, rate limit, RBAC).
     pub fn set_policy(&self, policy: Arc<dyn Policy>) {
         *self.policy.write().unwrap_or_else(|p| p.into_inner()) = policy;
+    }
+
+    /// The policy stages in use (kill switches for the admin API).
+    pub fn policy(&self) -> Arc<dyn Policy> {
+        read(&self.policy)
     }
 
     /// Plugs in where call records go.

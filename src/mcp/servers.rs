@@ -113,6 +113,9 @@ impl McpGateway {
             }
         }
         self.shared.rebuild();
+        if let Err(e) = self.policy().reconfigure(&next) {
+            tracing::error!(event = "mcp_policy_not_reloaded", error = %e);
+        }
         (added, removed, replaced)
     }
 
@@ -213,6 +216,7 @@ impl McpGateway {
         json!({
             "servers": servers,
             "kill_switch": config.kill_switch,
+            "kill_switches": self.policy().engaged(),
             "in_flight": self.in_flight.load(Ordering::Acquire),
             "accepting": self.accepting.load(Ordering::Acquire),
         })

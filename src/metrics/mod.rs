@@ -19,6 +19,7 @@
 
 mod format;
 mod histogram;
+pub mod mcp;
 mod process;
 
 use std::sync::{Mutex, RwLock};
@@ -115,6 +116,7 @@ pub struct Metrics {
     fds: Gauge,
     cpu: Counter<f64, std::sync::atomic::AtomicU64>,
     apps: RwLock<FnvHashMap<Box<str>, AppHandles>>,
+    mcp: mcp::McpMetrics,
     /// One scrape at a time (a scrape resets the per-instance gauges).
     scraping: Mutex<()>,
 }
@@ -158,6 +160,7 @@ impl Metrics {
             fds: Gauge::default(),
             cpu: Counter::default(),
             apps: RwLock::default(),
+            mcp: Default::default(),
             scraping: Mutex::default(),
         };
         let mut r = Registry::default();
@@ -223,6 +226,7 @@ impl Metrics {
             "User and system CPU time spent, in seconds",
             m.cpu.clone(),
         );
+        m.mcp.register(&mut r);
         Self { registry: r, ..m }
     }
 
@@ -353,6 +357,9 @@ impl Metrics {
                 listener: "gateway",
             })
             .set(s.connections as i64);
+        if let Some(audit) = &s.health.audit {
+            self.mcp.audit(audit);
+        }
         let p = ProcessStats::read();
         self.resident.set(p.resident_bytes.unwrap_or(0) as i64);
         self.fds.set(p.open_fds.unwrap_or(0) as i64);

@@ -9,6 +9,7 @@
 
 pub mod access;
 pub mod kill;
+pub mod mcp;
 pub mod rate;
 
 use std::collections::BTreeSet;

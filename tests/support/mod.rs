@@ -4,6 +4,7 @@
 pub mod harbor;
 pub mod load;
 pub mod mcp;
+pub mod mcp_http;
 pub mod postgres;
 pub mod raw;
 pub mod tls;

@@ -206,9 +206,14 @@ function addEvent(kind, e) {
 
 // ---------- actions ----------
 
-async function act(path, what) {
+async function act(path, what, payload) {
   try {
-    const res = await fetch(path, { method: 'POST', headers: { 'X-Harbormaster': '1' }, credentials: 'same-origin' });
+    const headers = { 'X-Harbormaster': '1' };
+    if (payload !== undefined) headers['Content-Type'] = 'application/json';
+    const res = await fetch(path, {
+      method: 'POST', headers, credentials: 'same-origin',
+      body: payload === undefined ? undefined : JSON.stringify(payload),
+    });
     if (res.status === 401 || res.status === 403) {
       $('#login-hint').hidden = false;
       toast(`${what}: not logged in`, true);
@@ -222,6 +227,51 @@ async function act(path, what) {
     toast(`${what}: ${e}`, true);
   }
   refreshSoon();
+  refreshMcp();
+}
+
+// ---------- MCP: servers and kill switches ----------
+
+const killSwitch = (target, engage) =>
+  act(`/v1/mcp/${engage ? 'kill' : 'unkill'}`, `${engage ? 'kill' : 'unkill'} ${target}`, { target });
+
+async function refreshMcp() {
+  let m;
+  try {
+    const res = await fetch('/v1/mcp', { cache: 'no-store' });
+    if (!res.ok) { $('#mcp').hidden = true; return; }
+    m = await res.json();
+  } catch (_) { return; }
+  const sec = $('#mcp');
+  sec.hidden = false;
+  const engaged = m.kill_switches || [];
+  const all = engaged.includes('*');
+  pill($('#mcp-switches'), engaged.length ? `killed: ${engaged.join(', ')}` : 'no kill switch', engaged.length ? 'bad' : 'good');
+  $('.kill-all', sec).hidden = all;
+  $('.unkill-all', sec).hidden = !all;
+  const body = $('#mcp-servers');
+  body.replaceChildren();
+  for (const s of m.servers || []) {
+    const tr = document.createElement('tr');
+    tr.dataset.server = s.name;
+    cell(tr, s.name, 'id');
+    const st = document.createElement('span');
+    pill(st, s.state);
+    cell(tr, st, 'state');
+    const br = document.createElement('span');
+    pill(br, s.breaker);
+    cell(tr, br, 'breaker');
+    cell(tr, s.tools, 'tools');
+    cell(tr, s.in_flight, 'inflight');
+    const killed = engaged.includes(s.name);
+    const b = document.createElement('button');
+    b.type = 'button';
+    b.className = killed ? 'btn unkill' : 'btn kill';
+    b.textContent = killed ? 'Unkill' : 'Kill';
+    b.onclick = () => killSwitch(s.name, !killed);
+    cell(tr, b, 'switch');
+    body.append(tr);
+  }
 }
 
 let toastTimer = null;
@@ -386,8 +436,12 @@ function render() {
 
 document.addEventListener('DOMContentLoaded', () => {
   $('#reload').onclick = () => act('/v1/reload', 'reload');
+  $('#mcp .kill-all').onclick = () => killSwitch('*', true);
+  $('#mcp .unkill-all').onclick = () => killSwitch('*', false);
   connect();
   refreshStatus();
+  refreshMcp();
+  setInterval(refreshMcp, 5000);
   refreshMetrics();
   setInterval(refreshMetrics, 2000);
   setInterval(refreshStatus, 5000);
