@@ -13,41 +13,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use support::external::{behind, breaker_opened, config, external, serving};
 use support::harbor::{eventually, fetch, Backend, Harbor};
 use support::raw;
 
 const SECS: fn(u64) -> Duration = Duration::from_secs;
 
-fn external(name: &str, routes: &str, ports: &[u16], extra: &str) -> String {
-    let ups: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
-    format!(
-        "[apps.{name}]\nroutes = {routes}\nupstreams = [{}]\n{extra}\n",
-        ups.join(", ")
-    )
-}
-
-/// A harbor on port 0 with `gateway` keys and one external app on `/`.
-fn behind(gateway: &str, ports: &[u16], extra: &str) -> (Harbor, SocketAddr) {
-    serving(Harbor::start(&config(gateway, ports, extra)))
-}
-
 /// The same, with harbormaster limited to 1024 open files.
 fn behind_1024_fds(gateway: &str, ports: &[u16]) -> (Harbor, SocketAddr) {
     let wrapper = ["sh", "-c", "ulimit -n 1024 && exec \"$0\" \"$@\""];
     serving(Harbor::start_wrapped(&config(gateway, ports, ""), &wrapper))
-}
-
-fn config(gateway: &str, ports: &[u16], extra: &str) -> String {
-    format!(
-        "[gateway]\nlisten = [\"127.0.0.1:0\"]\n{gateway}\n{}",
-        external("web", r#"[{ path = "/" }]"#, ports, extra)
-    )
-}
-
-fn serving(h: Harbor) -> (Harbor, SocketAddr) {
-    h.wait_serving("x");
-    let gw = h.gateway(0);
-    (h, gw)
 }
 
 /// Every `in_flight` count in a `/health` document, added up.
@@ -66,12 +41,6 @@ fn in_flight(v: &serde_json::Value) -> u64 {
         serde_json::Value::Array(a) => a.iter().map(in_flight).sum(),
         _ => 0,
     }
-}
-
-fn breaker_opened(h: &Harbor) -> bool {
-    h.events()
-        .iter()
-        .any(|e| e["event"] == "breaker" && e["to"] == "open")
 }
 
 /// Loops `GET /` on `gw` until stopped; the statuses seen (0 = no answer).
@@ -216,84 +185,6 @@ fn with_1024_file_descriptors_the_admin_api_and_status_answer_during_a_flood() {
         "the gateway ran out of descriptors"
     );
     drop(silent);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_streams_share_a_bounded_number_of_upstream_connections() {
-    // 50: most streams wait for a connection, some get 503 "upstream busy".
-    h2_streams_to_a_slow_endpoint(Some(50)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn http2_streams_stay_within_the_default_upstream_connection_limit() {
-    h2_streams_to_a_slow_endpoint(None).await;
-}
-
-/// 20 HTTP/2 connections × 100 streams to a 1 s endpoint: harbormaster's
-/// descriptors stay below `max_upstream_connections` + connections + 100,
-/// and `/live` answers throughout.
-async fn h2_streams_to_a_slow_endpoint(max_upstream_connections: Option<usize>) {
-    let backend = Backend::start(&[]);
-    let gateway = match max_upstream_connections {
-        Some(n) => format!("max_upstream_connections = {n}\nupstream_connect_timeout = \"3s\""),
-        None => String::new(),
-    };
-    let (h, gw) = behind(&gateway, &[backend.port], "");
-    let (pid, admin) = (h.pid(), h.admin());
-    let bound = max_upstream_connections.unwrap_or(512) + 20 + 100;
-    let done = Arc::new(AtomicBool::new(false));
-    let watcher = {
-        let done = done.clone();
-        std::thread::spawn(move || {
-            let (mut most, mut live_failures) = (0, 0);
-            while !done.load(Ordering::Relaxed) {
-                let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))
-                    .unwrap()
-                    .count();
-                most = most.max(fds);
-                if support::harbor::get(admin.port(), "/live").is_err() {
-                    live_failures += 1;
-                }
-                std::thread::sleep(Duration::from_millis(50));
-            }
-            (most, live_failures)
-        })
-    };
-    let mut calls = Vec::new();
-    for _ in 0..20 {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .http2_prior_knowledge()
-            .build()
-            .unwrap();
-        for _ in 0..100 {
-            let (client, url) = (client.clone(), format!("http://{gw}/slow?ms=1000"));
-            calls.push(tokio::spawn(async move {
-                match client.get(url).send().await {
-                    Ok(res) => res.status().as_u16(),
-                    Err(_) => 0,
-                }
-            }));
-        }
-    }
-    let mut statuses = std::collections::BTreeMap::new();
-    for call in calls {
-        *statuses.entry(call.await.unwrap()).or_insert(0) += 1;
-    }
-    done.store(true, Ordering::Relaxed);
-    let (most, live_failures) = watcher.join().unwrap();
-    assert!(most < bound, "{most} open descriptors (bound {bound})");
-    assert_eq!(live_failures, 0, "/live did not answer");
-    // Every stream got an answer: served, or 503 while every connection was busy.
-    assert!(
-        statuses.keys().all(|s| *s == 200 || *s == 503),
-        "{statuses:?}"
-    );
-    assert!(
-        statuses.get(&200).copied().unwrap_or(0) >= 100,
-        "{statuses:?}"
-    );
-    assert!(!breaker_opened(&h), "a busy instance is not a broken one");
 }
 
 /// `n` requests from one keep-alive client, spaced 190–215 ms; the

@@ -70,15 +70,8 @@ pub fn audit(cli: &Cli, args: &AuditArgs) -> ExitCode {
         client: args.client.clone(),
         after_id: 0,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("harbormaster: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::async_runtime(false) else {
+        return ExitCode::FAILURE;
     };
     let result = runtime.block_on(async {
         let mut reader = Reader::open(&audit).await?;

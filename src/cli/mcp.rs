@@ -37,15 +37,8 @@ pub fn mcp(cli: &Cli) -> ExitCode {
         return ExitCode::FAILURE;
     };
     let dir = super::run::runtime_dir(cli.runtime_dir.as_deref(), &config);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("harbormaster: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::async_runtime(true) else {
+        return ExitCode::FAILURE;
     };
     let caller = Caller {
         roles: mcp

@@ -206,3 +206,18 @@ pub fn main() -> ExitCode {
         Verb::Upgrade(args) => upgrade::upgrade(&cli, args),
     }
 }
+
+/// The tokio runtime a verb runs on (`multi`: one worker per core), or `None`
+/// after saying why it could not start.
+fn async_runtime(multi: bool) -> Option<tokio::runtime::Runtime> {
+    let mut builder = if multi {
+        tokio::runtime::Builder::new_multi_thread()
+    } else {
+        tokio::runtime::Builder::new_current_thread()
+    };
+    builder
+        .enable_all()
+        .build()
+        .inspect_err(|e| eprintln!("harbormaster: cannot start the async runtime: {e}"))
+        .ok()
+}

@@ -85,15 +85,8 @@ pub fn run(cli: &Cli, args: &RunArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("harbormaster: cannot start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(runtime) = super::async_runtime(true) else {
+        return ExitCode::FAILURE;
     };
     let dir = runtime_dir(cli.runtime_dir.as_deref(), &config);
     match runtime.block_on(serve(cli, config, dir, args, inherited)) {

@@ -1,6 +1,7 @@
 //! Helpers shared by the black-box tests: run the real binaries.
 #![allow(dead_code)]
 
+pub mod external;
 pub mod harbor;
 pub mod load;
 pub mod mcp;
