@@ -112,22 +112,31 @@ async fn show(reader: &mut Reader, mut filter: Filter, args: &AuditArgs) -> anyh
     }
 }
 
-fn mcp_lines(rows: &[McpRow], json: bool, header: bool) -> Vec<String> {
+/// Rows as JSON lines, or a table (with its header line first when asked).
+fn lines<R: serde::Serialize>(
+    rows: &[R],
+    json: bool,
+    header: Option<String>,
+    row: impl Fn(&R) -> String,
+) -> Vec<String> {
     if json {
         return rows
             .iter()
             .map(|r| serde_json::to_string(r).unwrap_or_default())
             .collect();
     }
-    let mut lines = Vec::with_capacity(rows.len() + 1);
-    if header {
-        lines.push(format!(
+    header.into_iter().chain(rows.iter().map(row)).collect()
+}
+
+fn mcp_lines(rows: &[McpRow], json: bool, header: bool) -> Vec<String> {
+    let header = header.then(|| {
+        format!(
             "{:<24}  {:<12}  {:<5}  {:<32}  {:<12}  {:>9}  ERROR",
             "TIME", "CLIENT", "FRONT", "TOOL", "STATUS", "LATENCY"
-        ));
-    }
-    for r in rows {
-        lines.push(format!(
+        )
+    });
+    lines(rows, json, header, |r| {
+        format!(
             "{:<24}  {:<12}  {:<5}  {:<32}  {:<12}  {:>7.1}ms  {}",
             r.ts,
             r.client,
@@ -136,27 +145,19 @@ fn mcp_lines(rows: &[McpRow], json: bool, header: bool) -> Vec<String> {
             r.status,
             r.latency_ms,
             r.error.as_deref().unwrap_or("")
-        ));
-    }
-    lines
+        )
+    })
 }
 
 fn admin_lines(rows: &[AdminRow], json: bool, header: bool) -> Vec<String> {
-    if json {
-        return rows
-            .iter()
-            .map(|r| serde_json::to_string(r).unwrap_or_default())
-            .collect();
-    }
-    let mut lines = Vec::with_capacity(rows.len() + 1);
-    if header {
-        lines.push(format!(
+    let header = header.then(|| {
+        format!(
             "{:<24}  {:<10}  {:<16}  {:<14}  {:<21}  VIA",
             "TIME", "ACTION", "TARGET", "RESULT", "PEER"
-        ));
-    }
-    for r in rows {
-        lines.push(format!(
+        )
+    });
+    lines(rows, json, header, |r| {
+        format!(
             "{:<24}  {:<10}  {:<16}  {:<14}  {:<21}  {}",
             r.ts,
             r.action,
@@ -164,7 +165,6 @@ fn admin_lines(rows: &[AdminRow], json: bool, header: bool) -> Vec<String> {
             r.result,
             r.peer,
             r.via
-        ));
-    }
-    lines
+        )
+    })
 }

@@ -92,34 +92,38 @@ impl Checker<'_, '_> {
         let mut routes = Vec::new();
         for (i, r) in raw_routes.get_ref().iter().enumerate() {
             let k = format!("{rkey}[{i}]");
-            let route = r.get_ref();
-            if route.host.is_none() && route.path.is_none() {
-                if self.dropped_inside(&k) {
-                    continue;
-                }
-                self.rep.error(
-                    r.span(),
-                    &k,
-                    "route has neither host nor path",
-                    Some("set host = \"…\", path = \"/…\", or both".into()),
-                );
-                continue;
+            let hint = "set host = \"…\", path = \"/…\", or both";
+            if let Some(route) = self.route(r, &k, hint) {
+                routes.push(route);
             }
-            let host = route
-                .host
-                .as_ref()
-                .and_then(|h| self.host(h, &format!("{k}.host")));
-            let path = route
-                .path
-                .as_ref()
-                .map(|p| self.route_path(p, &format!("{k}.path")));
-            routes.push(Route {
-                host,
-                path,
-                strip_prefix: route.strip_prefix.unwrap_or(false),
-            });
         }
         routes
+    }
+
+    /// One `{ host, path, strip_prefix }` route (apps and the MCP front);
+    /// `None` after reporting a route with neither host nor path.
+    pub(crate) fn route(&mut self, r: &S<RawRoute>, k: &str, hint: &str) -> Option<Route> {
+        let route = r.get_ref();
+        if route.host.is_none() && route.path.is_none() {
+            if !self.dropped_inside(k) {
+                let why = "route has neither host nor path";
+                self.rep.error(r.span(), k, why, Some(hint.into()));
+            }
+            return None;
+        }
+        let host = route
+            .host
+            .as_ref()
+            .and_then(|h| self.host(h, &format!("{k}.host")));
+        let path = route
+            .path
+            .as_ref()
+            .map(|p| self.route_path(p, &format!("{k}.path")));
+        Some(Route {
+            host,
+            path,
+            strip_prefix: route.strip_prefix.unwrap_or(false),
+        })
     }
 
     pub(crate) fn host(&mut self, value: &S<String>, key: &str) -> Option<HostMatch> {

@@ -205,31 +205,12 @@ impl Checker<'_, '_> {
         let mut routes = Vec::new();
         for (i, r) in raw.get_ref().iter().enumerate() {
             let k = format!("mcp.routes[{i}]");
-            let route = r.get_ref();
-            if route.host.is_none() && route.path.is_none() {
-                if !self.dropped_inside(&k) {
-                    self.rep.error(
-                        r.span(),
-                        &k,
-                        "route has neither host nor path",
-                        Some("set path = \"/mcp\", host = \"…\", or both".into()),
-                    );
-                }
+            let hint = "set path = \"/mcp\", host = \"…\", or both";
+            let Some(mut route) = self.route(r, &k, hint) else {
                 continue;
-            }
-            let host = route
-                .host
-                .as_ref()
-                .and_then(|h| self.host(h, &format!("{k}.host")));
-            let path = route
-                .path
-                .as_ref()
-                .map(|p| self.route_path(p, &format!("{k}.path")));
-            let route = Route {
-                host,
-                path,
-                strip_prefix: false,
             };
+            // The MCP front answers at the path it was given.
+            route.strip_prefix = false;
             let same = |other: &RawRoute| {
                 let host = other
                     .host
