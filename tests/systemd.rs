@@ -55,17 +55,27 @@ fn notify_socket_gets_ready_after_readiness_reloading_around_a_reload_and_stoppi
             .env("WATCHDOG_USEC", "400000");
     });
     let (ready, before) = until(&sock, "READY=1", Duration::from_secs(30));
-    // By the time systemd hears READY=1, the instance is ready and routed.
-    let events = h.events();
-    assert!(
-        events.iter().any(|e| e["event"] == "state_change"
-            && e["instance"] == "web#0"
-            && e["to"] == "ready"),
+    // By the time systemd hears READY=1, the instance is ready and routed
+    // (the slow starter needs 1.5 s, so an early READY=1 would meet a 503).
+    let admin = h.admin();
+    assert_eq!(
+        status(admin, "x", "/ready"),
+        Some(200),
         "READY=1 before the app was ready: {ready:?}"
     );
     assert!(ready.contains("STATUS="), "{ready}");
-    let admin = h.admin();
-    assert_eq!(status(admin, "x", "/ready"), Some(200));
+    // The log says so in the same order (the test reads stdout on its own
+    // thread, so the lines may reach it a moment after the datagram).
+    h.wait_for(Duration::from_secs(10), |e| e["event"] == "ready");
+    let events = h.events();
+    let became_ready = events.iter().position(|e| {
+        e["event"] == "state_change" && e["instance"] == "web#0" && e["to"] == "ready"
+    });
+    let announced = events.iter().position(|e| e["event"] == "ready");
+    assert!(
+        became_ready.is_some() && became_ready < announced,
+        "the `ready` event must follow web#0 becoming ready: {events:?}"
+    );
     assert!(before.iter().all(|m| !m.contains("READY=1")), "{before:?}");
     // The watchdog pings at half WATCHDOG_USEC.
     until(&sock, "WATCHDOG=1", Duration::from_secs(10));
