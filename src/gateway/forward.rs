@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::balance::{self, Pick};
 use super::inflight::{Guard, GuardedBody};
 use super::outcome::Seen;
-use super::pool::{clone_parts, empty, PoolError, PooledBody};
+use super::pool::{empty, Outgoing, PoolError, PooledBody};
 use super::request::{self, ClientBody, Progress, Refused};
 use super::routes::{normalize_host, AppEntry, Upstream};
 use super::{responses, Gateway, ProxyBody, Upstreams};
@@ -182,28 +182,38 @@ pub(crate) async fn handle(
         s.bytes_in = Some(counter.clone());
         counter
     });
-    let (body, progress) = client_body(body, counted);
-    // A body-less request can be sent again as it was.
-    let replay = (!has_body && !upgrade).then(|| clone_parts(&parts));
-
+    // A body-less request goes as its head alone, and can be sent again
+    // as it was (to another instance, if the first cannot be reached).
+    let plain = !has_body && !upgrade;
     let mut upstream = first;
-    let mut attempt = gw
-        .send(&pool, &upstream, parts, body, progress, replay.as_ref())
-        .await;
-    upstream.record_result(&attempt, app.trip_on_5xx);
-    if let (Err(Failure::Connect), Some(parts), true) = (&attempt, &replay, idempotent) {
-        if let Pick::Upstream(other) = balance::pick(&app, Some(upstream.addr), Instant::now()) {
-            let other = other.clone();
-            tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
-            guard.retarget(&other.in_flight);
-            upstream = other;
-            let parts2 = clone_parts(parts);
-            attempt = gw
-                .send(&pool, &upstream, parts2, empty(), None, Some(parts))
-                .await;
-            upstream.record_result(&attempt, app.trip_on_5xx);
+    let attempt = if plain {
+        let mut attempt = gw
+            .send(&pool, &upstream, Outgoing::Plain(&parts), None)
+            .await;
+        upstream.record_result(&attempt, app.trip_on_5xx);
+        if let (Err(Failure::Connect), true) = (&attempt, idempotent) {
+            if let Pick::Upstream(other) = balance::pick(&app, Some(upstream.addr), Instant::now())
+            {
+                let other = other.clone();
+                tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
+                guard.retarget(&other.in_flight);
+                upstream = other;
+                attempt = gw
+                    .send(&pool, &upstream, Outgoing::Plain(&parts), None)
+                    .await;
+                upstream.record_result(&attempt, app.trip_on_5xx);
+            }
         }
-    }
+        attempt
+    } else {
+        let (body, progress) = client_body(body, counted);
+        let req = Request::from_parts(parts, body);
+        let attempt = gw
+            .send(&pool, &upstream, Outgoing::Hyper(req), progress)
+            .await;
+        upstream.record_result(&attempt, app.trip_on_5xx);
+        attempt
+    };
     let res = match attempt {
         Ok(res) => res,
         Err(failure) => {
@@ -395,13 +405,10 @@ impl Gateway {
         &self,
         pool: &Upstreams,
         upstream: &Upstream,
-        parts: hyper::http::request::Parts,
-        body: ProxyBody,
+        req: Outgoing<'_>,
         progress: Option<Arc<Progress>>,
-        replay: Option<&hyper::http::request::Parts>,
     ) -> Result<Response<PooledBody>, Failure> {
-        let req = Request::from_parts(parts, body);
-        let sent = pool.send(upstream.addr, &upstream.conns, req, replay);
+        let sent = pool.send(upstream.addr, &upstream.conns, req);
         let result = match &progress {
             None => match tokio::time::timeout(self.response_timeout, sent).await {
                 Ok(r) => r,
@@ -452,11 +459,11 @@ fn client_body(
     counter: Option<Arc<AtomicU64>>,
 ) -> (ProxyBody, Option<Arc<Progress>>) {
     if body.is_end_stream() {
-        return (body.boxed(), None);
+        return (body.map_err(Into::into).boxed(), None);
     }
     let (body, progress) = ClientBody::new(body);
     let body = match counter {
-        None => body.boxed(),
+        None => body.map_err(Into::into).boxed(),
         Some(counter) => body
             .map_frame(move |frame| {
                 if let Some(data) = frame.data_ref() {
@@ -464,6 +471,7 @@ fn client_body(
                 }
                 frame
             })
+            .map_err(Into::into)
             .boxed(),
     };
     (body, Some(progress))

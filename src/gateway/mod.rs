@@ -16,6 +16,7 @@
 mod balance;
 pub mod conn;
 mod forward;
+mod h1;
 pub mod inflight;
 pub mod limits;
 pub mod mount;
@@ -51,7 +52,8 @@ pub use pool::ConnLimit;
 pub use routes::{AppShared, InstanceBreaker, RouteTable, Upstream};
 
 /// Bodies going both ways: streamed, never buffered whole.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+pub use h1::BoxError;
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
 
 /// What an instance (or external address) keeps across table snapshots.
 #[derive(Debug)]

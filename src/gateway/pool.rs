@@ -1,9 +1,13 @@
 //! Keep-alive upstream connections, one pool per gateway worker thread.
 //!
-//! Built on hyper's connection API rather than hyper-util's generic client:
-//! a worker only needs "an idle HTTP/1 connection to this address, or a new
-//! one", and doing just that removes the generic pool's keying, checkout
-//! futures and locking from every request (bench/RESULTS.md).
+//! A worker only needs "an idle HTTP/1 connection to this address, or a new
+//! one", and doing just that removes a generic client pool's keying,
+//! checkout futures and locking from every request (bench/RESULTS.md).
+//!
+//! A pooled socket is raw ([`h1::RawConn`]) until a request with a body or
+//! an upgrade needs it: body-less requests are exchanged on it by the
+//! gateway's own client ([`h1`]) in the request's task; the others through
+//! a hyper client connection made on it (which it stays, in the pool).
 //!
 //! A connection goes back to the pool only when its response body has been
 //! read to the end; a failed, upgraded or half-read connection is dropped.
@@ -19,8 +23,10 @@
 //!   instant loses the request);
 //! - a request that fails on a *reused* connection before any response
 //!   arrived is sent once more on a new connection when that is safe: hyper
-//!   hands back a request it never wrote, and a body-less one can be
-//!   rebuilt (`replay`).
+//!   hands back a request it never wrote, and a body-less one is sent as it
+//!   was. (An idle raw socket has nobody watching it, so the backend's
+//!   close of an idle connection is found this way; one for a request with
+//!   a body is checked before use instead.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -37,6 +43,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::h1::{self, BoxError, RawConn};
 use super::ProxyBody;
 
 /// Idle connections kept per upstream address and worker.
@@ -47,7 +54,7 @@ pub enum PoolError {
     /// Could not connect (nothing was sent: safe to retry elsewhere).
     Connect(std::io::Error),
     /// The connection failed after the request was (maybe) sent.
-    Request(hyper::Error),
+    Request(BoxError),
     /// Every connection the instance may have is busy, for longer than
     /// `upstream_connect_timeout`.
     Saturated,
@@ -73,9 +80,26 @@ impl ConnLimit {
     }
 }
 
+/// A pooled connection: a raw socket, or a hyper client connection on one.
+enum Conn {
+    Raw(RawConn),
+    Hyper(SendRequest<ProxyBody>),
+}
+
 struct Idle {
-    sender: SendRequest<ProxyBody>,
+    conn: Conn,
     since: Instant,
+}
+
+/// A request on its way to an upstream. (Moved once, into `send`, and
+/// taken apart there: boxing the large variant would cost an allocation.)
+#[allow(clippy::large_enum_variant)]
+pub enum Outgoing<'a> {
+    /// Body-less and no upgrade: the gateway's own client sends its head
+    /// (again, on a new connection, if a reused one turns out closed).
+    Plain(&'a hyper::http::request::Parts),
+    /// With a body or an upgrade: through hyper.
+    Hyper(Request<ProxyBody>),
 }
 
 struct Inner {
@@ -130,10 +154,53 @@ impl Pool {
         &self,
         addr: SocketAddr,
         limit: &Arc<ConnLimit>,
+        req: Outgoing<'_>,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        let plain = matches!(req, Outgoing::Plain(_));
+        let (conn, reused) = self.checkout(addr, limit, plain).await?;
+        match (conn, req) {
+            (Conn::Raw(raw), Outgoing::Plain(parts)) => {
+                let giveback = self.giveback(addr, limit);
+                match h1::exchange(raw, parts, giveback).await {
+                    Ok(res) => Ok(res.map(PooledBody::Raw)),
+                    Err(failed) if failed.replayable && reused => {
+                        tracing::debug!(upstream = %addr, error = %failed.error, "a reused connection failed before any response; sending again on a new one");
+                        let deadline = Instant::now() + self.0.connect_timeout;
+                        let raw = Box::pin(self.connect(addr, limit, deadline)).await?;
+                        let giveback = self.giveback(addr, limit);
+                        match h1::exchange(raw, parts, giveback).await {
+                            Ok(res) => Ok(res.map(PooledBody::Raw)),
+                            Err(failed) => Err(PoolError::Request(failed.error)),
+                        }
+                    }
+                    Err(failed) => Err(PoolError::Request(failed.error)),
+                }
+            }
+            (Conn::Hyper(sender), Outgoing::Plain(parts)) => {
+                let req = Request::from_parts(clone_parts(parts), empty());
+                Box::pin(self.send_hyper(addr, limit, sender, reused, req, Some(parts))).await
+            }
+            (conn, Outgoing::Hyper(req)) => {
+                let sender = match conn {
+                    Conn::Hyper(sender) => sender,
+                    Conn::Raw(raw) => Box::pin(into_hyper(raw, addr)).await?,
+                };
+                self.send_hyper(addr, limit, sender, reused, req, None)
+                    .await
+            }
+        }
+    }
+
+    /// [`Pool::send`] through a hyper client connection.
+    async fn send_hyper(
+        &self,
+        addr: SocketAddr,
+        limit: &Arc<ConnLimit>,
+        mut sender: SendRequest<ProxyBody>,
+        reused: bool,
         req: Request<ProxyBody>,
         replay: Option<&hyper::http::request::Parts>,
     ) -> Result<Response<PooledBody>, PoolError> {
-        let (mut sender, reused) = self.checkout(addr, limit).await?;
         let res = match sender.try_send_request(req).await {
             Ok(res) => res,
             Err(mut e) => {
@@ -143,31 +210,39 @@ impl Pool {
                     None => None,
                 };
                 let Some(req) = again else {
-                    return Err(PoolError::Request(e.into_error()));
+                    return Err(PoolError::Request(e.into_error().into()));
                 };
                 tracing::debug!(upstream = %addr, error = %e.error(), "a reused connection failed before any response; sending again on a new one");
                 let deadline = Instant::now() + self.0.connect_timeout;
-                sender = Box::pin(self.connect(addr, limit, deadline)).await?;
-                sender.send_request(req).await.map_err(PoolError::Request)?
+                let raw = Box::pin(self.connect(addr, limit, deadline)).await?;
+                sender = into_hyper(raw, addr).await?;
+                sender
+                    .send_request(req)
+                    .await
+                    .map_err(|e| PoolError::Request(e.into()))?
             }
         };
         let upgraded = res.status() == hyper::StatusCode::SWITCHING_PROTOCOLS;
-        let mut giveback = (!upgraded).then(|| Giveback {
+        let mut giveback = (!upgraded).then(|| (self.giveback(addr, limit), sender));
+        // A response without a body is never polled: its connection is free now.
+        if res.body().is_end_stream() {
+            if let Some((g, sender)) = giveback.take() {
+                g.put_back(Conn::Hyper(sender));
+            }
+        }
+        Ok(res.map(|inner| PooledBody::Hyper { inner, giveback }))
+    }
+
+    fn giveback(&self, addr: SocketAddr, limit: &Arc<ConnLimit>) -> Giveback {
+        Giveback {
             pool: self.clone(),
             addr,
             limit: limit.clone(),
-            sender,
-        });
-        // A response without a body is never polled: its connection is free now.
-        if res.body().is_end_stream() {
-            if let Some(g) = giveback.take() {
-                g.put_back();
-            }
         }
-        Ok(res.map(|inner| PooledBody { inner, giveback }))
     }
 
-    /// A live idle connection (`true`: reused) or a new one.
+    /// A live idle connection (`true`: reused) or a new one. (`plain`: for
+    /// a body-less request, which takes an idle raw socket unchecked.)
     ///
     /// Everything but reusing an idle connection (opening one, waiting at
     /// the limit) is boxed where it is awaited: it is the rare path, and
@@ -178,13 +253,14 @@ impl Pool {
         &self,
         addr: SocketAddr,
         limit: &Arc<ConnLimit>,
-    ) -> Result<(SendRequest<ProxyBody>, bool), PoolError> {
+        plain: bool,
+    ) -> Result<(Conn, bool), PoolError> {
         while let Some(idle) = self.take_idle(addr) {
-            if let Some(s) = ready(idle).await {
-                return Ok((s, true));
+            if let Some(c) = usable(idle, plain).await {
+                return Ok((c, true));
             }
         }
-        Box::pin(self.checkout_new(addr, limit)).await
+        Box::pin(self.checkout_new(addr, limit, plain)).await
     }
 
     /// No idle connection here: a new one within the limit, or at the
@@ -193,7 +269,8 @@ impl Pool {
         &self,
         addr: SocketAddr,
         limit: &Arc<ConnLimit>,
-    ) -> Result<(SendRequest<ProxyBody>, bool), PoolError> {
+        plain: bool,
+    ) -> Result<(Conn, bool), PoolError> {
         let deadline = Instant::now() + self.0.connect_timeout;
         // Counted before looking at the pools: a connection put back after
         // the look sees the count and wakes us.
@@ -201,22 +278,27 @@ impl Pool {
         loop {
             let returned = limit.returned.notified();
             if let Ok(permit) = limit.permits.clone().try_acquire_owned() {
-                return Ok((self.open(addr, permit, deadline).await?, false));
+                return Ok((Conn::Raw(self.open(addr, permit, deadline).await?), false));
             }
             // At the limit: an idle connection anywhere, or wait for one.
-            let idle = self
-                .take_idle(addr)
-                .or_else(|| self.0.registry.take_elsewhere(addr, &self.0));
+            // (Another worker's raw socket moves to this worker's runtime.)
+            let idle = self.take_idle(addr).or_else(|| {
+                let mut idle = self.0.registry.take_elsewhere(addr, &self.0)?;
+                if let Conn::Raw(raw) = idle.conn {
+                    idle.conn = Conn::Raw(raw.rehome().ok()?);
+                }
+                Some(idle)
+            });
             if let Some(idle) = idle {
-                if let Some(s) = ready(idle).await {
-                    return Ok((s, true));
+                if let Some(c) = usable(idle, plain).await {
+                    return Ok((c, true));
                 }
                 continue;
             }
             tokio::select! {
                 permit = limit.permits.clone().acquire_owned() => {
                     let permit = permit.map_err(|_| PoolError::Saturated)?;
-                    return Ok((self.open(addr, permit, deadline).await?, false));
+                    return Ok((Conn::Raw(self.open(addr, permit, deadline).await?), false));
                 }
                 _ = returned => {}
                 _ = tokio::time::sleep_until(deadline) => return Err(PoolError::Saturated),
@@ -230,7 +312,7 @@ impl Pool {
         addr: SocketAddr,
         limit: &Arc<ConnLimit>,
         deadline: Instant,
-    ) -> Result<SendRequest<ProxyBody>, PoolError> {
+    ) -> Result<RawConn, PoolError> {
         let permit = tokio::time::timeout_at(deadline, limit.permits.clone().acquire_owned())
             .await
             .map_err(|_| PoolError::Saturated)?
@@ -253,15 +335,17 @@ impl Pool {
         }
     }
 
-    fn put_back(&self, addr: SocketAddr, sender: SendRequest<ProxyBody>) {
-        if sender.is_closed() {
-            return;
+    fn put_back(&self, addr: SocketAddr, conn: Conn) {
+        if let Conn::Hyper(sender) = &conn {
+            if sender.is_closed() {
+                return;
+            }
         }
         let mut idle = self.0.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(addr).or_default();
         if list.len() < MAX_IDLE {
             list.push(Idle {
-                sender,
+                conn,
                 since: Instant::now(),
             });
         }
@@ -289,24 +373,35 @@ impl Pool {
         addr: SocketAddr,
         permit: OwnedSemaphorePermit,
         deadline: Instant,
-    ) -> Result<SendRequest<ProxyBody>, PoolError> {
-        let stream = tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(addr))
+    ) -> Result<RawConn, PoolError> {
+        let io = tokio::time::timeout_at(deadline, tokio::net::TcpStream::connect(addr))
             .await
             .map_err(|_| PoolError::Connect(std::io::ErrorKind::TimedOut.into()))?
             .map_err(PoolError::Connect)?;
-        let _ = stream.set_nodelay(true);
-        let (sender, conn) = http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| PoolError::Connect(std::io::Error::other(e)))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.with_upgrades().await {
-                tracing::debug!(upstream = %addr, error = %e, "upstream connection ended");
-            }
-            // The socket is closed: the instance may open another.
-            drop(permit);
-        });
-        Ok(sender)
+        let _ = io.set_nodelay(true);
+        Ok(RawConn {
+            io,
+            buf: bytes::BytesMut::new(),
+            permit,
+        })
     }
+}
+
+/// A hyper client connection on `raw` (whose buffer is empty: pooled
+/// sockets hold no unread bytes), driven by its own task until it closes.
+async fn into_hyper(raw: RawConn, addr: SocketAddr) -> Result<SendRequest<ProxyBody>, PoolError> {
+    let RawConn { io, permit, .. } = raw;
+    let (sender, conn) = http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| PoolError::Connect(std::io::Error::other(e)))?;
+    tokio::spawn(async move {
+        if let Err(e) = conn.with_upgrades().await {
+            tracing::debug!(upstream = %addr, error = %e, "upstream connection ended");
+        }
+        // The socket is closed: the instance may open another.
+        drop(permit);
+    });
+    Ok(sender)
 }
 
 /// Counts a request waiting at an instance's limit while it lives.
@@ -325,10 +420,20 @@ impl Drop for Waiting<'_> {
     }
 }
 
-/// `idle` if it is still usable (a closed one finishes its last exchange a
-/// moment after its body ended, and fails here).
-async fn ready(mut idle: Idle) -> Option<SendRequest<ProxyBody>> {
-    idle.sender.ready().await.ok().map(|()| idle.sender)
+/// `idle` if it is still usable: a hyper connection that has not closed
+/// (a closed one finishes its last exchange a moment after its body
+/// ended), a raw socket as it is for a body-less request (a closed one is
+/// found by the exchange, which then sends again), or one the backend has
+/// neither closed nor written to for any other.
+async fn usable(idle: Idle, plain: bool) -> Option<Conn> {
+    match idle.conn {
+        Conn::Hyper(mut sender) => sender.ready().await.ok().map(|()| Conn::Hyper(sender)),
+        Conn::Raw(raw) if plain => Some(Conn::Raw(raw)),
+        Conn::Raw(raw) => match raw.io.try_read(&mut [0u8; 1]) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(Conn::Raw(raw)),
+            _ => None,
+        },
+    }
 }
 
 /// A copy of a request head (method, target, version, headers; no
@@ -350,64 +455,78 @@ pub(crate) fn empty() -> ProxyBody {
         .boxed()
 }
 
-struct Giveback {
+/// Where a connection goes back to when its response has been read.
+pub struct Giveback {
     pool: Pool,
     addr: SocketAddr,
     limit: Arc<ConnLimit>,
-    sender: SendRequest<ProxyBody>,
 }
 
 impl Giveback {
-    fn put_back(self) {
-        self.pool.put_back(self.addr, self.sender);
+    fn put_back(self, conn: Conn) {
+        self.pool.put_back(self.addr, conn);
         if self.limit.waiting.load(Ordering::SeqCst) > 0 {
             self.limit.returned.notify_one();
         }
     }
+
+    /// A raw socket whose exchange ended cleanly.
+    pub fn put_back_raw(self, conn: RawConn) {
+        self.put_back(Conn::Raw(conn));
+    }
 }
 
-pin_project_lite::pin_project! {
-    /// An upstream response body that returns its connection to the pool
-    /// once read to the end.
-    pub struct PooledBody {
-        #[pin]
+/// An upstream response body that returns its connection to the pool
+/// once read to the end.
+pub enum PooledBody {
+    Raw(h1::Body),
+    Hyper {
         inner: Incoming,
-        giveback: Option<Giveback>,
-    }
+        giveback: Option<(Giveback, SendRequest<ProxyBody>)>,
+    },
 }
 
 impl Body for PooledBody {
     type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        let mut this = self.project();
-        let polled = this.inner.as_mut().poll_frame(cx);
+        let (inner, giveback) = match self.get_mut() {
+            PooledBody::Raw(body) => return Pin::new(body).poll_frame(cx),
+            PooledBody::Hyper { inner, giveback } => (inner, giveback),
+        };
+        let polled = Pin::new(&mut *inner).poll_frame(cx);
         let done = match &polled {
             Poll::Ready(None) => true,
-            Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
+            Poll::Ready(Some(Ok(_))) => inner.is_end_stream(),
             Poll::Ready(Some(Err(_))) => {
-                this.giveback.take();
+                giveback.take();
                 false
             }
             Poll::Pending => false,
         };
         if done {
-            if let Some(g) = this.giveback.take() {
-                g.put_back();
+            if let Some((g, sender)) = giveback.take() {
+                g.put_back(Conn::Hyper(sender));
             }
         }
-        polled
+        polled.map(|f| f.map(|r| r.map_err(Into::into)))
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        match self {
+            PooledBody::Raw(body) => body.is_end_stream(),
+            PooledBody::Hyper { inner, .. } => inner.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match self {
+            PooledBody::Raw(body) => body.size_hint(),
+            PooledBody::Hyper { inner, .. } => inner.size_hint(),
+        }
     }
 }

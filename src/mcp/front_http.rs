@@ -505,12 +505,12 @@ struct SseBody {
 
 impl Body for SseBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    type Error = crate::gateway::BoxError;
 
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, crate::gateway::BoxError>>> {
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(msg)) => Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!(
                 "event: message\ndata: {msg}\n\n"

@@ -17,6 +17,8 @@ pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// The trailer fields of a chunked body.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -84,6 +86,7 @@ pub fn read_response(conn: &mut BufReader<TcpStream>) -> std::io::Result<Option<
         status,
         headers,
         body: Vec::new(),
+        trailers: Vec::new(),
     };
     if let Some(len) = res.header("content-length").and_then(|v| v.parse().ok()) {
         res.body = vec![0; len];
@@ -96,11 +99,20 @@ pub fn read_response(conn: &mut BufReader<TcpStream>) -> std::io::Result<Option<
             let mut size = String::new();
             conn.read_line(&mut size)?;
             let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-            let mut chunk = vec![0; n + 2];
-            conn.read_exact(&mut chunk)?;
             if n == 0 {
+                // Trailer fields, then the empty line.
+                loop {
+                    let mut t = String::new();
+                    conn.read_line(&mut t)?;
+                    match t.trim_end().split_once(':') {
+                        Some((k, v)) => res.trailers.push((k.trim().into(), v.trim().into())),
+                        None => break,
+                    }
+                }
                 break;
             }
+            let mut chunk = vec![0; n + 2];
+            conn.read_exact(&mut chunk)?;
             res.body.extend_from_slice(&chunk[..n]);
         }
     } else if res.closes() {

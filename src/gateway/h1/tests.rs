@@ -1,0 +1,163 @@
+//! The pure parts of the own HTTP/1 client: head encoding, response
+//! framing and keep-alive as hyper's client decides them, chunked decoding
+//! fed in every split.
+
+use super::*;
+
+fn head(raw: &str, is_head: bool) -> Result<Option<Parsed>, BoxError> {
+    parse_head(raw.as_bytes(), is_head)
+}
+
+/// The framing and keep-alive of a complete final response head.
+fn final_of(raw: &str, is_head: bool) -> (u16, Framing, bool) {
+    match head(raw, is_head) {
+        Ok(Some(Parsed::Final(len, res, framing, keep_alive))) => {
+            assert_eq!(len, raw.len());
+            (res.status().as_u16(), framing, keep_alive)
+        }
+        Ok(Some(Parsed::Informational(_))) => panic!("informational: {raw:?}"),
+        Ok(None) => panic!("partial: {raw:?}"),
+        Err(e) => panic!("error {e}: {raw:?}"),
+    }
+}
+
+#[test]
+fn encodes_the_head_in_origin_form_with_every_header() {
+    let req = hyper::Request::builder()
+        .method("DELETE")
+        .uri("/a/b?c=d")
+        .header("host", "x.test")
+        .header("x-one", "1")
+        .header("x-one", "2")
+        .body(())
+        .unwrap();
+    let (parts, ()) = req.into_parts();
+    let mut out = BytesMut::new();
+    encode_head(&parts, &mut out);
+    assert_eq!(
+        String::from_utf8(out.to_vec()).unwrap(),
+        "DELETE /a/b?c=d HTTP/1.1\r\nhost: x.test\r\nx-one: 1\r\nx-one: 2\r\n\r\n"
+    );
+}
+
+#[test]
+fn framing_follows_rfc_9112_as_hyper_does() {
+    let cl = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+    assert_eq!(final_of(cl, false), (200, Framing::Length(5), true));
+    // HEAD, 204 and 304 have no body whatever the headers say.
+    assert_eq!(final_of(cl, true).1, Framing::Length(0));
+    let no_content = "HTTP/1.1 204 No Content\r\ncontent-length: 5\r\n\r\n";
+    assert_eq!(final_of(no_content, false).1, Framing::Length(0));
+    let not_modified = "HTTP/1.1 304 Not Modified\r\ntransfer-encoding: chunked\r\n\r\n";
+    assert_eq!(final_of(not_modified, false).1, Framing::Length(0));
+    // Transfer-Encoding before Content-Length; chunked only when last.
+    let both = "HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: gzip, chunked\r\n\r\n";
+    assert_eq!(final_of(both, false).1, Framing::Chunked);
+    let gzip = "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked, gzip\r\n\r\n";
+    assert_eq!(final_of(gzip, false), (200, Framing::Close, false));
+    // Neither: until the close, never reused.
+    let neither = "HTTP/1.1 200 OK\r\n\r\n";
+    assert_eq!(final_of(neither, false), (200, Framing::Close, false));
+    // Repeated equal lengths are one length.
+    let same = "HTTP/1.1 200 OK\r\ncontent-length: 3, 3\r\ncontent-length: 3\r\n\r\n";
+    assert_eq!(final_of(same, false).1, Framing::Length(3));
+}
+
+#[test]
+fn bad_lengths_and_heads_are_errors() {
+    for raw in [
+        "HTTP/1.1 200 OK\r\ncontent-length: 3\r\ncontent-length: 4\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 1x\r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: \r\n\r\n",
+        "HTTP/1.1 200 OK\r\ncontent-length: 99999999999999999999999\r\n\r\n",
+        "HTTP/1.0 200 OK\r\ntransfer-encoding: chunked\r\n\r\n",
+        "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nbad header\r\n\r\n",
+        "HTTP/1.1 200 OK\r\nx: folded\r\n  line\r\n\r\n",
+        "SSH-2.0-OpenSSH\r\n\r\n",
+    ] {
+        assert!(head(raw, false).is_err(), "accepted {raw:?}");
+    }
+}
+
+#[test]
+fn informational_responses_are_skipped_and_partial_heads_wait() {
+    let raw = "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n";
+    match head(raw, false) {
+        Ok(Some(Parsed::Informational(len))) => assert_eq!(len, 25),
+        _ => panic!("100 not skipped"),
+    }
+    assert!(matches!(
+        head("HTTP/1.1 200 OK\r\nx: y\r\n", false),
+        Ok(None)
+    ));
+    assert!(matches!(head("", false), Ok(None)));
+}
+
+#[test]
+fn keep_alive_as_the_versions_default_it() {
+    let close = "HTTP/1.1 200 OK\r\nconnection: keep-alive, Close\r\ncontent-length: 0\r\n\r\n";
+    assert!(!final_of(close, false).2);
+    let old = "HTTP/1.0 200 OK\r\ncontent-length: 0\r\n\r\n";
+    assert!(!final_of(old, false).2);
+    let old_kept = "HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 0\r\n\r\n";
+    assert!(final_of(old_kept, false).2);
+}
+
+/// Feeds `wire` to the chunked decoder `step` bytes at a time; returns the
+/// data, the trailers and whether the end was reached.
+fn dechunk(wire: &[u8], step: usize) -> Result<(Vec<u8>, Option<HeaderMap>, bool), BoxError> {
+    let mut state = Chunk::Size;
+    let mut buf = BytesMut::new();
+    let (mut data, mut trailers) = (Vec::new(), None);
+    for piece in wire.chunks(step) {
+        buf.extend_from_slice(piece);
+        loop {
+            match decode_chunked(&mut state, &mut buf)? {
+                Decoded::Data(d) => data.extend_from_slice(&d),
+                Decoded::Trailers(t) => {
+                    trailers = Some(t);
+                    return Ok((data, trailers, true));
+                }
+                Decoded::End => return Ok((data, trailers, true)),
+                Decoded::More => break,
+            }
+        }
+    }
+    Ok((data, trailers, false))
+}
+
+#[test]
+fn chunked_bodies_decode_in_any_split() {
+    let wire = b"5\r\nhello\r\n7;ext=1\r\n, world\r\nA \r\n0123456789\r\n0\r\n\r\n";
+    for step in 1..=wire.len() {
+        let (data, trailers, ended) = dechunk(wire, step).unwrap();
+        assert_eq!(data, b"hello, world0123456789", "step {step}");
+        assert!(ended && trailers.is_none(), "step {step}");
+    }
+    let with_trailers = b"3\r\nabc\r\n0\r\nx-sum: 6\r\nx-n: 1\r\n\r\n";
+    for step in 1..=with_trailers.len() {
+        let (data, trailers, ended) = dechunk(with_trailers, step).unwrap();
+        assert_eq!(data, b"abc");
+        assert!(ended);
+        let t = trailers.expect("trailers");
+        assert_eq!(t["x-sum"], "6");
+        assert_eq!(t["x-n"], "1");
+    }
+    // Not ended until the last chunk and its empty line.
+    assert!(!dechunk(b"3\r\nabc\r\n0\r\n", 4).unwrap().2);
+}
+
+#[test]
+fn bad_chunks_are_errors() {
+    for wire in [
+        &b"g\r\nhello\r\n"[..],
+        b"\r\nhello\r\n",
+        b"5\r\nhelloXX0\r\n\r\n",
+        b"11111111111111111\r\n",
+        b"-1\r\n",
+    ] {
+        assert!(dechunk(wire, wire.len()).is_err(), "accepted {wire:?}");
+    }
+}
