@@ -32,8 +32,11 @@ use super::pool::Giveback;
 const MAX_HEADERS: usize = 100;
 /// Bytes a response head (or a chunk-size line, or trailers) may take.
 const MAX_HEAD: usize = 400 * 1024;
-/// What one read asks for while a body streams.
-const READ_SIZE: usize = 64 * 1024;
+/// What one read asks for while a body streams: at first, and at most (it
+/// doubles while reads fill it, as hyper's does: a large download gets
+/// large reads, a stream of small events keeps a small buffer).
+const FIRST_READ: usize = 16 * 1024;
+const MAX_READ: usize = 512 * 1024;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -402,6 +405,8 @@ pub struct Body {
     state: State,
     keep_alive: bool,
     giveback: Option<Giveback>,
+    /// What the next read asks for.
+    read_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -425,6 +430,7 @@ impl Body {
             state,
             keep_alive,
             giveback: Some(giveback),
+            read_size: FIRST_READ,
         };
         if state == State::Done {
             body.finish();
@@ -496,8 +502,8 @@ impl hyper::body::Body for Body {
             }
             // Nothing buffered: read more.
             let want = match this.state {
-                State::Length(left) => (left as usize).clamp(8 * 1024, READ_SIZE),
-                _ => READ_SIZE,
+                State::Length(left) => this.read_size.min(left.max(1024) as usize),
+                _ => this.read_size,
             };
             let conn = this.conn.as_mut().expect("checked above");
             conn.buf.reserve(want);
@@ -513,6 +519,7 @@ impl hyper::body::Body for Body {
                     return Poll::Ready(None);
                 }
                 Ok(0) => return this.fail(invalid("upstream closed the connection mid-body")),
+                Ok(n) if n >= this.read_size => this.read_size = (n * 2).min(MAX_READ),
                 Ok(_) => {}
                 Err(e) => return this.fail(e.into()),
             }
