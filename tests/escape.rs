@@ -245,6 +245,9 @@ fn after_kill_9_without_the_guard_the_next_start_serves_three_stubborn_apps_with
         "serving after {took:?}:\n{}",
         timeline.join("\n")
     );
+    // The third sweep's line, and no fourth (the log reader may lag the
+    // sockets by a moment).
+    second.wait_nth(2, SECS(5), |e| e["event"] == "leftover_stopped");
     let swept = second
         .events()
         .iter()

@@ -198,7 +198,11 @@ async fn a_reload_during_a_rolling_restart_leaves_exactly_the_new_instances() {
         .map(|i| i["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["web#4", "web#5"]);
-    // Exactly `instances` processes run, both with the new config.
+    // Exactly `instances` processes run, both with the new config (their
+    // spawns logged: the log reader may lag the status by a moment).
+    for id in ids {
+        h.wait_state(id, "running", 0);
+    }
     let spawned: Vec<i32> = h
         .events()
         .iter()
