@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use super::balance::{self, Pick};
 use super::inflight::{Guard, GuardedBody};
 use super::outcome::Seen;
-use super::pool::{empty, Outgoing, PoolError, PooledBody};
+use super::pool::{empty, PoolError, PooledBody};
 use super::request::{self, ClientBody, Progress, Refused};
 use super::routes::{normalize_host, AppEntry, Upstream};
 use super::{responses, Gateway, ProxyBody, Upstreams};
@@ -187,9 +187,7 @@ pub(crate) async fn handle(
     let plain = !has_body && !upgrade;
     let mut upstream = first;
     let attempt = if plain {
-        let mut attempt = gw
-            .send(&pool, &upstream, Outgoing::Plain(&parts), None)
-            .await;
+        let mut attempt = gw.send_plain(&pool, &upstream, &parts).await;
         upstream.record_result(&attempt, app.trip_on_5xx);
         if let (Err(Failure::Connect), true) = (&attempt, idempotent) {
             if let Pick::Upstream(other) = balance::pick(&app, Some(upstream.addr), Instant::now())
@@ -198,19 +196,17 @@ pub(crate) async fn handle(
                 tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
                 guard.retarget(&other.in_flight);
                 upstream = other;
-                attempt = gw
-                    .send(&pool, &upstream, Outgoing::Plain(&parts), None)
-                    .await;
+                attempt = gw.send_plain(&pool, &upstream, &parts).await;
                 upstream.record_result(&attempt, app.trip_on_5xx);
             }
         }
         attempt
     } else {
+        // Boxed: hyper's client, the body's timers and progress would make
+        // every request's future larger (bench/RESULTS.md).
         let (body, progress) = client_body(body, counted);
         let req = Request::from_parts(parts, body);
-        let attempt = gw
-            .send(&pool, &upstream, Outgoing::Hyper(req), progress)
-            .await;
+        let attempt = Box::pin(gw.send(&pool, &upstream, req, progress)).await;
         upstream.record_result(&attempt, app.trip_on_5xx);
         attempt
     };
@@ -401,37 +397,67 @@ impl Upstream {
 }
 
 impl Gateway {
+    /// A body-less request to `upstream`, bounded by the response timeout.
+    ///
+    /// No future is bound to a local before it is awaited here or in
+    /// `send`: a moved future keeps its own slot in the caller's state as
+    /// well, and every request's future (which hyper and tokio move around)
+    /// grew by its size (bench/RESULTS.md).
+    async fn send_plain(
+        &self,
+        pool: &Upstreams,
+        upstream: &Upstream,
+        parts: &hyper::http::request::Parts,
+    ) -> Result<Response<PooledBody>, Failure> {
+        match tokio::time::timeout(
+            self.response_timeout,
+            pool.send_plain(upstream.addr, &upstream.conns, parts),
+        )
+        .await
+        {
+            Ok(r) => r.map_err(|e| self.failure(e, upstream, None)),
+            Err(_) => Err(Failure::Timeout),
+        }
+    }
+
+    /// A request with a body (or an upgrade) to `upstream`: the response
+    /// timeout starts once the body is sent (`send_body`).
     async fn send(
         &self,
         pool: &Upstreams,
         upstream: &Upstream,
-        req: Outgoing<'_>,
+        req: Request<ProxyBody>,
         progress: Option<Arc<Progress>>,
     ) -> Result<Response<PooledBody>, Failure> {
-        let sent = pool.send(upstream.addr, &upstream.conns, req);
+        let (addr, conns) = (upstream.addr, &upstream.conns);
         let result = match &progress {
-            None => match tokio::time::timeout(self.response_timeout, sent).await {
+            None => match tokio::time::timeout(self.response_timeout, pool.send(addr, conns, req))
+                .await
+            {
                 Ok(r) => r,
                 Err(_) => return Err(Failure::Timeout),
             },
-            // Boxed: a request with a body is the rarer case, and its timers
-            // would make every request's future larger (bench/RESULTS.md).
-            Some(p) => Box::pin(self.send_body(sent, p)).await?,
+            Some(p) => self.send_body(pool.send(addr, conns, req), p).await?,
         };
-        result.map_err(|e| match e {
+        result.map_err(|e| self.failure(e, upstream, progress.as_deref()))
+    }
+
+    /// Whose fault a failed exchange was.
+    fn failure(&self, e: PoolError, upstream: &Upstream, progress: Option<&Progress>) -> Failure {
+        match e {
             PoolError::Connect(e) => {
                 tracing::debug!(upstream = %upstream.label, error = %e, "cannot connect to upstream");
                 Failure::Connect
             }
             PoolError::Saturated => Failure::Saturated,
-            PoolError::Request(_) if progress.as_ref().is_some_and(|p| p.client_failed()) => {
+            PoolError::Request(_) if progress.is_some_and(|p| p.client_failed()) => {
                 Failure::ClientAborted
             }
             PoolError::Request(e) => {
                 tracing::debug!(upstream = %upstream.label, error = %e, "upstream request failed");
                 Failure::Upstream
             }
-        })
+        }
     }
 
     /// A request with a body: the response timeout starts once the body is

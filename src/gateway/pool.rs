@@ -91,17 +91,6 @@ struct Idle {
     since: Instant,
 }
 
-/// A request on its way to an upstream. (Moved once, into `send`, and
-/// taken apart there: boxing the large variant would cost an allocation.)
-#[allow(clippy::large_enum_variant)]
-pub enum Outgoing<'a> {
-    /// Body-less and no upgrade: the gateway's own client sends its head
-    /// (again, on a new connection, if a reused one turns out closed).
-    Plain(&'a hyper::http::request::Parts),
-    /// With a body or an upgrade: through hyper.
-    Hyper(Request<ProxyBody>),
-}
-
 struct Inner {
     idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
     connect_timeout: Duration,
@@ -147,51 +136,58 @@ impl Registry {
 pub struct Pool(Arc<Inner>);
 
 impl Pool {
-    /// Sends `req` to `addr` on an idle connection, or a new one (see the
-    /// module doc for the limit and the one retry). The response body gives
-    /// the connection back when it ends.
+    /// Sends a body-less request (no upgrade) with the gateway's own
+    /// client on an idle connection or a new one (see the module doc for
+    /// the limit and the one retry). The response body gives the connection
+    /// back when it ends.
+    pub async fn send_plain(
+        &self,
+        addr: SocketAddr,
+        limit: &Arc<ConnLimit>,
+        parts: &hyper::http::request::Parts,
+    ) -> Result<Response<PooledBody>, PoolError> {
+        let raw = match self.checkout(addr, limit, true).await? {
+            (Conn::Raw(raw), reused) => (raw, reused),
+            // An idle connection hyper's client was made on.
+            (Conn::Hyper(sender), reused) => {
+                let req = Request::from_parts(clone_parts(parts), empty());
+                let sent = self.send_hyper(addr, limit, sender, reused, req, Some(parts));
+                return Box::pin(sent).await;
+            }
+        };
+        match h1::exchange(raw.0, parts, self.giveback(addr, limit)).await {
+            Ok(res) => Ok(res.map(PooledBody::Raw)),
+            Err(failed) if failed.replayable && raw.1 => {
+                tracing::debug!(upstream = %addr, error = %failed.error, "a reused connection failed before any response; sending again on a new one");
+                let deadline = Instant::now() + self.0.connect_timeout;
+                let fresh = Box::pin(self.connect(addr, limit, deadline)).await?;
+                match h1::exchange(fresh, parts, self.giveback(addr, limit)).await {
+                    Ok(res) => Ok(res.map(PooledBody::Raw)),
+                    Err(failed) => Err(PoolError::Request(failed.error)),
+                }
+            }
+            Err(failed) => Err(PoolError::Request(failed.error)),
+        }
+    }
+
+    /// Sends a request with a body, or an upgrade, through hyper's client
+    /// on an idle connection or a new one; the same limit and retry.
     pub async fn send(
         &self,
         addr: SocketAddr,
         limit: &Arc<ConnLimit>,
-        req: Outgoing<'_>,
+        req: Request<ProxyBody>,
     ) -> Result<Response<PooledBody>, PoolError> {
-        let plain = matches!(req, Outgoing::Plain(_));
-        let (conn, reused) = self.checkout(addr, limit, plain).await?;
-        match (conn, req) {
-            (Conn::Raw(raw), Outgoing::Plain(parts)) => {
-                let giveback = self.giveback(addr, limit);
-                match h1::exchange(raw, parts, giveback).await {
-                    Ok(res) => Ok(res.map(PooledBody::Raw)),
-                    Err(failed) if failed.replayable && reused => {
-                        tracing::debug!(upstream = %addr, error = %failed.error, "a reused connection failed before any response; sending again on a new one");
-                        let deadline = Instant::now() + self.0.connect_timeout;
-                        let raw = Box::pin(self.connect(addr, limit, deadline)).await?;
-                        let giveback = self.giveback(addr, limit);
-                        match h1::exchange(raw, parts, giveback).await {
-                            Ok(res) => Ok(res.map(PooledBody::Raw)),
-                            Err(failed) => Err(PoolError::Request(failed.error)),
-                        }
-                    }
-                    Err(failed) => Err(PoolError::Request(failed.error)),
-                }
-            }
-            (Conn::Hyper(sender), Outgoing::Plain(parts)) => {
-                let req = Request::from_parts(clone_parts(parts), empty());
-                Box::pin(self.send_hyper(addr, limit, sender, reused, req, Some(parts))).await
-            }
-            (conn, Outgoing::Hyper(req)) => {
-                let sender = match conn {
-                    Conn::Hyper(sender) => sender,
-                    Conn::Raw(raw) => Box::pin(into_hyper(raw, addr)).await?,
-                };
-                self.send_hyper(addr, limit, sender, reused, req, None)
-                    .await
-            }
-        }
+        let (conn, reused) = self.checkout(addr, limit, false).await?;
+        let sender = match conn {
+            Conn::Hyper(sender) => sender,
+            Conn::Raw(raw) => into_hyper(raw, addr).await?,
+        };
+        self.send_hyper(addr, limit, sender, reused, req, None)
+            .await
     }
 
-    /// [`Pool::send`] through a hyper client connection.
+    /// A request through a hyper client connection.
     async fn send_hyper(
         &self,
         addr: SocketAddr,
