@@ -146,7 +146,7 @@ impl Pool {
         limit: &Arc<ConnLimit>,
         parts: &hyper::http::request::Parts,
     ) -> Result<Response<PooledBody>, PoolError> {
-        let raw = match self.checkout(addr, limit, true).await? {
+        let (raw, reused) = match self.checkout(addr, limit, true).await? {
             (Conn::Raw(raw), reused) => (raw, reused),
             // An idle connection hyper's client was made on.
             (Conn::Hyper(sender), reused) => {
@@ -155,9 +155,9 @@ impl Pool {
                 return Box::pin(sent).await;
             }
         };
-        match h1::exchange(raw.0, parts, self.giveback(addr, limit)).await {
+        match h1::exchange(raw, parts, self.giveback(addr, limit)).await {
             Ok(res) => Ok(res.map(PooledBody::Raw)),
-            Err(failed) if failed.replayable && raw.1 => {
+            Err(failed) if failed.replayable && reused => {
                 tracing::debug!(upstream = %addr, error = %failed.error, "a reused connection failed before any response; sending again on a new one");
                 let deadline = Instant::now() + self.0.connect_timeout;
                 let fresh = Box::pin(self.connect(addr, limit, deadline)).await?;
