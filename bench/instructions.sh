@@ -38,18 +38,8 @@ if [ -z "${HM_BIN:-}" ]; then
   HM_BIN=$ROOT/target/release/harbormaster
 fi
 
-mkdir -p "$WORK/backend"
-cat > "$WORK/backend/nginx.conf" <<CONF
-worker_processes 1;
-error_log $WORK/backend/error.log warn;
-pid $WORK/backend/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server { listen $BACKEND; location / { return 200 "hello from the backend\n"; } }
-}
-CONF
+. "$ROOT/bench/backend.sh"
+write_backend_conf "$WORK" "$BACKEND"
 cat > "$WORK/harbormaster.toml" <<CONF
 [gateway]
 listen = ["$HM"]

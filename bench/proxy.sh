@@ -64,21 +64,8 @@ if [ -z "${HM_BIN:-}" ]; then
 fi
 
 mkdir -p "$WORK/backend" "$WORK/proxy"
-cat > "$WORK/backend/nginx.conf" <<CONF
-worker_processes 1;
-error_log $WORK/backend/error.log warn;
-pid $WORK/backend/nginx.pid;
-events { worker_connections 4096; }
-http {
-  access_log off;
-  keepalive_requests 1000000;
-  server {
-    listen $BACKEND;
-    location / { return 200 "hello from the backend\n"; }
-    location = /big { alias $WORK/big.bin; }
-  }
-}
-CONF
+. "$ROOT/bench/backend.sh"
+write_backend_conf "$WORK" "$BACKEND"
 # 1 GiB, sparse: read from the page cache, no disk involved.
 truncate -s 1G "$WORK/big.bin"
 openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 30 \
