@@ -236,8 +236,7 @@ fn a_resetting_instance_trips_its_breaker_and_recovers_through_half_open() {
         ["closed->open", "open->half_open", "half_open->closed"]
     );
     // The same changes reach /v1/events clients.
-    eventually(SECS(5), "breaker events on /v1/events", || {
-        let text = events.lock().unwrap().clone();
+    let all_seen = |text: &str| {
         ["open", "half_open", "closed"].iter().all(|to| {
             text.split("\n\n").any(|e| {
                 e.contains("event: breaker")
@@ -245,16 +244,36 @@ fn a_resetting_instance_trips_its_breaker_and_recovers_through_half_open() {
                     && e.contains("\"app\":\"flaky\"")
             })
         })
-    });
+    };
+    let deadline = std::time::Instant::now() + SECS(5);
+    while !all_seen(&events.lock().unwrap()) {
+        let text = events.lock().unwrap().clone();
+        assert!(
+            std::time::Instant::now() < deadline,
+            "breaker events missing on /v1/events; got:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
 }
 
-/// Everything a `GET /v1/events` client receives, as it arrives.
+/// Everything a `GET /v1/events` client receives, as it arrives. Returns
+/// once the response head is in: the daemon subscribes the stream before it
+/// answers, so no event after this call is missed.
 fn event_stream(admin: std::net::SocketAddr) -> std::sync::Arc<std::sync::Mutex<String>> {
     use std::io::{Read, Write};
-    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let mut s = std::net::TcpStream::connect(admin).unwrap();
     s.write_all(b"GET /v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
+    s.set_read_timeout(Some(SECS(10))).unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        assert_eq!(s.read(&mut byte).unwrap(), 1, "/v1/events closed early");
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 200"), "{head:?}");
+    s.set_read_timeout(None).unwrap();
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let sink = text.clone();
     std::thread::spawn(move || {
         let mut buf = [0u8; 4096];
