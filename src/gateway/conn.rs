@@ -100,7 +100,7 @@ impl ConnState {
         self.h2.load(Ordering::Relaxed)
     }
 
-    fn on_read(&self, bytes: &[u8]) {
+    pub(super) fn on_read(&self, bytes: &[u8]) {
         if !self.first_read.load(Ordering::Relaxed) {
             self.first_read.store(true, Ordering::Relaxed);
             self.h2.store(bytes.starts_with(b"PRI "), Ordering::Relaxed);
@@ -115,7 +115,7 @@ impl ConnState {
 
     /// When the connection's current phase runs out, or `None` while a
     /// request is being served (the driver looks again after `recheck`).
-    fn deadline(&self, t: &Timeouts, closing: bool) -> Option<Instant> {
+    pub(super) fn deadline(&self, t: &Timeouts, closing: bool) -> Option<Instant> {
         if self.active.load(Ordering::Acquire) > 0 {
             return None;
         }

@@ -124,6 +124,8 @@ fn admit<B>(gw: &Gateway, req: &Request<B>, start: Instant) -> Admission {
     }
 }
 
+/// Serves one request hyper read: the MCP front's if it claims it,
+/// otherwise forwarded by [`proxy`].
 pub(crate) async fn handle(
     gw: Arc<Gateway>,
     pool: Upstreams,
@@ -131,12 +133,36 @@ pub(crate) async fn handle(
     peer: &Peer,
 ) -> Response<ProxyBody> {
     if let Some(mount) = gw.mounted.load().as_ref() {
-        let host = request::host_of(&req).ok();
-        let host = normalize_host(host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""));
-        if mount.0.claims(&host, req.uri().path()) {
+        if mounted(mount, &req) {
             return mount.0.call(req, peer.ip).await;
         }
     }
+    let client_upgrade = request::is_upgrade(req.headers()).then(|| hyper::upgrade::on(&mut req));
+    let (parts, body) = req.into_parts();
+    let body = (!body.is_end_stream()).then_some(body);
+    let req = Request::from_parts(parts, ());
+    proxy(gw, pool, req, false, body, client_upgrade, peer).await
+}
+
+/// Whether the service mounted on the gateway (the MCP front) claims `req`.
+pub(crate) fn mounted<B>(mount: &super::mount::Mount, req: &Request<B>) -> bool {
+    let host = request::host_of(req).ok();
+    let host = normalize_host(host.as_ref().and_then(|h| h.to_str().ok()).unwrap_or(""));
+    mount.0.claims(&host, req.uri().path())
+}
+
+/// Forwards a request to its app: `req` is the head (`clean`: known to
+/// have no hop-by-hop field), `body` the body when there is one,
+/// `client_upgrade` the client's side of an upgrade it asks for.
+pub(crate) async fn proxy(
+    gw: Arc<Gateway>,
+    pool: Upstreams,
+    req: Request<()>,
+    clean: bool,
+    body: Option<Incoming>,
+    client_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    peer: &Peer,
+) -> Response<ProxyBody> {
     let start = Instant::now();
     let mut seen = Seen::new(&gw.observers, &req, peer.ip, start);
     let Admitted {
@@ -158,11 +184,10 @@ pub(crate) async fn handle(
     };
     let name = Some(app.name.as_str());
     let version = req.version();
-    let upgrade = request::is_upgrade(req.headers());
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
-    let has_body = !req.body().is_end_stream();
+    let upgrade = client_upgrade.is_some();
+    let has_body = body.is_some();
     let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, ()) = req.into_parts();
     request::prepare(
         &mut parts,
         &raw_host,
@@ -170,6 +195,7 @@ pub(crate) async fn handle(
         upgrade,
         strip,
         has_body,
+        clean,
     );
     if peer.https {
         parts.headers.insert(
@@ -275,7 +301,10 @@ impl Gateway {
             });
             return res.map(|_| empty());
         }
-        request::strip_hop_by_hop(res.headers_mut(), false);
+        // The gateway's own client left hop-by-hop fields out as it parsed.
+        if !matches!(res.body(), PooledBody::Raw(_)) {
+            request::strip_hop_by_hop(res.headers_mut(), false);
+        }
         *res.version_mut() = if version == Version::HTTP_2 {
             Version::HTTP_2
         } else {
@@ -409,15 +438,10 @@ impl Gateway {
         upstream: &Upstream,
         parts: &hyper::http::request::Parts,
     ) -> Result<Response<PooledBody>, Failure> {
-        match tokio::time::timeout(
-            self.response_timeout,
-            pool.send_plain(upstream.addr, &upstream.conns, parts),
-        )
-        .await
-        {
-            Ok(r) => r.map_err(|e| self.failure(e, upstream, None)),
-            Err(_) => Err(Failure::Timeout),
-        }
+        let deadline = Instant::now() + self.response_timeout;
+        pool.send_plain(upstream.addr, &upstream.conns, parts, deadline)
+            .await
+            .map_err(|e| self.failure(e, upstream, None))
     }
 
     /// A request with a body (or an upgrade) to `upstream`: the response
@@ -450,6 +474,7 @@ impl Gateway {
                 Failure::Connect
             }
             PoolError::Saturated => Failure::Saturated,
+            PoolError::Timeout => Failure::Timeout,
             PoolError::Request(_) if progress.is_some_and(|p| p.client_failed()) => {
                 Failure::ClientAborted
             }
@@ -481,12 +506,12 @@ impl Gateway {
 /// The request body for the upstream (counting bytes when the access log
 /// wants them), and its progress when there is a body at all.
 fn client_body(
-    body: Incoming,
+    body: Option<Incoming>,
     counter: Option<Arc<AtomicU64>>,
 ) -> (ProxyBody, Option<Arc<Progress>>) {
-    if body.is_end_stream() {
-        return (body.map_err(Into::into).boxed(), None);
-    }
+    let Some(body) = body else {
+        return (empty(), None);
+    };
     let (body, progress) = ClientBody::new(body);
     let body = match counter {
         None => body.map_err(Into::into).boxed(),

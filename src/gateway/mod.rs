@@ -17,6 +17,7 @@ mod balance;
 pub mod conn;
 mod forward;
 mod h1;
+mod h1_server;
 pub mod inflight;
 pub mod limits;
 pub mod mount;
@@ -75,6 +76,8 @@ pub struct Gateway {
     /// permit of `connections` too, so those cannot be counted from it).
     open: Arc<std::sync::atomic::AtomicUsize>,
     timeouts: conn::Timeouts,
+    /// The request head size hyper is configured with (`max_header_bytes`).
+    max_head: usize,
     response_timeout: Duration,
     upstream_idle_timeout: Duration,
     max_upstream_connections: usize,
@@ -121,6 +124,7 @@ impl Gateway {
             // keep-alive connections at the header timeout.
             .header_read_timeout(None)
             // hyper's floor is 8 KiB; the head is refused with 431 past it.
+            // (`max_head` too: `h1_server` hands longer heads to hyper.)
             .max_buf_size((cfg.max_header_bytes as usize).max(8192))
             .keep_alive(true);
         server
@@ -145,6 +149,7 @@ impl Gateway {
                 header: cfg.header_read_timeout,
                 idle: cfg.client_idle_timeout,
             },
+            max_head: (cfg.max_header_bytes as usize).max(8192),
             response_timeout: cfg.upstream_response_timeout,
             upstream_idle_timeout: cfg.upstream_idle_timeout,
             max_upstream_connections: cfg.max_upstream_connections as usize,
@@ -463,12 +468,13 @@ impl Gateway {
         connections.spawn(async move {
             match tls {
                 None => {
-                    gw.serve_io(stream, peer, false, state, upstreams, closing)
+                    gw.serve_io(stream, peer, false, true, state, upstreams, closing)
                         .await
                 }
                 Some(tls) => {
                     if let Some(stream) = tls.handshake(stream, handshake_deadline).await {
-                        gw.serve_io(stream, peer, true, state, upstreams, closing)
+                        let h2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                        gw.serve_io(stream, peer, true, !h2, state, upstreams, closing)
                             .await;
                     }
                 }
@@ -477,26 +483,43 @@ impl Gateway {
         });
     }
 
-    /// Serves HTTP on `io` (a TCP or TLS stream) until it closes.
+    /// Serves HTTP on `io` (a TCP or TLS stream) until it closes: HTTP/1.1
+    /// by `h1_server` (when `h1`: not a TLS connection that chose HTTP/2)
+    /// until a request needs hyper, then by hyper.
+    #[allow(clippy::too_many_arguments)]
     async fn serve_io<I>(
         self: Arc<Self>,
         io: I,
         peer: std::net::SocketAddr,
         https: bool,
+        h1: bool,
         state: Arc<conn::ConnState>,
         upstreams: Upstreams,
         closing: CancellationToken,
     ) where
         I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     {
-        let service = self.service(upstreams, peer, https, state.clone(), closing.clone());
-        let io = TokioIo::new(conn::Watched::new(io, state.clone()));
-        let served = self
-            .server
-            .serve_connection_with_upgrades(io, service)
-            .into_owned();
+        let client = Arc::new(forward::Peer {
+            ip: peer.ip(),
+            https,
+            forwarded_for: hyper::header::HeaderValue::from_str(&peer.ip().to_string())
+                .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("unknown")),
+        });
         self.open.fetch_add(1, Ordering::Relaxed);
-        conn::drive(served, state, self.timeouts, closing).await;
+        let io = if h1 {
+            h1_server::serve(&self, io, &client, &state, &upstreams, &closing).await
+        } else {
+            Some(h1_server::Prefixed::new(io, bytes::Bytes::new()))
+        };
+        if let Some(io) = io {
+            let service = self.service(upstreams, client, state.clone(), closing.clone());
+            let io = TokioIo::new(conn::Watched::new(io, state.clone()));
+            let served = self
+                .server
+                .serve_connection_with_upgrades(io, service)
+                .into_owned();
+            conn::drive(served, state, self.timeouts, closing).await;
+        }
         self.open.fetch_sub(1, Ordering::Relaxed);
     }
 
@@ -504,8 +527,7 @@ impl Gateway {
     fn service(
         self: &Arc<Self>,
         upstreams: Upstreams,
-        peer: std::net::SocketAddr,
-        https: bool,
+        client: Arc<forward::Peer>,
         state: Arc<conn::ConnState>,
         closing: CancellationToken,
     ) -> impl hyper::service::Service<
@@ -517,12 +539,6 @@ impl Gateway {
            + Send
            + 'static {
         let gw = self.clone();
-        let client = Arc::new(forward::Peer {
-            ip: peer.ip(),
-            https,
-            forwarded_for: hyper::header::HeaderValue::from_str(&peer.ip().to_string())
-                .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("unknown")),
-        });
         hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
             let active = state.begin();
             let h1 = !state.is_h2();

@@ -58,6 +58,8 @@ pub enum PoolError {
     /// Every connection the instance may have is busy, for longer than
     /// `upstream_connect_timeout`.
     Saturated,
+    /// No response head before `upstream_response_timeout`.
+    Timeout,
 }
 
 /// An instance's connection limit, shared by every worker's pool.
@@ -92,7 +94,9 @@ struct Idle {
 }
 
 struct Inner {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    // FNV: SipHash of the address cost ~450 instructions a request (the
+    // keys are the configured instances, not attacker-chosen).
+    idle: Mutex<HashMap<SocketAddr, Vec<Idle>, fnv::FnvBuildHasher>>,
     connect_timeout: Duration,
     idle_timeout: Duration,
     /// Every worker's pool, to borrow idle connections at the limit.
@@ -140,33 +144,43 @@ impl Pool {
     /// client on an idle connection or a new one (see the module doc for
     /// the limit and the one retry). The response body gives the connection
     /// back when it ends.
+    ///
+    /// The response head must come before `deadline`. Only a checkout that
+    /// waits and hyper's path need a timer of their own; the exchange uses
+    /// its connection's (`h1::exchange`).
     pub async fn send_plain(
         &self,
         addr: SocketAddr,
         limit: &Arc<ConnLimit>,
         parts: &hyper::http::request::Parts,
+        deadline: Instant,
     ) -> Result<Response<PooledBody>, PoolError> {
-        let (raw, reused) = match self.checkout(addr, limit, true).await? {
+        // (An idle connection at hand makes `checkout` ready at once, and
+        // the timeout's timer is then never registered.)
+        let checkout = tokio::time::timeout_at(deadline, self.checkout(addr, limit, true));
+        let (raw, reused) = match checkout.await.map_err(|_| PoolError::Timeout)?? {
             (Conn::Raw(raw), reused) => (raw, reused),
             // An idle connection hyper's client was made on.
             (Conn::Hyper(sender), reused) => {
                 let req = Request::from_parts(clone_parts(parts), empty());
                 let sent = self.send_hyper(addr, limit, sender, reused, req, Some(parts));
-                return Box::pin(sent).await;
+                let sent = tokio::time::timeout_at(deadline, Box::pin(sent));
+                return sent.await.map_err(|_| PoolError::Timeout)?;
             }
         };
-        match h1::exchange(raw, parts, self.giveback(addr, limit)).await {
+        let failed = match h1::exchange(raw, parts, self.giveback(addr, limit), deadline).await {
+            Ok(res) => return Ok(res.map(PooledBody::Raw)),
+            Err(failed) if failed.replayable && reused => failed,
+            Err(failed) => return Err(failed.into()),
+        };
+        tracing::debug!(upstream = %addr, error = %failed.error, "a reused connection failed before any response; sending again on a new one");
+        let connect_by = Instant::now() + self.0.connect_timeout;
+        let fresh =
+            tokio::time::timeout_at(deadline, Box::pin(self.connect(addr, limit, connect_by)));
+        let fresh = fresh.await.map_err(|_| PoolError::Timeout)??;
+        match h1::exchange(fresh, parts, self.giveback(addr, limit), deadline).await {
             Ok(res) => Ok(res.map(PooledBody::Raw)),
-            Err(failed) if failed.replayable && reused => {
-                tracing::debug!(upstream = %addr, error = %failed.error, "a reused connection failed before any response; sending again on a new one");
-                let deadline = Instant::now() + self.0.connect_timeout;
-                let fresh = Box::pin(self.connect(addr, limit, deadline)).await?;
-                match h1::exchange(fresh, parts, self.giveback(addr, limit)).await {
-                    Ok(res) => Ok(res.map(PooledBody::Raw)),
-                    Err(failed) => Err(PoolError::Request(failed.error)),
-                }
-            }
-            Err(failed) => Err(PoolError::Request(failed.error)),
+            Err(failed) => Err(failed.into()),
         }
     }
 
@@ -375,11 +389,7 @@ impl Pool {
             .map_err(|_| PoolError::Connect(std::io::ErrorKind::TimedOut.into()))?
             .map_err(PoolError::Connect)?;
         let _ = io.set_nodelay(true);
-        Ok(RawConn {
-            io,
-            buf: bytes::BytesMut::new(),
-            permit,
-        })
+        Ok(RawConn::new(io, permit))
     }
 }
 
@@ -469,6 +479,16 @@ impl Giveback {
     /// A raw socket whose exchange ended cleanly.
     pub fn put_back_raw(self, conn: RawConn) {
         self.put_back(Conn::Raw(conn));
+    }
+}
+
+impl From<h1::Failed> for PoolError {
+    fn from(failed: h1::Failed) -> Self {
+        if failed.timed_out {
+            PoolError::Timeout
+        } else {
+            PoolError::Request(failed.error)
+        }
     }
 }
 

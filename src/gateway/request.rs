@@ -94,7 +94,9 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Rewrites the request for the upstream: path (strip_prefix), hop-by-hop
 /// headers out (with `HTTP2-Settings` of an h2c attempt), `X-Forwarded-*`
 /// in, `Host` = the host the request is for, HTTP/1.1 upstream, and a body
-/// of unknown length sent chunked whatever the method.
+/// of unknown length sent chunked whatever the method. `clean`: the caller
+/// knows there is no hop-by-hop field (`h1_server` saw every name).
+#[allow(clippy::too_many_arguments)]
 pub fn prepare(
     parts: &mut hyper::http::request::Parts,
     host: &HeaderValue,
@@ -102,6 +104,7 @@ pub fn prepare(
     upgrade: bool,
     strip: usize,
     has_body: bool,
+    clean: bool,
 ) {
     if strip > 0 {
         let pq = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
@@ -122,9 +125,11 @@ pub fn prepare(
         parts.uri = pq.map_or_else(|| Uri::from_static("/"), Uri::from);
     }
     let headers = &mut parts.headers;
-    strip_hop_by_hop(headers, upgrade);
-    if !upgrade {
-        headers.remove(HTTP2_SETTINGS);
+    if !clean {
+        strip_hop_by_hop(headers, upgrade);
+        if !upgrade {
+            headers.remove(HTTP2_SETTINGS);
+        }
     }
     let xff = match headers.get(X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
         Some(prev) => {
