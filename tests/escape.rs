@@ -166,11 +166,7 @@ fn stubborn(name: &str, port: u16) -> String {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    support::fixed_port()
 }
 
 fn port_is_free(port: u16) -> bool {

@@ -215,11 +215,7 @@ fn after_kill_9_children_exit_and_the_next_run_removes_survivors() {
 
 #[test]
 fn a_fixed_port_survives_100_stop_start_cycles() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::fixed_port();
     let config = app(
         "web",
         &testapp_command(&[]),
