@@ -54,12 +54,13 @@ fn unshare_works() {
 fn as_pid_1_it_reaps_orphans_and_stops_everything_in_order_on_sigterm() {
     unshare_works();
     // `web` leaves an orphan behind: a subshell starts `sleep` and exits,
-    // so `sleep` is re-parented to PID 1 and becomes a zombie when it ends.
+    // so `sleep` is re-parented to PID 1 and becomes a zombie when it ends
+    // (15 s: long enough to be seen re-parented on a loaded machine).
     let config = format!(
         "[gateway]\nlisten = [\"127.0.0.1:0\"]\n\n\
          [apps.db]\nroutes = [{{ host = \"db\" }}]\ncommand = {db}\n\n\
          [apps.web]\nroutes = [{{ path = \"/\" }}]\nshell = true\n\
-         command = \"(sleep 6 &) ; exec {testapp}\"\ndepends_on = {{ db = \"ready\" }}\n",
+         command = \"(sleep 15 &) ; exec {testapp}\"\ndepends_on = {{ db = \"ready\" }}\n",
         db = testapp_command(&[]),
         testapp = support::harbor::testapp().display(),
     );
@@ -98,7 +99,7 @@ fn as_pid_1_it_reaps_orphans_and_stops_everything_in_order_on_sigterm() {
     );
     let orphan = orphan.get().unwrap();
     eventually(
-        Duration::from_secs(20),
+        Duration::from_secs(30),
         "the orphan reaped (no zombie in /proc)",
         || reaped(orphan),
     );

@@ -3,6 +3,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -70,6 +72,17 @@ impl Project {
 
     fn gateway(&self) -> String {
         self.info()["gateway"][0].as_str().unwrap().to_string()
+    }
+
+    /// The admin API's `host:port`.
+    fn admin(&self) -> String {
+        let admin = self.info()["admin"].as_str().unwrap().to_string();
+        admin.trim_start_matches("http://").to_string()
+    }
+
+    /// The admin API's `GET /health` document.
+    fn health(&self) -> Value {
+        support::harbor::health(self.admin())
     }
 }
 
@@ -205,25 +218,44 @@ async fn stop_under_load_completes_every_accepted_request() {
             tokio::spawn(async move { c.get(url).send().await?.text().await })
         })
         .collect();
+    // Each stream says when its first event is in (it is streaming).
+    let streaming = Arc::new(AtomicUsize::new(0));
     let sse: Vec<_> = (0..10)
         .map(|_| {
             let c = client.clone();
             let url = format!("http://{gw}/sse?events=1000&interval_ms=100");
+            let streaming = streaming.clone();
             tokio::spawn(async move {
                 let mut stream = c.get(url).send().await?.bytes_stream();
                 let mut text = String::new();
                 while let Some(chunk) = stream.next().await {
+                    if text.is_empty() {
+                        streaming.fetch_add(1, Ordering::SeqCst);
+                    }
                     text.push_str(&String::from_utf8_lossy(&chunk?));
                 }
                 Ok::<_, reqwest::Error>(text)
             })
         })
         .collect();
+    // All 20 accepted: every stream has its first event, and the gateway
+    // counts the 10 slow requests and the 10 streams in flight.
+    let admitted = || {
+        streaming.load(Ordering::SeqCst) == 10
+            && p.health()["in_flight"].as_u64().is_some_and(|n| n >= 20)
+    };
+    support::harbor::eventually(
+        SECS(10),
+        "10 slow requests and 10 streams in flight",
+        admitted,
+    );
     // 30 clients sending fast requests in a loop until the gateway refuses them.
+    let answered = Arc::new(AtomicUsize::new(0));
     let fast: Vec<_> = (0..30)
         .map(|_| {
             let c = client.clone();
             let url = format!("http://{gw}/");
+            let answered = answered.clone();
             tokio::spawn(async move {
                 let mut ok = 0;
                 loop {
@@ -231,6 +263,7 @@ async fn stop_under_load_completes_every_accepted_request() {
                         Ok(res) => {
                             assert_eq!(res.status(), 200);
                             assert!(res.text().await.unwrap().starts_with("hello from"));
+                            answered.fetch_add(1, Ordering::SeqCst);
                             ok += 1;
                         }
                         Err(_) => return ok,
@@ -239,7 +272,10 @@ async fn stop_under_load_completes_every_accepted_request() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await; // let the load build up
+    // The load is up: the fast clients are being served.
+    support::harbor::eventually(SECS(10), "the fast clients are served", || {
+        answered.load(Ordering::SeqCst) >= 30
+    });
 
     let stopping = tokio::time::Instant::now();
     let stop = p.verb_in(&["stop"]);
@@ -300,7 +336,10 @@ async fn drain_refuses_new_requests_while_in_flight_and_other_streams_go_on() {
         let url = format!("http://{gw}/slow?ms=1000");
         tokio::spawn(async move { c.get(url).send().await.unwrap().text().await.unwrap() })
     };
-    tokio::time::sleep(Duration::from_millis(200)).await; // the slow request is in flight
+    // The slow request is in flight (admitted by the gateway) before the drain.
+    support::harbor::eventually(SECS(10), "the slow request is in flight", || {
+        p.health()["apps"]["web"]["in_flight"] == 1
+    });
 
     let out = p.verb_in(&["drain", "web"]).await.unwrap();
     assert_eq!(out.code, 0, "{out:?}");

@@ -91,8 +91,8 @@ fn config() -> String {
     let app = |name: &str| {
         format!(
             "[apps.{name}]\nroutes = [{{ host = \"{name}.localhost\" }}]\ncommand = {}\n\
-             [apps.{name}.readiness]\nhttp = \"/ready\"\ninterval = \"200ms\"\n\
-             [apps.{name}.restart]\nbackoff_initial = \"300ms\"\n",
+             [apps.{name}.readiness]\nhttp = \"/ready\"\ninterval = \"50ms\"\n\
+             [apps.{name}.restart]\nbackoff_initial = \"10ms\"\n",
             testapp_command(&["--port", "{port}"])
         )
     };
@@ -205,6 +205,16 @@ async fn dashboard_in_a_real_browser() {
     .await;
 
     // kill -9: restarting, then ready, within 2 s, without a page reload.
+    // (The 2 s are the page's promise; the restart delay and readiness
+    // interval above are kept short so they take little of it.) The page
+    // follows the kill through its event stream: wait until it is live.
+    page_until(
+        &c,
+        SECS(10),
+        "the page's event stream is live",
+        "const l = document.querySelector('#live'); return !!l && l.classList.contains('on');",
+    )
+    .await;
     js(&c, "window.__same_page = true; return null;").await;
     let pid = status(&h)["apps"]["web"]["instances"][0]["pid"]
         .as_i64()
@@ -383,22 +393,35 @@ async fn dashboard_kills_and_unkills_an_mcp_server() {
     eventually(SECS(10), "everything unkilled", || switches() == json!([]));
     c.close().await.unwrap();
 
-    // Each click is an admin action by the session, with its target.
+    // Each click is an admin action by the session, with its target. (The
+    // audit writer may not have stored the last rows yet: wait for all four.)
     let file = h.dir.join("harbormaster.toml");
-    let out =
-        support::Cmd::harbormaster(["-c", file.to_str().unwrap(), "audit", "--admin", "--json"])
-            .current_dir(&h.dir)
-            .run();
-    let rows: Vec<(String, String, String)> = out
-        .stdout
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .filter(|r| r["action"] != "login")
-        .map(|r| {
-            let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
-            (s("action"), s("target"), s("via"))
-        })
-        .collect();
+    let audit = || {
+        let out = support::Cmd::harbormaster([
+            "-c",
+            file.to_str().unwrap(),
+            "audit",
+            "--admin",
+            "--json",
+        ])
+        .current_dir(&h.dir)
+        .run();
+        let rows: Vec<(String, String, String)> = out
+            .stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap())
+            .filter(|r| r["action"] != "login")
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap_or("-").to_string();
+                (s("action"), s("target"), s("via"))
+            })
+            .collect();
+        (out, rows)
+    };
+    eventually(SECS(10), "four admin actions in the audit log", || {
+        audit().1.len() >= 4
+    });
+    let (out, rows) = audit();
     let t = |a: &str, b: &str| (a.to_string(), b.to_string(), "session".to_string());
     assert_eq!(
         rows,

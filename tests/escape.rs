@@ -131,8 +131,11 @@ fn escaped_descendants_are_gone_after_a_rolling_restart() {
     eventually(SECS(10), "the old instance's sleeps are gone", || {
         escaped.iter().all(|&pid| gone(pid))
     });
-    // The replacement's own sleeps run.
-    assert_eq!(sleepers(&mark).len(), 2);
+    // The replacement's own sleeps run (the shell forks them before it
+    // execs testapp, but they may exec `sleep` a moment later).
+    eventually(SECS(10), "the replacement's two sleeps run", || {
+        sleepers(&mark).len() == 2
+    });
 }
 
 #[test]
@@ -150,21 +153,20 @@ fn escaped_descendants_are_gone_when_a_crashed_instance_is_restarted() {
     });
 }
 
-/// An app that ignores SIGTERM, on a port of its own, with a 1 s stop timeout.
+/// An app that ignores SIGTERM, on a port of its own, with a 1 s stop
+/// timeout (and the default TCP readiness probed every 100 ms, so its
+/// cadence takes little of the time the tests measure).
 fn stubborn(name: &str, port: u16) -> String {
     format!(
         "[apps.{name}]\nroutes = [{{ path = \"/{name}\", strip_prefix = true }}]\ncommand = {}\nport = {port}\n\
-         [apps.{name}.stop]\ntimeout = \"1s\"\n",
+         [apps.{name}.stop]\ntimeout = \"1s\"\n\
+         [apps.{name}.readiness]\ntcp = true\ninterval = \"100ms\"\n",
         support::harbor::testapp_command(&["--ignore-sigterm"])
     )
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    support::fixed_port()
 }
 
 fn port_is_free(port: u16) -> bool {
@@ -193,8 +195,11 @@ fn after_kill_9_a_sigterm_ignoring_app_frees_its_port_within_3s() {
 fn after_kill_9_without_the_guard_the_next_start_serves_three_stubborn_apps_within_3s() {
     let dir = tempfile::tempdir().unwrap();
     let ports = [free_port(), free_port(), free_port()];
+    // The gateway on a fixed port too, so the test can poll it from the
+    // moment of the next start (not only once the log reader has caught up).
+    let gw: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
     let config = format!(
-        "{LISTEN}{}{}{}",
+        "[gateway]\nlisten = [\"{gw}\"]\n{}{}{}",
         stubborn("a", ports[0]),
         stubborn("b", ports[1]),
         stubborn("c", ports[2])
@@ -214,18 +219,19 @@ fn after_kill_9_without_the_guard_the_next_start_serves_three_stubborn_apps_with
         eprintln!("ports already free after kill -9 (an app died): {freed:?}");
     }
 
+    // The issue's promise: serving within 3 s of the next start, which has
+    // to sweep the three leftovers (1 s stop.timeout each) in parallel.
     let started = Instant::now();
     let second = Harbor::start_in(dir.path(), &config, &[]);
+    eventually(SECS(20), "the gateway serves the three apps", || {
+        ["a", "b", "c"]
+            .iter()
+            .all(|app| support::harbor::status(gw, "x", &format!("/{app}")) == Some(200))
+    });
+    let took = started.elapsed();
     for app in ["a#0", "b#0", "c#0"] {
         second.wait_state(app, "ready", 0);
     }
-    let gw = second.gateway(0);
-    for app in ["a", "b", "c"] {
-        eventually(SECS(3), "the gateway serves the app", || {
-            support::harbor::status(gw, "x", &format!("/{app}")).is_some_and(|s| s == 200)
-        });
-    }
-    let took = started.elapsed();
     eprintln!("three stubborn apps served {took:?} after the next start");
     let timeline: Vec<String> = second
         .events()
@@ -308,8 +314,10 @@ fn a_hook_answered_404_falls_back_to_the_signal_at_once() {
     let gap = at("SIGTERM, shutting down")
         .duration_since(at("/admin/no-such-hook"))
         .unwrap();
+    // "At once": far sooner than the 5 s stop.timeout an expect_exit hook
+    // answered 2xx would wait (1.5 s leaves room for a loaded machine).
     assert!(
-        gap < Duration::from_millis(500),
+        gap < Duration::from_millis(1500),
         "the signal came {gap:?} after the hook"
     );
 }

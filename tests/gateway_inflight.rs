@@ -67,7 +67,9 @@ async fn fixture() -> Fixture {
 async fn in_flight_stays_above_zero_while_sse_streams_and_drops_right_after() {
     let f = fixture().await;
     assert_eq!(f.gateway.in_flight(), 0);
-    let res = reqwest::get(format!("{}/sse?events=3&interval_ms=300", f.url))
+    // The events are 1 s apart: the stream is still open 350 ms after the
+    // first one arrived, with a wide margin for a test that reads it late.
+    let res = reqwest::get(format!("{}/sse?events=3&interval_ms=1000", f.url))
         .await
         .unwrap();
     let mut body = res.bytes_stream();

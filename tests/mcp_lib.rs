@@ -86,7 +86,17 @@ async fn policy_refusals_and_calls_all_reach_the_audit_sink() {
     let pending =
         tokio::spawn(async move { hub2.handle(&session2, call(5, "f__hang"), &tx2).await });
     let check = json!({"jsonrpc": "2.0", "id": 6, "method": "tools/call", "params": {"name": "f__cancelled", "arguments": {}}});
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // The call is in flight upstream (sent to the server, its answer
+    // pending) before the client cancels it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while hub.status()["servers"][0]["in_flight"] != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the call never went in flight: {}",
+            hub.status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let cancel =
         json!({"jsonrpc": "2.0", "method": "notifications/cancelled", "params": {"requestId": 5}});
     assert!(hub.handle(&session, cancel, &tx).await.is_none());

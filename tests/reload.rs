@@ -52,7 +52,11 @@ async fn a_removed_app_finishes_its_requests_then_answers_503_then_404() {
             tokio::spawn(async move { c.get(url).send().await.unwrap().text().await.unwrap() })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // All three are in flight (admitted by the gateway) before the reload.
+    let admin = h.admin();
+    eventually(SECS(10), "the 3 slow requests are in flight", || {
+        support::harbor::health(admin)["apps"]["api"]["in_flight"] == 3
+    });
     let dir = h.dir.clone();
     let text = config(&app("web", r#"[{ host = "web.localhost" }]"#, ""));
     let handle = support::reload_in(&dir, text);
@@ -137,7 +141,7 @@ fn an_added_app_is_routable_once_ready_not_before() {
     let added = base.clone()
         + &format!(
             "[apps.late]\nroutes = [{{ host = \"late.localhost\" }}]\ncommand = {}\n",
-            testapp_command(&["--startup-delay", "600ms"])
+            testapp_command(&["--startup-delay", "3s"])
         );
     let out = reload(&h, &config(&added));
     assert_eq!(out.code, 0, "{out:?}");

@@ -83,7 +83,7 @@ fn a_stable_run_resets_the_restart_count() {
     let config = app(
         "web",
         &testapp_command(&[]),
-        "[apps.web.restart]\nbackoff_initial = \"0ms\"\nbackoff_max = \"0ms\"\nreset_after = \"500ms\"",
+        "[apps.web.restart]\nbackoff_initial = \"0ms\"\nbackoff_max = \"0ms\"\nreset_after = \"3s\"",
     );
     let h = Harbor::start(&config);
     let crash = |n: usize| {
@@ -94,12 +94,17 @@ fn a_stable_run_resets_the_restart_count() {
             .unwrap()
             .to_string()
     };
-    assert!(crash(0).contains("restart 1 in"));
-    // A quick second crash counts up.
-    assert!(crash(1).contains("restart 2 in"));
-    // Up for longer than reset_after: the count starts over. (The wait is the behaviour under test.)
+    let first = crash(0);
+    assert!(first.contains("restart 1 in"), "{first}");
+    // A quick second crash (well within reset_after, even on a loaded
+    // machine) counts up.
+    let second = crash(1);
+    assert!(second.contains("restart 2 in"), "{second}");
+    // Up for longer than reset_after (counted from the spawn, which is
+    // before `ready`): the count starts over. (The wait is the behaviour
+    // under test.)
     h.wait_state("web#0", "ready", 2);
-    std::thread::sleep(Duration::from_millis(600));
+    std::thread::sleep(Duration::from_millis(3500));
     let reason = crash(2);
     assert!(reason.contains("restart 1 in"), "{reason}");
 }
@@ -210,11 +215,7 @@ fn after_kill_9_children_exit_and_the_next_run_removes_survivors() {
 
 #[test]
 fn a_fixed_port_survives_100_stop_start_cycles() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::fixed_port();
     let config = app(
         "web",
         &testapp_command(&[]),

@@ -343,6 +343,16 @@ pub fn get(port: u16, path: &str) -> Result<String, String> {
         .ok_or_else(|| format!("no answer from 127.0.0.1:{port}{path}"))
 }
 
+/// The admin API's `GET /health` document (`admin` is `host:port`);
+/// `Value::Null` when nothing answered. Its top-level `in_flight` counts
+/// every request the gateway has admitted until its response's last byte
+/// (an SSE stream counts while it streams); each app and instance has its own.
+pub fn health(admin: impl std::net::ToSocketAddrs) -> Value {
+    fetch(admin, "x", "/health")
+        .and_then(|(_, body)| serde_json::from_str(&body).ok())
+        .unwrap_or(Value::Null)
+}
+
 impl Harbor {
     /// The address of the `n`th gateway listener (from its `listening` event).
     pub fn gateway(&self, n: usize) -> std::net::SocketAddr {

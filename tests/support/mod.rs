@@ -94,3 +94,26 @@ pub fn reload_in(dir: &Path, text: String) -> tokio::task::JoinHandle<Output> {
     std::fs::write(dir.join("harbormaster.toml"), text).unwrap();
     verb_in(dir, &["reload"])
 }
+
+/// A free loopback port for a test that binds it again and again (a fixed
+/// app port across restarts). Taken below the kernel's ephemeral range:
+/// a port from `bind(:0)` can be handed to any other test's `bind(:0)`
+/// while it is free between two of its uses; one below the range cannot.
+pub fn fixed_port() -> u16 {
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|r| r.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let span = low.saturating_sub(10_000).max(1);
+    let seed = std::process::id() as u64
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos() as u64);
+    for i in 0..span as u64 {
+        let port = 10_000 + ((seed.wrapping_mul(7919) + i * 104_729) % span as u64) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in 10000..{low}");
+}
