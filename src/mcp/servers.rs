@@ -14,6 +14,10 @@ use super::hub::{lock, McpGateway, Shared};
 use super::upstream::{ServerState, Upstream};
 use crate::config::{McpConfig, McpServer};
 
+/// Attempts a server gets to come up before clients stop waiting for it
+/// (`settled`).
+const FIRST_STARTS: u32 = 3;
+
 impl McpGateway {
     /// What servers get from the harbor (set before the servers start):
     /// how `app` servers find a ready instance, where pid records go.
@@ -146,16 +150,21 @@ impl McpGateway {
         }
     }
 
-    /// Waits (at most `limit`) until no server is still at its first
-    /// start, so a client that lists tools right after connecting sees
-    /// every server that can start.
+    /// Waits (at most `limit`) until no server is still coming up for the
+    /// first time — starting, or restarting after a first start that
+    /// failed (a slow start on a loaded machine can run into its
+    /// handshake timeout), up to [`FIRST_STARTS`] attempts — so a client
+    /// that lists tools right after connecting sees every server that can
+    /// start. A server that never comes up delays only the first clients.
     pub async fn settled(&self, limit: Duration) {
         let mut changes = self.shared.changes.subscribe();
         let deadline = Instant::now() + limit;
         loop {
             let first_start = self.servers().iter().any(|s| {
                 let snap = s.snapshot();
-                snap.state == ServerState::Starting && snap.restarts == 0
+                matches!(snap.state, ServerState::Starting | ServerState::Restarting)
+                    && snap.protocol.is_none()
+                    && snap.restarts < FIRST_STARTS
             });
             if !first_start {
                 return;
