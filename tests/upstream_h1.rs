@@ -67,6 +67,16 @@ fn serve(n: usize, conn: TcpStream, log: &Seen) {
             ("HEAD", "/len") => out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n"),
             (_, "/len") => out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello"),
             (_, "/nocontent") => out.write_all(b"HTTP/1.1 204 No Content\r\n\r\n"),
+            (_, "/stray") => {
+                // A broken backend: a whole response's worth of bytes after
+                // a 204, once the 204 has surely been read on its own.
+                let _ = out.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+                let _ = out.flush();
+                std::thread::sleep(Duration::from_millis(200));
+                let stray = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nWRONG");
+                log.lock().unwrap().push((n, "STRAY".into(), target.clone()));
+                stray
+            }
             (_, "/continue") => out.write_all(
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
             ),
@@ -236,4 +246,20 @@ fn a_response_with_two_lengths_is_a_502_and_the_next_request_is_served() {
     c.get_ref().set_nonblocking(true).unwrap();
     let _ = c.read_to_end(&mut rest);
     assert!(rest.is_empty(), "{rest:?}");
+}
+
+#[test]
+fn bytes_a_backend_sends_after_its_response_never_answer_the_next_request() {
+    let (port, seen) = backend();
+    let (_h, gw) = behind("", &[port], "");
+    let mut c = raw::connect(gw);
+    let res = get(&mut c, "GET", "/stray?1");
+    assert_eq!((res.status, res.body.len()), (204, 0));
+    support::harbor::eventually(Duration::from_secs(5), "the stray bytes sent", || {
+        seen.lock().unwrap().iter().any(|(_, m, _)| m == "STRAY")
+    });
+    // The idle connection those bytes arrived on is not used again.
+    let res = get(&mut c, "GET", "/len?2");
+    assert_eq!((res.status, res.text().as_str()), (200, "hello"));
+    assert_ne!(conn_of(&seen, "/len?2"), conn_of(&seen, "/stray?1"));
 }

@@ -16,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use hyper::body::Body;
@@ -118,16 +119,16 @@ where
         headers = Some(parts.headers);
         let written = if encoder == Encoder::Length(0) {
             drop(body);
-            flush(&mut io, &mut out).await.is_ok()
+            flush_within(&mut io, &mut out, t.idle).await
         } else {
-            write_body(&mut io, &mut buf, &mut out, body, encoder).await
+            write_body(&mut io, &mut buf, &mut out, body, encoder, t.idle).await
         };
         drop(active);
         if !written {
             return None;
         }
         if last {
-            let _ = io.shutdown().await;
+            let _ = tokio::time::timeout(t.idle, io.shutdown()).await;
             return None;
         }
     }
@@ -136,9 +137,9 @@ where
 /// Waits for request bytes under `ConnState`'s phase limits: the header
 /// timeout, the idle timeout, and at shutdown the quiet period. One timer
 /// per connection, moved only when a limit comes sooner than it is set
-/// for (a later one is found when it fires). The timer and the shutdown
-/// signal keep the connection task's waker from their first poll, so a
-/// wait that changes neither does not poll them again.
+/// for (a later one is found when it fires). The shutdown signal keeps the
+/// connection task's waker from its first poll (it has no coop budget), so
+/// later waits only look at the token.
 struct Waiting<'a> {
     state: &'a Arc<ConnState>,
     t: Timeouts,
@@ -147,7 +148,6 @@ struct Waiting<'a> {
     closing_polled: bool,
     closing_seen: bool,
     timer: Pin<Box<tokio::time::Sleep>>,
-    timer_polled: bool,
     armed: Instant,
 }
 
@@ -162,7 +162,6 @@ impl<'a> Waiting<'a> {
             closing: Box::pin(closing.clone().cancelled_owned()),
             closing_polled: false,
             timer: Box::pin(tokio::time::sleep_until(armed)),
-            timer_polled: false,
             armed,
         }
     }
@@ -201,9 +200,6 @@ impl<'a> Waiting<'a> {
             let Some(deadline) = self.state.deadline(&self.t, self.closing_seen) else {
                 return Poll::Pending; // not idle: cannot happen while reading a head
             };
-            if self.timer_polled && deadline >= self.armed && !self.timer.is_elapsed() {
-                return Poll::Pending;
-            }
             if deadline <= Instant::now() {
                 return Poll::Ready(false);
             }
@@ -211,7 +207,8 @@ impl<'a> Waiting<'a> {
                 self.armed = deadline;
                 self.timer.as_mut().reset(deadline);
             }
-            self.timer_polled = true;
+            // Polled every time: a poll the task's coop budget refused
+            // registers no waker, and a fired timer keeps none.
             if self.timer.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
             }
@@ -278,6 +275,7 @@ async fn write_body<I>(
     out: &mut BytesMut,
     body: ProxyBody,
     encoder: Encoder,
+    idle: Duration,
 ) -> bool
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -309,13 +307,13 @@ where
                 // Trailers end the body: hyper sends only declared ones, and
                 // the gateway declares none.
                 let Ok(mut data) = frame.into_data() else {
-                    return end(io, out, encoder, left).await;
+                    return end(io, out, encoder, left, idle).await;
                 };
                 // As hyper: a body that says it has ended is not polled again.
                 let ended = body.is_end_stream();
                 if data.is_empty() {
                     if ended {
-                        return end(io, out, encoder, left).await;
+                        return end(io, out, encoder, left, idle).await;
                     }
                     continue;
                 }
@@ -337,10 +335,10 @@ where
                     out.extend_from_slice(b"\r\n");
                 }
                 if ended || left == 0 {
-                    return end(io, out, encoder, left).await;
+                    return end(io, out, encoder, left, idle).await;
                 }
             }
-            Next::End => return end(io, out, encoder, left).await,
+            Next::End => return end(io, out, encoder, left, idle).await,
             Next::Failed | Next::ClientGone => return false,
             Next::Flush => {
                 if flush(io, out).await.is_err() {
@@ -358,12 +356,24 @@ async fn end<I: AsyncWrite + Unpin>(
     out: &mut BytesMut,
     encoder: Encoder,
     left: u64,
+    idle: Duration,
 ) -> bool {
     if encoder == Encoder::Chunked {
         out.extend_from_slice(b"0\r\n\r\n");
     }
     let complete = matches!(encoder, Encoder::Chunked | Encoder::Close) || left == 0;
-    flush(io, out).await.is_ok() && complete
+    flush_within(io, out, idle).await && complete
+}
+
+/// The response's last bytes: once its body has ended, the request no
+/// longer counts as in flight, and a client that stops reading gets the
+/// idle limit (as `conn::drive` gives it on hyper's connections).
+async fn flush_within<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut BytesMut,
+    idle: Duration,
+) -> bool {
+    matches!(tokio::time::timeout(idle, flush(io, out)).await, Ok(Ok(())))
 }
 
 /// Writes what `out` holds, then `data`, in as few writes as the socket takes.
@@ -383,7 +393,9 @@ async fn write_both<I: AsyncWrite + Unpin>(
         data.advance(n - from_out);
     }
     out.clear();
-    io.write_all(&data).await
+    io.write_all(&data).await?;
+    // TLS: the records may still be in rustls's buffer.
+    io.flush().await
 }
 
 /// Writes out what `out` holds.

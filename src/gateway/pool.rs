@@ -428,17 +428,26 @@ impl Drop for Waiting<'_> {
 
 /// `idle` if it is still usable: a hyper connection that has not closed
 /// (a closed one finishes its last exchange a moment after its body
-/// ended), a raw socket as it is for a body-less request (a closed one is
-/// found by the exchange, which then sends again), or one the backend has
-/// neither closed nor written to for any other.
+/// ended), or a raw socket the backend has neither closed nor written to
+/// since its last response — bytes it sent after that response (a body
+/// on a HEAD or 204 answer) would be read as the next request's response.
+/// For a body-less request only a socket the reactor saw readable is
+/// looked at (no syscall otherwise); a close it has not seen yet is found
+/// by the exchange, which then sends again.
 async fn usable(idle: Idle, plain: bool) -> Option<Conn> {
-    match idle.conn {
-        Conn::Hyper(mut sender) => sender.ready().await.ok().map(|()| Conn::Hyper(sender)),
-        Conn::Raw(raw) if plain => Some(Conn::Raw(raw)),
-        Conn::Raw(raw) => match raw.io.try_read(&mut [0u8; 1]) {
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(Conn::Raw(raw)),
-            _ => None,
-        },
+    let raw = match idle.conn {
+        Conn::Hyper(mut sender) => return sender.ready().await.ok().map(|()| Conn::Hyper(sender)),
+        Conn::Raw(raw) => raw,
+    };
+    if plain {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        if raw.io.poll_read_ready(&mut cx).is_pending() {
+            return Some(Conn::Raw(raw));
+        }
+    }
+    match raw.io.try_read(&mut [0u8; 1]) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Some(Conn::Raw(raw)),
+        _ => None,
     }
 }
 

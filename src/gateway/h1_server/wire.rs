@@ -174,11 +174,15 @@ pub fn rejoin(head: &[u8], rest: &[u8]) -> BytesMut {
     whole
 }
 
-/// Whether a `Connection` value lists `token`.
+/// Whether a `Connection` value lists `token` (hyper's `connection_has`:
+/// a value that is not visible ASCII lists nothing).
 fn connection_has(value: &[u8], token: &[u8]) -> bool {
     value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        && value
+            .split(|&b| b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// What the request being answered says about the response.

@@ -45,6 +45,12 @@ fn keep_alive_follows_the_version_and_connection_as_hyper_decides() {
     assert!(!plain("GET / HTTP/1.0\r\n\r\n").1);
     assert!(plain("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").1);
     assert!(!plain("GET / HTTP/1.0\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n").1);
+    // A value that is not visible ASCII lists nothing (as in hyper).
+    let mut buf = BytesMut::from(&b"GET / HTTP/1.1\r\nConnection: close, \x80\r\n\r\n"[..]);
+    match parse_request(&mut buf, HeaderMap::new(), 8192) {
+        Head::Plain { keep_alive, .. } => assert!(keep_alive),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]
