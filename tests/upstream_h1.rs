@@ -74,7 +74,9 @@ fn serve(n: usize, conn: TcpStream, log: &Seen) {
                 let _ = out.flush();
                 std::thread::sleep(Duration::from_millis(200));
                 let stray = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nWRONG");
-                log.lock().unwrap().push((n, "STRAY".into(), target.clone()));
+                log.lock()
+                    .unwrap()
+                    .push((n, "STRAY".into(), target.clone()));
                 stray
             }
             (_, "/continue") => out.write_all(

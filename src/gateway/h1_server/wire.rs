@@ -185,6 +185,14 @@ fn connection_has(value: &[u8], token: &[u8]) -> bool {
             .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
 }
 
+/// Whether any `Connection` field of `headers` lists `token`.
+fn connection_lists(headers: &HeaderMap, token: &[u8]) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .any(|v| connection_has(v.as_bytes(), token))
+}
+
 /// What the request being answered says about the response.
 #[derive(Debug, Clone, Copy)]
 pub struct Answering {
@@ -222,12 +230,7 @@ pub fn encode_response(
     let mut keep_alive = req.keep_alive;
     // hyper's `Conn::enforce_version`.
     if req.version == Version::HTTP_10 {
-        let keeps = res
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| connection_has(v.as_bytes(), b"keep-alive"));
-        if !keeps {
+        if !connection_lists(&res.headers, b"keep-alive") {
             if res.version == Version::HTTP_10 {
                 keep_alive = false;
             } else if keep_alive {
@@ -236,16 +239,9 @@ pub fn encode_response(
             }
         }
         res.version = Version::HTTP_10;
-    } else if !keep_alive {
-        let closes = res
-            .headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .any(|v| connection_has(v.as_bytes(), b"close"));
-        if !closes {
-            res.headers
-                .append(header::CONNECTION, HeaderValue::from_static("close"));
-        }
+    } else if !keep_alive && !connection_lists(&res.headers, b"close") {
+        res.headers
+            .append(header::CONNECTION, HeaderValue::from_static("close"));
     }
     let status = res.status;
     let mut is_last = !keep_alive;
