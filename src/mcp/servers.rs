@@ -150,8 +150,9 @@ impl McpGateway {
         }
     }
 
-    /// Waits (at most `limit`) until no server is still coming up for the
-    /// first time — starting, or restarting after a first start that
+    /// Waits (at most `limit`) until no configured server is still coming
+    /// up for the first time — not started yet, starting, or restarting
+    /// after a first start that
     /// failed (a slow start on a loaded machine can run into its
     /// handshake timeout), up to [`FIRST_STARTS`] attempts — so a client
     /// that lists tools right after connecting sees every server that can
@@ -160,11 +161,16 @@ impl McpGateway {
         let mut changes = self.shared.changes.subscribe();
         let deadline = Instant::now() + limit;
         loop {
-            let first_start = self.servers().iter().any(|s| {
-                let snap = s.snapshot();
-                matches!(snap.state, ServerState::Starting | ServerState::Restarting)
-                    && snap.protocol.is_none()
-                    && snap.restarts < FIRST_STARTS
+            // A configured server not started yet counts too: the front
+            // can take its first call before the harbor starts the servers.
+            let config = self.config();
+            let first_start = config.servers.keys().any(|name| {
+                self.server(name.as_str()).is_none_or(|s| {
+                    let snap = s.snapshot();
+                    matches!(snap.state, ServerState::Starting | ServerState::Restarting)
+                        && snap.protocol.is_none()
+                        && snap.restarts < FIRST_STARTS
+                })
             });
             if !first_start {
                 return;
