@@ -143,6 +143,9 @@ impl Shared {
     /// Rebuilds the catalog from the servers' snapshots; tells sessions
     /// which lists changed. Synchronous, so no change is coalesced away.
     pub(super) fn rebuild(&self) {
+        // Held while the snapshots are read: two servers changing at once
+        // must not let the older view be written last.
+        let mut current = self.catalog.write().unwrap_or_else(|p| p.into_inner());
         let config = read(&self.config);
         let sep = config.separator.as_str();
         let mut next = Catalog::default();
@@ -172,7 +175,6 @@ impl Shared {
                 "uriTemplate",
             ));
         }
-        let mut current = self.catalog.write().unwrap_or_else(|p| p.into_inner());
         let mut changed = Vec::new();
         if current.tools != next.tools {
             changed.push("notifications/tools/list_changed");

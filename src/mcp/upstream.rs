@@ -171,19 +171,20 @@ impl Upstream {
     }
 
     pub(super) fn set_state(&self, state: ServerState, reason: Option<String>) {
-        let name = self.name().to_string();
-        self.update(|s| {
-            if s.state != state {
-                tracing::info!(event = "mcp_server_state", server = %name, from = s.state.name(), to = state.name(), reason = reason.as_deref().unwrap_or(""));
-            }
-            s.state = state;
-            if state != ServerState::Ready {
-                s.lists = Arc::default();
-            }
-            if reason.is_some() || state == ServerState::Ready {
-                s.reason = reason;
-            }
-        });
+        self.update(|s| self.enter(s, state, reason));
+    }
+
+    fn enter(&self, s: &mut Snapshot, state: ServerState, reason: Option<String>) {
+        if s.state != state {
+            tracing::info!(event = "mcp_server_state", server = %self.name(), from = s.state.name(), to = state.name(), reason = reason.as_deref().unwrap_or(""));
+        }
+        s.state = state;
+        if state != ServerState::Ready {
+            s.lists = Arc::default();
+        }
+        if reason.is_some() || state == ServerState::Ready {
+            s.reason = reason;
+        }
     }
 
     /// Asks the server to stop (the stop ladder runs in its task).
@@ -387,11 +388,13 @@ impl Upstream {
     /// The handshake is done: calls go to `conn` from now on.
     pub(super) fn ready(&self, conn: &Arc<Conn>, protocol: String, lists: Lists) {
         *lock(&self.conn) = Some(conn.clone());
+        // One change: whoever waits for the first start (`settled`) must
+        // never see the protocol agreed while the server is not ready yet.
         self.update(|s| {
             s.protocol = Some(protocol);
+            self.enter(s, ServerState::Ready, None);
             s.lists = Arc::new(lists);
         });
-        self.set_state(ServerState::Ready, None);
     }
 
     pub(super) fn unhealthy(&self, why: String) -> End {
