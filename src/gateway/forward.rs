@@ -188,21 +188,12 @@ pub(crate) async fn proxy(
     let has_body = body.is_some();
     let idempotent = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let (mut parts, ()) = req.into_parts();
-    request::prepare(
-        &mut parts,
-        &raw_host,
-        &peer.forwarded_for,
-        upgrade,
-        strip,
-        has_body,
-        clean,
-    );
-    if peer.https {
-        parts.headers.insert(
-            hyper::header::HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static("https"),
-        );
-    }
+    request::prepare(&mut parts, upgrade, strip, has_body, clean);
+    let forwarded = request::Forwarded {
+        host: &raw_host,
+        client: &peer.forwarded_for,
+        https: peer.https,
+    };
     let counted = seen.as_mut().filter(|_| has_body).map(|s| {
         let counter = Arc::new(AtomicU64::new(0));
         s.bytes_in = Some(counter.clone());
@@ -213,7 +204,7 @@ pub(crate) async fn proxy(
     let plain = !has_body && !upgrade;
     let mut upstream = first;
     let attempt = if plain {
-        let mut attempt = gw.send_plain(&pool, &upstream, &parts).await;
+        let mut attempt = gw.send_plain(&pool, &upstream, &parts, &forwarded).await;
         upstream.record_result(&attempt, app.trip_on_5xx);
         if let (Err(Failure::Connect), true) = (&attempt, idempotent) {
             if let Pick::Upstream(other) = balance::pick(&app, Some(upstream.addr), Instant::now())
@@ -222,7 +213,7 @@ pub(crate) async fn proxy(
                 tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
                 guard.retarget(&other.in_flight);
                 upstream = other;
-                attempt = gw.send_plain(&pool, &upstream, &parts).await;
+                attempt = gw.send_plain(&pool, &upstream, &parts, &forwarded).await;
                 upstream.record_result(&attempt, app.trip_on_5xx);
             }
         }
@@ -230,6 +221,7 @@ pub(crate) async fn proxy(
     } else {
         // Boxed: hyper's client, the body's timers and progress would make
         // every request's future larger (bench/RESULTS.md).
+        forwarded.apply(&mut parts.headers);
         let (body, progress) = client_body(body, counted);
         let req = Request::from_parts(parts, body);
         let attempt = Box::pin(gw.send(&pool, &upstream, req, progress)).await;
@@ -437,9 +429,10 @@ impl Gateway {
         pool: &Upstreams,
         upstream: &Upstream,
         parts: &hyper::http::request::Parts,
+        forwarded: &request::Forwarded<'_>,
     ) -> Result<Response<PooledBody>, Failure> {
         let deadline = Instant::now() + self.response_timeout;
-        pool.send_plain(upstream.addr, &upstream.conns, parts, deadline)
+        pool.send_plain(upstream.addr, &upstream.conns, parts, forwarded, deadline)
             .await
             .map_err(|e| self.failure(e, upstream, None))
     }

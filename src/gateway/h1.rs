@@ -28,6 +28,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
 use super::pool::Giveback;
+use super::request::Forwarded;
 
 mod body;
 pub use body::Body;
@@ -157,6 +158,7 @@ fn invalid(what: &str) -> BoxError {
 pub async fn exchange(
     mut conn: RawConn,
     parts: &hyper::http::request::Parts,
+    forwarded: &Forwarded<'_>,
     giveback: Giveback,
     deadline: Instant,
 ) -> Result<Response<Body>, Failed> {
@@ -165,7 +167,7 @@ pub async fn exchange(
     // last response's bytes are dropped, `reserve` reclaims the whole
     // allocation: no allocation per request.)
     conn.buf.reserve(8 * 1024);
-    encode_head(parts, &mut conn.buf);
+    encode_head(parts, forwarded, &mut conn.buf);
     match until(&mut conn.timer, deadline, conn.io.write_all(&conn.buf)).await {
         Some(Ok(())) => {}
         Some(Err(e)) => return Err(Failed::new(e.into(), true)),
@@ -211,19 +213,19 @@ pub async fn exchange(
     }
 }
 
-/// `METHOD target HTTP/1.1`, the headers, and the empty line.
-pub fn encode_head(parts: &hyper::http::request::Parts, out: &mut BytesMut) {
+/// `METHOD target HTTP/1.1`, the headers (with `forwarded`'s), and the
+/// empty line.
+pub fn encode_head(
+    parts: &hyper::http::request::Parts,
+    forwarded: &Forwarded<'_>,
+    out: &mut BytesMut,
+) {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.extend_from_slice(b" ");
     let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    forwarded.encode(&parts.headers, out);
     out.extend_from_slice(b"\r\n");
 }
 

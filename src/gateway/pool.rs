@@ -44,6 +44,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use super::h1::{self, BoxError, RawConn};
+use super::request::Forwarded;
 use super::ProxyBody;
 
 /// Idle connections kept per upstream address and worker.
@@ -153,6 +154,7 @@ impl Pool {
         addr: SocketAddr,
         limit: &Arc<ConnLimit>,
         parts: &hyper::http::request::Parts,
+        forwarded: &Forwarded<'_>,
         deadline: Instant,
     ) -> Result<Response<PooledBody>, PoolError> {
         // (An idle connection at hand makes `checkout` ready at once, and
@@ -162,23 +164,34 @@ impl Pool {
             (Conn::Raw(raw), reused) => (raw, reused),
             // An idle connection hyper's client was made on.
             (Conn::Hyper(sender), reused) => {
-                let req = Request::from_parts(clone_parts(parts), empty());
-                let sent = self.send_hyper(addr, limit, sender, reused, req, Some(parts));
+                let mut parts = clone_parts(parts);
+                forwarded.apply(&mut parts.headers);
+                let req = Request::from_parts(clone_parts(&parts), empty());
+                let sent = self.send_hyper(addr, limit, sender, reused, req, Some(&parts));
                 let sent = tokio::time::timeout_at(deadline, Box::pin(sent));
                 return sent.await.map_err(|_| PoolError::Timeout)?;
             }
         };
-        let failed = match h1::exchange(raw, parts, self.giveback(addr, limit), deadline).await {
-            Ok(res) => return Ok(res.map(PooledBody::Raw)),
-            Err(failed) if failed.replayable && reused => failed,
-            Err(failed) => return Err(failed.into()),
-        };
+        let failed =
+            match h1::exchange(raw, parts, forwarded, self.giveback(addr, limit), deadline).await {
+                Ok(res) => return Ok(res.map(PooledBody::Raw)),
+                Err(failed) if failed.replayable && reused => failed,
+                Err(failed) => return Err(failed.into()),
+            };
         tracing::debug!(upstream = %addr, error = %failed.error, "a reused connection failed before any response; sending again on a new one");
         let connect_by = Instant::now() + self.0.connect_timeout;
         let fresh =
             tokio::time::timeout_at(deadline, Box::pin(self.connect(addr, limit, connect_by)));
         let fresh = fresh.await.map_err(|_| PoolError::Timeout)??;
-        match h1::exchange(fresh, parts, self.giveback(addr, limit), deadline).await {
+        match h1::exchange(
+            fresh,
+            parts,
+            forwarded,
+            self.giveback(addr, limit),
+            deadline,
+        )
+        .await
+        {
             Ok(res) => Ok(res.map(PooledBody::Raw)),
             Err(failed) => Err(failed.into()),
         }

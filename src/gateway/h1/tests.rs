@@ -51,18 +51,49 @@ fn encodes_the_head_in_origin_form_with_every_header() {
     let req = hyper::Request::builder()
         .method("DELETE")
         .uri("/a/b?c=d")
-        .header("host", "x.test")
+        .header("host", "client.test")
         .header("x-one", "1")
+        .header("x-forwarded-proto", "gopher")
+        .header("x-forwarded-for", "10.0.0.1")
+        .header("x-forwarded-for", "10.0.0.2")
         .header("x-one", "2")
         .body(())
         .unwrap();
     let (parts, ()) = req.into_parts();
+    let (host, client) = (
+        HeaderValue::from_static("x.test"),
+        HeaderValue::from_static("127.0.0.9"),
+    );
+    let forwarded = Forwarded {
+        host: &host,
+        client: &client,
+        https: true,
+    };
     let mut out = BytesMut::new();
-    encode_head(&parts, &mut out);
+    encode_head(&parts, &forwarded, &mut out);
     assert_eq!(
         String::from_utf8(out.to_vec()).unwrap(),
-        "DELETE /a/b?c=d HTTP/1.1\r\nhost: x.test\r\nx-one: 1\r\nx-one: 2\r\n\r\n"
+        "DELETE /a/b?c=d HTTP/1.1\r\nx-one: 1\r\nx-one: 2\r\n\
+         x-forwarded-for: 10.0.0.1, 127.0.0.9\r\nx-forwarded-proto: https\r\n\
+         x-forwarded-host: x.test\r\nhost: x.test\r\n\r\n"
     );
+    // The same fields as hyper's client gets them through the map.
+    let mut map = parts.headers.clone();
+    forwarded.apply(&mut map);
+    let mut fields: Vec<String> = map
+        .iter()
+        .map(|(n, v)| format!("{n}: {}\r\n", v.to_str().unwrap()))
+        .collect();
+    fields.sort();
+    let text = String::from_utf8(out.to_vec()).unwrap();
+    let mut lines: Vec<String> = text
+        .split_inclusive("\r\n")
+        .skip(1)
+        .filter(|l| *l != "\r\n")
+        .map(String::from)
+        .collect();
+    lines.sort();
+    assert_eq!(lines, fields);
 }
 
 #[test]
