@@ -10,8 +10,13 @@
 # total instructions ÷ REQUESTS and leaves the profile (for
 # `callgrind_annotate --inclusive=yes`) in $OUT.
 #
+# With ATOMICS=1 the profile keeps per-instruction costs and
+# bench/atomics.py also prints the atomic read-modify-write instructions
+# per request (~20 cycles each: a figure instructions do not show).
+#
 # Usage: bench/instructions.sh [REQUESTS=20000] [CONNECTIONS=8] [h1|h2]
 #        HM_BIN=/path/to/harbormaster OUT=/tmp/cg.out bench/instructions.sh …
+#        ATOMICS=1 bench/instructions.sh …
 set -euo pipefail
 REQUESTS=${1:-20000}
 CONNS=${2:-8}
@@ -48,7 +53,9 @@ routes = [{ path = "/" }]
 upstreams = ["$BACKEND"]
 CONF
 nginx -c "$WORK/backend/nginx.conf" -p "$WORK/backend" -g 'daemon off;' & PIDS+=($!)
-valgrind --tool=callgrind --callgrind-out-file="$OUT" -q \
+CG_FLAGS=()
+[ -n "${ATOMICS:-}" ] && CG_FLAGS=(--dump-instr=yes)
+valgrind --tool=callgrind "${CG_FLAGS[@]}" --callgrind-out-file="$OUT" -q \
   "$HM_BIN" run -c "$WORK/harbormaster.toml" --log-level warn & HM_PID=$!; PIDS+=($HM_PID)
 for _ in $(seq 600); do curl -fsS "http://$HM/" >/dev/null 2>&1 && break; sleep 0.1; done
 curl -fsS "http://$HM/" >/dev/null || { echo "harbormaster does not answer" >&2; exit 1; }
@@ -66,3 +73,6 @@ ok=$(echo "$out" | awk '/^status codes:/ {print $3}')
 dump=$(ls -t "$OUT"* | head -1)
 total=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
 echo "$PROTO, $REQUESTS requests over $CONNS connections: $((total / REQUESTS)) instructions/request (profile: $dump)"
+if [ -n "${ATOMICS:-}" ]; then
+  python3 "$ROOT/bench/atomics.py" "$HM_BIN" "$dump" "$REQUESTS"
+fi

@@ -141,7 +141,7 @@ pub(crate) async fn handle(
     let (parts, body) = req.into_parts();
     let body = (!body.is_end_stream()).then_some(body);
     let req = Request::from_parts(parts, ());
-    proxy(gw, pool, req, false, body, client_upgrade, peer).await
+    proxy(&gw, &pool, req, false, body, client_upgrade, peer).await
 }
 
 /// Whether the service mounted on the gateway (the MCP front) claims `req`.
@@ -155,8 +155,8 @@ pub(crate) fn mounted<B>(mount: &super::mount::Mount, req: &Request<B>) -> bool 
 /// have no hop-by-hop field), `body` the body when there is one,
 /// `client_upgrade` the client's side of an upgrade it asks for.
 pub(crate) async fn proxy(
-    gw: Arc<Gateway>,
-    pool: Upstreams,
+    gw: &Gateway,
+    pool: &Upstreams,
     req: Request<()>,
     clean: bool,
     body: Option<Incoming>,
@@ -171,7 +171,7 @@ pub(crate) async fn proxy(
         mut guard,
         host: raw_host,
         strip,
-    } = match admit(&gw, &req, start) {
+    } = match admit(gw, &req, start) {
         Admission::Forward(admitted) => admitted,
         Admission::Answer(res, app, kind) => {
             // A response the gateway makes itself, observed at once.
@@ -204,7 +204,7 @@ pub(crate) async fn proxy(
     let plain = !has_body && !upgrade;
     let mut upstream = first;
     let attempt = if plain {
-        let mut attempt = gw.send_plain(&pool, &upstream, &parts, &forwarded).await;
+        let mut attempt = gw.send_plain(pool, &upstream, &parts, &forwarded).await;
         upstream.record_result(&attempt, app.trip_on_5xx);
         if let (Err(Failure::Connect), true) = (&attempt, idempotent) {
             if let Pick::Upstream(other) = balance::pick(&app, Some(upstream.addr), Instant::now())
@@ -213,7 +213,7 @@ pub(crate) async fn proxy(
                 tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
                 guard.retarget(&other.in_flight);
                 upstream = other;
-                attempt = gw.send_plain(&pool, &upstream, &parts, &forwarded).await;
+                attempt = gw.send_plain(pool, &upstream, &parts, &forwarded).await;
                 upstream.record_result(&attempt, app.trip_on_5xx);
             }
         }
@@ -224,7 +224,7 @@ pub(crate) async fn proxy(
         forwarded.apply(&mut parts.headers);
         let (body, progress) = client_body(body, counted);
         let req = Request::from_parts(parts, body);
-        let attempt = Box::pin(gw.send(&pool, &upstream, req, progress)).await;
+        let attempt = Box::pin(gw.send(pool, &upstream, req, progress)).await;
         upstream.record_result(&attempt, app.trip_on_5xx);
         attempt
     };

@@ -84,7 +84,7 @@ impl RawConn {
 /// early, moves on to the current deadline — once per timeout period at
 /// most.
 #[derive(Default)]
-struct LazyTimer(Option<Pin<Box<tokio::time::Sleep>>>);
+pub(super) struct LazyTimer(Option<Pin<Box<tokio::time::Sleep>>>);
 
 impl LazyTimer {
     /// `Ready` once `deadline` has passed.
@@ -108,7 +108,11 @@ impl LazyTimer {
 }
 
 /// Runs `fut` until `deadline` on `timer` (`None`: the deadline came first).
-async fn until<F: Future>(timer: &mut LazyTimer, deadline: Instant, fut: F) -> Option<F::Output> {
+pub(super) async fn until<F: Future>(
+    timer: &mut LazyTimer,
+    deadline: Instant,
+    fut: F,
+) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     std::future::poll_fn(|cx| {
         if let Poll::Ready(out) = fut.as_mut().poll(cx) {

@@ -99,7 +99,7 @@ where
         let res = until_gone(
             &mut io,
             &mut buf,
-            forward::proxy(gw.clone(), upstreams.clone(), req, clean, None, None, peer),
+            forward::proxy(gw, upstreams, req, clean, None, None, peer),
         )
         .await?;
         let (mut parts, body) = res.into_parts();

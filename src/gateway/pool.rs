@@ -43,7 +43,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::h1::{self, BoxError, RawConn};
+use super::h1::{self, BoxError, LazyTimer, RawConn};
 use super::request::Forwarded;
 use super::ProxyBody;
 
@@ -158,9 +158,13 @@ impl Pool {
         deadline: Instant,
     ) -> Result<Response<PooledBody>, PoolError> {
         // (An idle connection at hand makes `checkout` ready at once, and
-        // the timeout's timer is then never registered.)
-        let checkout = tokio::time::timeout_at(deadline, self.checkout(addr, limit, true));
-        let (raw, reused) = match checkout.await.map_err(|_| PoolError::Timeout)?? {
+        // no timer is then made: `tokio::time::timeout_at` would make one,
+        // and clone the runtime's handle for it, every request.)
+        let mut timer = LazyTimer::default();
+        let (raw, reused) = match h1::until(&mut timer, deadline, self.checkout(addr, limit, true))
+            .await
+            .ok_or(PoolError::Timeout)??
+        {
             (Conn::Raw(raw), reused) => (raw, reused),
             // An idle connection hyper's client was made on.
             (Conn::Hyper(sender), reused) => {
