@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -13,7 +14,7 @@ use crate::health::breaker::Admission;
 /// The outcome of choosing an instance.
 #[derive(Debug)]
 pub enum Pick<'a> {
-    Upstream(&'a Upstream),
+    Upstream(&'a Arc<Upstream>),
     /// Every candidate's breaker is open; the first half-opens in this long.
     AllOpen {
         retry_after: Duration,
@@ -97,7 +98,12 @@ mod tests {
                 .map(|i| {
                     let breaker = Arc::new(InstanceBreaker::new(Breaker::new(cb())));
                     let addr = ([127, 0, 0, 1], 1000 + i).into();
-                    Upstream::new(format!("web#{i}"), addr, Arc::default(), breaker)
+                    Arc::new(Upstream::new(
+                        format!("web#{i}"),
+                        addr,
+                        Arc::default(),
+                        breaker,
+                    ))
                 })
                 .collect(),
             shared: Arc::new(AppShared::default()),
@@ -106,7 +112,7 @@ mod tests {
 
     fn chosen(app: &AppEntry, exclude: Option<SocketAddr>) -> Option<&Upstream> {
         match pick(app, exclude, Instant::now()) {
-            Pick::Upstream(u) => Some(u),
+            Pick::Upstream(u) => Some(&**u),
             _ => None,
         }
     }

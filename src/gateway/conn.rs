@@ -54,8 +54,9 @@ pub struct ConnState {
     epoch: Instant,
     /// Requests (HTTP/2: streams) being served now.
     active: AtomicUsize,
-    /// Requests started on this connection.
-    started: AtomicU64,
+    /// Whether a request has started on this connection (a store, not a
+    /// count: an atomic add costs ~20 cycles a request).
+    served: AtomicBool,
     /// Milliseconds after `epoch` when the connection last became idle.
     idle_since: AtomicU64,
     /// Milliseconds after `epoch` (+1, so 0 means none) of the first byte
@@ -71,7 +72,7 @@ impl ConnState {
         Arc::new(Self {
             epoch: Instant::now(),
             active: AtomicUsize::new(0),
-            started: AtomicU64::new(0),
+            served: AtomicBool::new(false),
             idle_since: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             h2: AtomicBool::new(false),
@@ -91,7 +92,7 @@ impl ConnState {
     /// in the response body so it lasts until the last byte is written).
     pub fn begin(self: &Arc<Self>) -> Active {
         self.active.fetch_add(1, Ordering::AcqRel);
-        self.started.fetch_add(1, Ordering::Relaxed);
+        self.served.store(true, Ordering::Relaxed);
         self.head_started.store(0, Ordering::Relaxed);
         Active(self.clone())
     }
@@ -121,7 +122,7 @@ impl ConnState {
         }
         let idle_since = self.idle_since.load(Ordering::Relaxed);
         let head = self.head_started.load(Ordering::Relaxed);
-        let first = self.started.load(Ordering::Relaxed) == 0;
+        let first = !self.served.load(Ordering::Relaxed);
         let h2 = self.is_h2();
         Some(if first {
             self.at(idle_since) + t.header

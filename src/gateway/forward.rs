@@ -41,7 +41,7 @@ pub(crate) struct Peer {
 /// in-flight guard taken for it.
 struct Admitted {
     app: Arc<AppEntry>,
-    upstream: Upstream,
+    upstream: Arc<Upstream>,
     guard: Guard,
     /// The host the request is for (`Host`, or the absolute-form authority).
     host: HeaderValue,
@@ -246,8 +246,8 @@ pub(crate) async fn proxy(
     };
 
     if let Some(seen) = seen {
-        // The label moves into the callback: no copy per request.
-        let (app, instance, status) = (app.clone(), upstream.label, res.status().as_u16());
+        // The app and the instance move into the callback: no copy.
+        let status = res.status().as_u16();
         guard.on_done(move |completed, bytes_out| {
             let kind = if completed {
                 Kind::Ok
@@ -256,7 +256,7 @@ pub(crate) async fn proxy(
             };
             seen.emit(
                 Some(app.name.as_str()),
-                Some(&instance),
+                Some(&upstream.label),
                 status,
                 kind,
                 bytes_out,

@@ -144,7 +144,9 @@ pub struct AppEntry {
     pub balance: Balance,
     /// Count 5xx answers as breaker failures.
     pub trip_on_5xx: bool,
-    pub upstreams: Vec<Upstream>,
+    /// Shared, so admitting a request clones one `Arc` (an `Upstream`
+    /// holds four and its label).
+    pub upstreams: Vec<Arc<Upstream>>,
     pub shared: Arc<AppShared>,
 }
 
@@ -185,7 +187,10 @@ impl RouteTable {
                 name: name.clone(),
                 balance: app.balance,
                 trip_on_5xx: app.circuit_breaker.trip_on_5xx,
-                upstreams: upstreams.get(name).cloned().unwrap_or_default(),
+                upstreams: upstreams
+                    .get(name)
+                    .map(|list| list.iter().cloned().map(Arc::new).collect())
+                    .unwrap_or_default(),
                 shared: shared.get(name).cloned().unwrap_or_default(),
             });
             for route in &app.routes {
