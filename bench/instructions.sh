@@ -35,7 +35,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-for tool in valgrind callgrind_control h2load nginx; do
+for tool in valgrind callgrind_control h2load nginx ${ATOMICS:+objdump}; do
   command -v "$tool" >/dev/null || { echo "$tool is missing (apt-get install valgrind nghttp2-client nginx-light)" >&2; exit 1; }
 done
 if [ -z "${HM_BIN:-}" ]; then
