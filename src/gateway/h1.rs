@@ -82,7 +82,8 @@ impl RawConn {
 /// instructions (bench/RESULTS.md). Each exchange's deadline is later than
 /// the one before, so the timer stays where it is and, when it fires
 /// early, moves on to the current deadline — once per timeout period at
-/// most.
+/// most. Made fresh, it is a timeout that costs nothing unless the wait
+/// is real (the pool's checkout).
 #[derive(Default)]
 pub(super) struct LazyTimer(Option<Pin<Box<tokio::time::Sleep>>>);
 

@@ -168,6 +168,7 @@ impl Pool {
             (Conn::Raw(raw), reused) => (raw, reused),
             // An idle connection hyper's client was made on.
             (Conn::Hyper(sender), reused) => {
+                // (Two copies: one is sent, the other kept for a replay.)
                 let mut parts = clone_parts(parts);
                 forwarded.apply(&mut parts.headers);
                 let req = Request::from_parts(clone_parts(&parts), empty());
