@@ -31,7 +31,7 @@ use super::forward::{self, Peer};
 use super::{Gateway, ProxyBody, Upstreams};
 use wire::{Answering, BodyLength, Encoder, Head};
 
-mod wire;
+pub(super) mod wire;
 
 /// What one read asks for.
 const READ: usize = 8 * 1024;

@@ -23,6 +23,8 @@ use hyper::{Method, Request, Uri, Version};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::h1_server::wire::field;
+
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
@@ -204,22 +206,14 @@ impl Forwarded<'_> {
                 }
                 continue;
             }
-            line(out, name.as_str().as_bytes(), value.as_bytes());
+            field(out, name.as_str().as_bytes(), value.as_bytes());
         }
         let xff = self.xff(prev);
-        line(out, b"x-forwarded-for", xff.as_bytes());
-        line(out, b"x-forwarded-proto", self.proto().as_bytes());
-        line(out, b"x-forwarded-host", self.host.as_bytes());
-        line(out, b"host", self.host.as_bytes());
+        field(out, b"x-forwarded-for", xff.as_bytes());
+        field(out, b"x-forwarded-proto", self.proto().as_bytes());
+        field(out, b"x-forwarded-host", self.host.as_bytes());
+        field(out, b"host", self.host.as_bytes());
     }
-}
-
-/// `name: value\r\n`.
-pub fn line(out: &mut BytesMut, name: &[u8], value: &[u8]) {
-    out.extend_from_slice(name);
-    out.extend_from_slice(b": ");
-    out.extend_from_slice(value);
-    out.extend_from_slice(b"\r\n");
 }
 
 /// Removes hop-by-hop headers (and those `Connection` names); an upgrade

@@ -306,10 +306,7 @@ pub fn encode_response(
             header::TRAILER if http10 || !chunkable => continue,
             _ => {}
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if must_add_chunked {
         out.truncate(out.len() - 2);
@@ -329,9 +326,11 @@ pub fn encode_response(
                 Encoder::Length(0)
             }
             Some(BodyLength::Known(n)) if has_content_length(status) => {
-                out.extend_from_slice(b"content-length: ");
-                out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
-                out.extend_from_slice(b"\r\n");
+                field(
+                    out,
+                    b"content-length",
+                    itoa::Buffer::new().format(n).as_bytes(),
+                );
                 Encoder::Length(n)
             }
             Some(BodyLength::Known(_)) => Encoder::Length(0),
@@ -350,6 +349,14 @@ pub fn encode_response(
         is_last = true;
     }
     (encoder, is_last)
+}
+
+/// One header line, `name: value\r\n` (requests and responses alike).
+pub(crate) fn field(out: &mut BytesMut, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// hyper's `Server::can_chunked` (and `can_have_body`) without `CONNECT`,
