@@ -18,6 +18,7 @@ pub mod mcp;
 pub mod metrics;
 pub mod observe;
 pub mod policy;
+pub mod sharded;
 pub mod supervisor;
 pub mod systemd;
 

@@ -27,7 +27,7 @@ pub enum Pick<'a> {
 /// for retries).
 pub fn pick(app: &AppEntry, exclude: Option<SocketAddr>, now: Instant) -> Pick<'_> {
     let n = app.upstreams.len();
-    let turn = app.shared.next.fetch_add(1, Ordering::Relaxed);
+    let turn = app.shared.next.local().fetch_add(1, Ordering::Relaxed);
     let rotated = || {
         (0..n)
             .map(move |k| &app.upstreams[(turn + k) % n.max(1)])
@@ -71,7 +71,7 @@ pub fn pick(app: &AppEntry, exclude: Option<SocketAddr>, now: Instant) -> Pick<'
 mod tests {
     use super::*;
     use crate::config::{AppName, CircuitBreaker};
-    use crate::gateway::inflight::{Counter, Guard};
+    use crate::gateway::inflight::Guard;
     use crate::gateway::routes::AppShared;
     use crate::health::breaker::Breaker;
     use std::num::NonZeroU32;
@@ -132,8 +132,7 @@ mod tests {
     #[test]
     fn least_in_flight_prefers_the_idle_instance() {
         let a = app(Balance::LeastInFlight, 2);
-        let g = Arc::new(Counter::default());
-        let _busy = Guard::new(&g, &g, &a.upstreams[0].in_flight);
+        let _busy = Guard::new(a.upstreams[0].clone());
         assert_eq!(labels(&a, 3), ["web#1", "web#1", "web#1"]);
     }
 

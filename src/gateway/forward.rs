@@ -37,11 +37,10 @@ pub(crate) struct Peer {
     pub https: bool,
 }
 
-/// A request the gateway will forward: its app, the instance picked, the
-/// in-flight guard taken for it.
+/// A request the gateway will forward: its app, the in-flight guard taken
+/// for it (which holds the instance picked).
 struct Admitted {
     app: Arc<AppEntry>,
-    upstream: Arc<Upstream>,
     guard: Guard,
     /// The host the request is for (`Host`, or the absolute-form authority).
     host: HeaderValue,
@@ -76,12 +75,14 @@ fn admit<B>(gw: &Gateway, req: &Request<B>, start: Instant) -> Admission {
         }
     };
     let normalized = normalize_host(host.to_str().unwrap_or(""));
-    let table = gw.table.load();
-    let Some(route) = table.find(&normalized, req.uri().path()) else {
-        let res = responses::no_route(&normalized, req.uri().path());
+    let path = req.uri().path();
+    let route = gw
+        .table
+        .with(|t| t.find(&normalized, path).map(|r| (r.app.clone(), r.strip)));
+    let Some((app, strip)) = route else {
+        let res = responses::no_route(&normalized, path);
         return Answer(res, None, Kind::NoRoute);
     };
-    let (app, strip) = (route.app.clone(), route.strip);
     let name = app.name.as_str();
     if app
         .shared
@@ -110,12 +111,11 @@ fn admit<B>(gw: &Gateway, req: &Request<B>, start: Instant) -> Admission {
             }
         };
         // Admitted: counted from here until the response's last byte.
-        let guard = Guard::new(&gw.in_flight, &app.shared.in_flight, &upstream.in_flight);
+        let guard = Guard::new(upstream);
         attempts += 1;
-        if !upstream.is_retired() || attempts > app.upstreams.len() {
+        if !guard.upstream().is_retired() || attempts > app.upstreams.len() {
             return Admission::Forward(Admitted {
                 app,
-                upstream,
                 guard,
                 host,
                 strip,
@@ -167,7 +167,6 @@ pub(crate) async fn proxy(
     let mut seen = Seen::new(&gw.observers, &req, peer.ip, start);
     let Admitted {
         app,
-        upstream: first,
         mut guard,
         host: raw_host,
         strip,
@@ -177,7 +176,7 @@ pub(crate) async fn proxy(
             // A response the gateway makes itself, observed at once.
             if let Some(seen) = &seen {
                 let app = app.as_ref().map(|a| a.name.as_str());
-                seen.emit(app, None, res.status().as_u16(), kind, 0);
+                seen.emit(&gw.observers, app, None, res.status().as_u16(), kind, 0);
             }
             return res;
         }
@@ -202,18 +201,17 @@ pub(crate) async fn proxy(
     // A body-less request goes as its head alone, and can be sent again
     // as it was (to another instance, if the first cannot be reached).
     let plain = !has_body && !upgrade;
-    let mut upstream = first;
     let attempt = if plain {
-        let mut attempt = gw.send_plain(pool, &upstream, &parts, &forwarded).await;
+        let upstream = guard.upstream();
+        let mut attempt = gw.send_plain(pool, upstream, &parts, &forwarded).await;
         upstream.record_result(&attempt, app.trip_on_5xx);
         if let (Err(Failure::Connect), true) = (&attempt, idempotent) {
             if let Pick::Upstream(other) = balance::pick(&app, Some(upstream.addr), Instant::now())
             {
-                let other = other.clone();
                 tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
-                guard.retarget(&other.in_flight);
-                upstream = other;
-                attempt = gw.send_plain(pool, &upstream, &parts, &forwarded).await;
+                guard.retarget(other.clone());
+                let upstream = guard.upstream();
+                attempt = gw.send_plain(pool, upstream, &parts, &forwarded).await;
                 upstream.record_result(&attempt, app.trip_on_5xx);
             }
         }
@@ -224,13 +222,15 @@ pub(crate) async fn proxy(
         forwarded.apply(&mut parts.headers);
         let (body, progress) = client_body(body, counted);
         let req = Request::from_parts(parts, body);
-        let attempt = Box::pin(gw.send(pool, &upstream, req, progress)).await;
+        let upstream = guard.upstream();
+        let attempt = Box::pin(gw.send(pool, upstream, req, progress)).await;
         upstream.record_result(&attempt, app.trip_on_5xx);
         attempt
     };
     let res = match attempt {
         Ok(res) => res,
         Err(failure) => {
+            let upstream = guard.upstream();
             let (res, kind) = failure.response(app.name.as_str());
             let outcome = kind.name();
             if kind.side() == Some(Side::Upstream) {
@@ -239,22 +239,25 @@ pub(crate) async fn proxy(
                 tracing::info!(app = %app.name, instance = %upstream.label, outcome, "request failed");
             }
             if let Some(seen) = &seen {
-                seen.emit(name, Some(&upstream.label), res.status().as_u16(), kind, 0);
+                let status = res.status().as_u16();
+                seen.emit(&gw.observers, name, Some(&upstream.label), status, kind, 0);
             }
             return res;
         }
     };
 
     if let Some(seen) = seen {
-        // The app and the instance move into the callback: no copy.
+        // The app moves into the callback, the guard hands it the instance:
+        // no copy.
         let status = res.status().as_u16();
-        guard.on_done(move |completed, bytes_out| {
+        guard.on_done(move |upstream, completed, bytes_out| {
             let kind = if completed {
                 Kind::Ok
             } else {
                 Kind::ClientGone
             };
             seen.emit(
+                &upstream.observers,
                 Some(app.name.as_str()),
                 Some(&upstream.label),
                 status,

@@ -16,27 +16,39 @@ use hyper::body::{Body, Frame, SizeHint};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use super::routes::Upstream;
+use crate::sharded::Sharded;
+
 /// A count of requests in flight, with a wake-up when it reaches zero.
+///
+/// Sharded per thread ([`crate::sharded`]): both gateway workers count
+/// every request here, and one shared line cost each of them a cache miss
+/// per add.
 #[derive(Debug, Default)]
 pub struct Counter {
-    n: AtomicUsize,
+    n: Sharded<AtomicUsize>,
     idle: Notify,
 }
 
 impl Counter {
     // SeqCst: a rolling restart retires an instance and then reads its count,
     // while a request counts itself and then re-checks the retirement (see
-    // `Upstream::retired`); one total order makes one of them see the other.
+    // `Upstream::retired`); one total order over every shard's add and the
+    // flag makes one of them see the other.
     pub fn get(&self) -> usize {
-        self.n.load(Ordering::SeqCst)
+        // Each unit is added and taken back on the same shard, so the sum
+        // of all shards is never below zero.
+        self.n.iter().map(|s| s.load(Ordering::SeqCst)).sum()
     }
 
-    fn enter(&self) {
-        self.n.fetch_add(1, Ordering::SeqCst);
+    fn enter(&self, shard: usize) {
+        self.n.at(shard).fetch_add(1, Ordering::SeqCst);
     }
 
-    fn leave(&self) {
-        if self.n.fetch_sub(1, Ordering::SeqCst) == 1 {
+    fn leave(&self, shard: usize) {
+        // Only a shard's last unit can be the count's last; two shards
+        // emptied at once both see the other (SeqCst), so one notifies.
+        if self.n.at(shard).fetch_sub(1, Ordering::SeqCst) == 1 && self.get() == 0 {
             self.idle.notify_waiters();
         }
     }
@@ -58,12 +70,18 @@ impl Counter {
     }
 }
 
-/// Holds one unit of every counter it was taken on; gives it back on drop.
+/// What a guard tells its callback: the instance, whether the response
+/// completed, and the response body bytes sent.
+type OnDone = Box<dyn FnOnce(&Upstream, bool, u64) + Send + Sync>;
+
+/// Holds one unit of the gateway's, the app's and the instance's in-flight
+/// counts; gives them back on drop. It owns the request's instance, which
+/// holds all three counts (and is the worker's own copy: `published`).
 pub struct Guard {
-    counters: [Arc<Counter>; 3],
-    /// Runs when the guard drops, with whether the response completed and
-    /// the response body bytes sent.
-    on_done: Option<Box<dyn FnOnce(bool, u64) + Send + Sync>>,
+    upstream: Arc<Upstream>,
+    /// The shard the units were added to (the guard may drop elsewhere).
+    shard: usize,
+    on_done: Option<OnDone>,
     completed: bool,
     bytes_out: u64,
 }
@@ -71,35 +89,48 @@ pub struct Guard {
 impl std::fmt::Debug for Guard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Guard")
+            .field("upstream", &self.upstream.label)
             .field("completed", &self.completed)
             .finish()
     }
 }
 
+fn counts(u: &Upstream) -> [&Counter; 3] {
+    [&u.gateway_in_flight, &u.app_in_flight, &u.in_flight]
+}
+
 impl Guard {
-    /// Counts one request against the process, its app and its instance.
-    pub fn new(global: &Arc<Counter>, app: &Arc<Counter>, instance: &Arc<Counter>) -> Self {
-        for c in [global, app, instance] {
-            c.enter();
+    /// Counts one request against the gateway, the app and `upstream`.
+    pub fn new(upstream: Arc<Upstream>) -> Self {
+        let shard = crate::sharded::index();
+        for c in counts(&upstream) {
+            c.enter(shard);
         }
         Self {
-            counters: [global.clone(), app.clone(), instance.clone()],
+            upstream,
+            shard,
             on_done: None,
             completed: false,
             bytes_out: 0,
         }
     }
 
-    /// Moves the instance part of the count to another instance (a retry).
-    pub fn retarget(&mut self, instance: &Arc<Counter>) {
-        instance.enter();
-        self.counters[2].leave();
-        self.counters[2] = instance.clone();
+    /// The instance the request is counted against.
+    pub fn upstream(&self) -> &Arc<Upstream> {
+        &self.upstream
     }
 
-    /// Calls `f(completed, bytes_out)` when the guard drops (the request's
-    /// outcome goes to the observers from there).
-    pub fn on_done(&mut self, f: impl FnOnce(bool, u64) + Send + Sync + 'static) {
+    /// Moves the instance part of the count to another instance of the
+    /// same app (a retry).
+    pub fn retarget(&mut self, upstream: Arc<Upstream>) {
+        upstream.in_flight.enter(self.shard);
+        self.upstream.in_flight.leave(self.shard);
+        self.upstream = upstream;
+    }
+
+    /// Calls `f(instance, completed, bytes_out)` when the guard drops (the
+    /// request's outcome goes to the observers from there).
+    pub fn on_done(&mut self, f: impl FnOnce(&Upstream, bool, u64) + Send + Sync + 'static) {
         self.on_done = Some(Box::new(f));
     }
 
@@ -115,11 +146,12 @@ impl Guard {
 
 impl Drop for Guard {
     fn drop(&mut self) {
-        for c in &self.counters {
-            c.leave();
+        let u = &self.upstream;
+        for c in counts(u) {
+            c.leave(self.shard);
         }
         if let Some(f) = self.on_done.take() {
-            f(self.completed, self.bytes_out);
+            f(u, self.completed, self.bytes_out);
         }
     }
 }
@@ -215,19 +247,44 @@ mod tests {
     use http_body_util::{BodyExt, StreamBody};
     use std::time::Duration;
 
-    fn counters() -> (Arc<Counter>, Arc<Counter>, Arc<Counter>) {
-        Default::default()
+    /// An instance, and the gateway's count it shares.
+    fn counters() -> (Arc<Counter>, Arc<Upstream>) {
+        let u = upstream(0);
+        (u.gateway_in_flight.clone(), u)
+    }
+
+    fn upstream(n: u16) -> Arc<Upstream> {
+        use crate::config::CircuitBreaker;
+        use crate::health::breaker::Breaker;
+        let cb = CircuitBreaker {
+            failures: std::num::NonZeroU32::MIN,
+            open_for: Duration::from_secs(10),
+            max_open_for: Duration::from_secs(60),
+            half_open_requests: std::num::NonZeroU32::MIN,
+            trip_on_5xx: false,
+        };
+        let breaker = Arc::new(super::super::routes::InstanceBreaker::new(Breaker::new(cb)));
+        let addr = ([127, 0, 0, 1], 1000 + n).into();
+        Arc::new(Upstream::new(
+            format!("web#{n}"),
+            addr,
+            Arc::default(),
+            breaker,
+        ))
     }
 
     #[tokio::test(start_paused = true)]
     async fn guard_counts_until_the_body_ends() {
-        let (g, a, i) = counters();
+        let (g, u) = counters();
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(4);
         let body = GuardedBody::new(
             StreamBody::new(tokio_stream_from(rx)),
-            Guard::new(&g, &a, &i),
+            Guard::new(u.clone()),
         );
-        assert_eq!((g.get(), a.get(), i.get()), (1, 1, 1));
+        assert_eq!(
+            (g.get(), u.app_in_flight.get(), u.in_flight.get()),
+            (1, 1, 1)
+        );
         let reader = tokio::spawn(async move { body.collect().await.map(|c| c.to_bytes()) });
         tx.send(Ok(Frame::data(Bytes::from_static(b"event 1\n"))))
             .await
@@ -237,16 +294,19 @@ mod tests {
         assert_eq!(g.get(), 1);
         drop(tx);
         assert_eq!(&reader.await.unwrap().unwrap()[..], b"event 1\n");
-        assert_eq!((g.get(), a.get(), i.get()), (0, 0, 0));
+        assert_eq!(
+            (g.get(), u.app_in_flight.get(), u.in_flight.get()),
+            (0, 0, 0)
+        );
     }
 
     #[tokio::test(start_paused = true)]
     async fn a_dropped_body_releases_the_guard_as_not_completed() {
-        let (g, a, i) = counters();
+        let (g, u) = counters();
         let done = Arc::new(std::sync::Mutex::new(None));
-        let mut guard = Guard::new(&g, &a, &i);
+        let mut guard = Guard::new(u.clone());
         let seen = done.clone();
-        guard.on_done(move |completed, _| *seen.lock().unwrap() = Some(completed));
+        guard.on_done(move |_, completed, _| *seen.lock().unwrap() = Some(completed));
         let body = GuardedBody::new(http_body_util::Full::new(Bytes::from("x")), guard);
         drop(body); // the client went away
         assert_eq!(g.get(), 0);
@@ -255,11 +315,11 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn an_empty_body_is_complete_though_never_polled() {
-        let (g, a, i) = counters();
+        let (g, u) = counters();
         let done = Arc::new(std::sync::Mutex::new(None));
-        let mut guard = Guard::new(&g, &a, &i);
+        let mut guard = Guard::new(u.clone());
         let seen = done.clone();
-        guard.on_done(move |completed, _| *seen.lock().unwrap() = Some(completed));
+        guard.on_done(move |_, completed, _| *seen.lock().unwrap() = Some(completed));
         let body = GuardedBody::new(http_body_util::Empty::<Bytes>::new(), guard);
         assert_eq!(g.get(), 1, "still in flight until the response is gone");
         drop(body); // a 204: hyper sent the head and never polled the body
@@ -268,8 +328,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn wait_idle_returns_when_the_count_reaches_zero_or_the_deadline_passes() {
-        let (g, a, i) = counters();
-        let guard = Guard::new(&g, &a, &i);
+        let (g, u) = counters();
+        let guard = Guard::new(u.clone());
         let deadline = Instant::now() + Duration::from_secs(5);
         let waiter = {
             let g = g.clone();
@@ -280,7 +340,7 @@ mod tests {
         drop(guard);
         assert!(waiter.await.unwrap());
 
-        let _held = Guard::new(&g, &a, &i);
+        let _held = Guard::new(u.clone());
         let start = Instant::now();
         assert!(!g.wait_idle(start + Duration::from_secs(3)).await);
         assert_eq!(start.elapsed(), Duration::from_secs(3));
@@ -288,10 +348,17 @@ mod tests {
 
     #[test]
     fn a_retry_moves_the_instance_count_but_not_the_app_count() {
-        let (g, a, first) = counters();
-        let second = Arc::new(Counter::default());
-        let mut guard = Guard::new(&g, &a, &first);
-        guard.retarget(&second);
+        let (g, u) = counters();
+        let (a, first) = (u.app_in_flight.clone(), u.in_flight.clone());
+        let other = Upstream::clone(&upstream(1)).with_shared(
+            Arc::default(),
+            u.conns.clone(),
+            a.clone(),
+            g.clone(),
+        );
+        let second = other.in_flight.clone();
+        let mut guard = Guard::new(u);
+        guard.retarget(Arc::new(other));
         assert_eq!((g.get(), a.get(), first.get(), second.get()), (1, 1, 0, 1));
         drop(guard);
         assert_eq!((g.get(), a.get(), second.get()), (0, 0, 0));

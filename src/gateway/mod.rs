@@ -11,7 +11,10 @@
 //! listening socket. A request and its upstream connection then live on one
 //! thread; on a work-stealing runtime each request crossed threads twice
 //! (client task ⇄ pooled connection task), and the wake-ups cost half the
-//! throughput (bench/RESULTS.md). The route table and counters are shared.
+//! throughput (bench/RESULTS.md). Each worker routes with its own copy of
+//! the route table (`published`) and counts in its own shard of each
+//! counter (`crate::sharded`): what two cores write on every request costs
+//! each of them a cache miss.
 
 mod balance;
 pub mod conn;
@@ -23,6 +26,7 @@ pub mod limits;
 pub mod mount;
 mod outcome;
 mod pool;
+mod published;
 mod request;
 mod responses;
 pub mod routes;
@@ -34,7 +38,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use bytes::Bytes;
 use http_body_util::combinators::BoxBody;
 use hyper::body::Incoming;
@@ -68,7 +71,7 @@ struct InstanceShared {
 }
 
 pub struct Gateway {
-    table: ArcSwap<RouteTable>,
+    table: published::Published,
     connect_timeout: Duration,
     server: auto::Builder<TokioExecutor>,
     connections: Arc<Semaphore>,
@@ -140,7 +143,7 @@ impl Gateway {
         tracing::debug!(max_connections, "gateway connection limit");
 
         Arc::new(Self {
-            table: ArcSwap::from_pointee(RouteTable::default()),
+            table: published::Published::new(),
             connect_timeout: cfg.upstream_connect_timeout,
             server,
             connections: Arc::new(Semaphore::new(max_connections)),
@@ -174,7 +177,7 @@ impl Gateway {
 
     /// Swaps in a new route table; requests already routed keep their snapshot.
     pub fn update(&self, table: RouteTable) {
-        self.table.store(Arc::new(table));
+        self.table.store(table);
     }
 
     /// The per-app state to build tables with (created on first use).
@@ -235,7 +238,13 @@ impl Gateway {
             shared.in_flight.clone(),
             shared.breaker.clone(),
         )
-        .with_shared(shared.retired.clone(), shared.conns.clone())
+        .with_shared(
+            shared.retired.clone(),
+            shared.conns.clone(),
+            self.app_shared(app).in_flight.clone(),
+            self.in_flight.clone(),
+        )
+        .observed(self.observers.clone())
     }
 
     /// No new request goes to `label` from now on; then waits until its
@@ -259,7 +268,7 @@ impl Gateway {
     /// An instance's breaker state now (`closed` when it never saw a request).
     pub fn breaker_state(&self, label: &str) -> &'static str {
         self.known(label)
-            .map_or("closed", |s| s.breaker.lock().state(Instant::now()).name())
+            .map_or("closed", |s| s.breaker.state(Instant::now()).name())
     }
 
     /// In flight to one instance, by label.
@@ -346,7 +355,11 @@ impl Gateway {
         let mut finished = Vec::with_capacity(workers);
         for i in 0..workers {
             let listener = listener.try_clone()?;
-            let (gw, shutdown, tls) = (self.clone(), shutdown.clone(), tls.clone());
+            // A worker's own child of the token: its connections look at it
+            // on every request (`is_cancelled` takes the token's mutex), so
+            // the two workers should not share one; a child is cancelled
+            // with its parent, before the parent's `cancel` returns.
+            let (gw, shutdown, tls) = (self.clone(), shutdown.child_token(), tls.clone());
             let (done, rx) = tokio::sync::oneshot::channel::<()>();
             std::thread::Builder::new()
                 .name(format!("gateway-{i}"))

@@ -2,7 +2,10 @@
 //! typed outcome to the observers (`crate::observe`). Gathered only when
 //! there is an observer at all; then it costs a few reference counts (the
 //! request's method, host and URI are shared, not copied), and not even
-//! those when no observer reads them (metrics only count).
+//! those when no observer reads them (metrics only count). It does not
+//! keep the observers: whoever emits has them at hand (the gateway, or the
+//! instance that answered), and a copy per request was two reference
+//! counts both workers write.
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,7 +19,6 @@ use crate::observe::{Kind, Observers, RequestOutcome};
 
 /// One request as the client sent it.
 pub(crate) struct Seen {
-    observers: Observers,
     client: IpAddr,
     /// Method, `Host` and URI, when an observer reads them.
     line: Option<(Method, Option<HeaderValue>, Uri)>,
@@ -37,7 +39,6 @@ impl Seen {
             return None;
         }
         Some(Self {
-            observers: observers.clone(),
             client,
             line: observers.reads_request_line().then(|| {
                 let host = req.headers().get(hyper::header::HOST).cloned();
@@ -48,9 +49,10 @@ impl Seen {
         })
     }
 
-    /// Hands the outcome to every observer.
+    /// Hands the outcome to every one of `observers` (those `new` saw).
     pub fn emit(
         &self,
+        observers: &Observers,
         app: Option<&str>,
         instance: Option<&str>,
         status: u16,
@@ -68,7 +70,7 @@ impl Seen {
             }
             None => ("", "", ""),
         };
-        self.observers.request(&RequestOutcome {
+        observers.request(&RequestOutcome {
             app,
             instance,
             client: self.client,

@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use tokio::time::Instant;
@@ -27,12 +27,20 @@ pub struct Upstream {
     pub addr: SocketAddr,
     /// Requests in flight to this instance (least_in_flight, drain).
     pub in_flight: Arc<Counter>,
+    /// Requests in flight to its app (the app's drain).
+    pub app_in_flight: Arc<Counter>,
+    /// Requests in flight through the gateway (shutdown's drain).
+    pub gateway_in_flight: Arc<Counter>,
     /// Fed by request outcomes; an open breaker takes the instance out of rotation.
     pub breaker: Arc<InstanceBreaker>,
     /// Set when a rolling restart replaces this instance: no new requests.
     pub retired: Arc<AtomicBool>,
     /// One permit per open upstream connection (`max_upstream_connections`).
     pub conns: Arc<super::ConnLimit>,
+    /// Who hears of the requests it answers (the gateway's observers): a
+    /// request's outcome, told when its guard drops, finds them here
+    /// rather than in a copy of its own.
+    pub observers: Observers,
 }
 
 impl Upstream {
@@ -46,16 +54,34 @@ impl Upstream {
             label,
             addr,
             in_flight,
+            app_in_flight: Arc::default(),
+            gateway_in_flight: Arc::default(),
             breaker,
             retired: Arc::default(),
             conns: super::ConnLimit::new(usize::MAX),
+            observers: Observers::default(),
         }
     }
 
-    /// Shares a retirement flag and connection limit kept across table snapshots.
-    pub fn with_shared(mut self, retired: Arc<AtomicBool>, conns: Arc<super::ConnLimit>) -> Self {
+    /// Shares a retirement flag and connection limit kept across table
+    /// snapshots, and the in-flight counts of its app and of the gateway.
+    pub fn with_shared(
+        mut self,
+        retired: Arc<AtomicBool>,
+        conns: Arc<super::ConnLimit>,
+        app_in_flight: Arc<Counter>,
+        gateway_in_flight: Arc<Counter>,
+    ) -> Self {
         self.retired = retired;
         self.conns = conns;
+        self.app_in_flight = app_in_flight;
+        self.gateway_in_flight = gateway_in_flight;
+        self
+    }
+
+    /// Tells `observers` of the requests it answers.
+    pub fn observed(mut self, observers: Observers) -> Self {
+        self.observers = observers;
         self
     }
 
@@ -63,13 +89,12 @@ impl Upstream {
         self.retired.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
-        self.breaker.lock()
-    }
-
     /// Asks the breaker to let one request through (logs a move to half-open).
     pub fn admit(&self, now: Instant) -> Admission {
-        let (admission, transition) = self.lock().admit(now);
+        if self.breaker.is_clean() {
+            return Admission::Allow;
+        }
+        let (admission, transition) = self.breaker.update(|b| b.admit(now));
         if let Some(t) = transition {
             self.breaker.transitioned(&self.label, t);
         }
@@ -78,12 +103,15 @@ impl Upstream {
 
     /// Whether the breaker is open (not yet due for half-open) at `now`.
     pub fn is_open(&self, now: Instant) -> bool {
-        matches!(self.lock().state(now), BreakerState::Open { .. })
+        !self.breaker.is_clean() && matches!(self.breaker.state(now), BreakerState::Open { .. })
     }
 
     /// Records a request's outcome.
     pub fn record(&self, success: bool, now: Instant) {
-        let transition = self.lock().record(success, now);
+        if success && self.breaker.is_clean() {
+            return;
+        }
+        let transition = self.breaker.update(|b| b.record(success, now));
         if let Some(t) = transition {
             self.breaker.transitioned(&self.label, t);
         }
@@ -91,9 +119,17 @@ impl Upstream {
 }
 
 /// An instance's circuit breaker, and who hears of its changes.
+///
+/// Both gateway workers ask it about every request. While it is closed and
+/// has seen no failure, admitting and recording a success change nothing,
+/// so they read one flag instead of taking the mutex (whose line the two
+/// cores would pass back and forth). A request that reads the flag just
+/// before another's failure is set is ordered before that failure.
 #[derive(Debug)]
 pub struct InstanceBreaker {
     state: Mutex<Breaker>,
+    /// `Breaker::is_clean`, as of the last change under the mutex.
+    clean: AtomicBool,
     /// The app, for the observers (`None`: nobody is told).
     app: Option<(String, Observers)>,
 }
@@ -101,6 +137,7 @@ pub struct InstanceBreaker {
 impl InstanceBreaker {
     pub fn new(breaker: Breaker) -> Self {
         Self {
+            clean: AtomicBool::new(breaker.is_clean()),
             state: Mutex::new(breaker),
             app: None,
         }
@@ -112,8 +149,25 @@ impl InstanceBreaker {
         self
     }
 
-    pub fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+    /// The breaker's state at `now`.
+    pub fn state(&self, now: Instant) -> BreakerState {
+        self.lock().state(now)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the breaker under its mutex and republishes the flag.
+    fn update<R>(&self, f: impl FnOnce(&mut Breaker) -> R) -> R {
+        let mut breaker = self.lock();
+        let r = f(&mut breaker);
+        self.clean.store(breaker.is_clean(), Ordering::Release);
+        r
+    }
+
+    fn is_clean(&self) -> bool {
+        self.clean.load(Ordering::Acquire)
     }
 
     fn transitioned(&self, label: &str, t: Transition) {
@@ -134,7 +188,8 @@ impl InstanceBreaker {
 #[derive(Debug, Default)]
 pub struct AppShared {
     pub in_flight: Arc<Counter>,
-    pub next: AtomicUsize,
+    /// The round robin's turn, per worker thread (each rotates evenly).
+    pub next: crate::sharded::Sharded<AtomicUsize>,
     pub draining: AtomicBool,
 }
 
@@ -221,6 +276,52 @@ impl RouteTable {
         table.wildcard.sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         by_length(&mut table.any_host);
         table
+    }
+
+    /// A copy for one worker thread: the same routes to new `AppEntry` and
+    /// `Upstream` allocations (whose reference counts only that thread
+    /// writes), sharing their counters, breakers and flags with the
+    /// original (`published`).
+    pub fn per_thread_copy(&self) -> Self {
+        let mut apps: HashMap<*const AppEntry, Arc<AppEntry>> = HashMap::new();
+        let mut copy = |routes: &Vec<PathRoute>| -> Vec<PathRoute> {
+            routes
+                .iter()
+                .map(|r| PathRoute {
+                    prefix: r.prefix.clone(),
+                    strip: r.strip,
+                    app: apps
+                        .entry(Arc::as_ptr(&r.app))
+                        .or_insert_with(|| {
+                            Arc::new(AppEntry {
+                                upstreams: r
+                                    .app
+                                    .upstreams
+                                    .iter()
+                                    .map(|u| Arc::new(Upstream::clone(u)))
+                                    .collect(),
+                                shared: r.app.shared.clone(),
+                                name: r.app.name.clone(),
+                                ..*r.app
+                            })
+                        })
+                        .clone(),
+                })
+                .collect()
+        };
+        Self {
+            exact: self
+                .exact
+                .iter()
+                .map(|(h, r)| (h.clone(), copy(r)))
+                .collect(),
+            wildcard: self
+                .wildcard
+                .iter()
+                .map(|(s, r)| (s.clone(), copy(r)))
+                .collect(),
+            any_host: copy(&self.any_host),
+        }
     }
 
     /// The route for `host` (lowercase, without port) and `path`.

@@ -107,6 +107,12 @@ impl Breaker {
         (admission, transition)
     }
 
+    /// Closed without a failure since the last success: admitting and
+    /// recording a success change nothing (the gateway's lock-free path).
+    pub fn is_clean(&self) -> bool {
+        self.state == BreakerState::Closed && self.failures == 0
+    }
+
     /// Records how a request went.
     pub fn record(&mut self, success: bool, now: Instant) -> Option<Transition> {
         match (self.state, success) {

@@ -10,19 +10,24 @@
 //!   failures, the process's own figures: read at scrape time from the
 //!   harbor ([`Scrape`]) and `/proc/self`.
 //!
-//! The hot path: per request one read-locked lookup of the app's handles
-//! (an FNV hash of the app name; the handles are made on the app's first
-//! request and kept), a scan of the few (status, outcome) counters that app
-//! has seen, one counter increment and one histogram observation. Nothing is
-//! allocated after an app's first request of each kind
-//! (bench/RESULTS.md has the measurement).
+//! The hot path: per request one lookup of the app's handles in the calling
+//! thread's own cache (an FNV hash of the app name, no lock; the handles are
+//! made on the app's first request on that thread and kept), a scan of the
+//! few (status, outcome) counters that app has seen there, one counter
+//! increment and one histogram observation, both in the thread's own shard
+//! ([`histogram`]). Nothing is allocated and no line is shared with another
+//! worker after an app's first request of each kind (bench/RESULTS.md has
+//! the measurement).
 
 mod format;
 mod histogram;
 pub mod mcp;
 mod process;
 
-use std::sync::{Mutex, RwLock};
+use std::cell::RefCell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use fnv::FnvHashMap;
 use prometheus_client::encoding::EncodeLabelSet;
@@ -36,7 +41,7 @@ use tokio_util::sync::CancellationToken;
 use crate::admin::api::{Event, EventKind, Health};
 use crate::observe::{BreakerChange, Observer, RequestOutcome};
 pub use format::{to_prometheus_text, wants_openmetrics, OPENMETRICS, PROMETHEUS_TEXT};
-pub use histogram::{Durations, BUCKETS};
+pub use histogram::{Durations, Hits, BUCKETS};
 pub use process::ProcessStats;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -80,12 +85,21 @@ struct ListenerLabel {
     listener: &'static str,
 }
 
-/// One app's request handles, resolved once.
+/// One app's request handles, resolved once per thread.
 struct AppHandles {
-    app: String,
     duration: Durations,
     /// (status << 8 | outcome) → its counter; a handful per app.
-    requests: RwLock<Vec<(u32, Counter)>>,
+    requests: Vec<(u32, Hits)>,
+}
+
+/// The handles of each app a thread counted requests for.
+type AppsHandles = FnvHashMap<Box<str>, AppHandles>;
+
+thread_local! {
+    /// Per [`Metrics`] (by id), this thread's handles. A harbor's metrics
+    /// live as long as its gateway workers, so what a thread keeps goes
+    /// with it.
+    static HANDLES: RefCell<Vec<(u64, AppsHandles)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// What the harbor is like at scrape time.
@@ -101,7 +115,9 @@ pub struct Scrape<'a> {
 /// Every harbormaster metric; one per harbor.
 pub struct Metrics {
     registry: Registry,
-    requests: Family<RequestLabels, Counter>,
+    /// Tells this harbor's handles from another's in [`HANDLES`].
+    id: u64,
+    requests: Family<RequestLabels, Hits>,
     durations: Family<AppLabel, Durations>,
     in_flight: Family<AppLabel, Gauge>,
     instance_state: Family<StateLabels, Gauge>,
@@ -115,7 +131,6 @@ pub struct Metrics {
     resident: Gauge,
     fds: Gauge,
     cpu: Counter<f64, std::sync::atomic::AtomicU64>,
-    apps: RwLock<FnvHashMap<Box<str>, AppHandles>>,
     mcp: mcp::McpMetrics,
     /// One scrape at a time (a scrape resets the per-instance gauges).
     scraping: Mutex<()>,
@@ -133,18 +148,14 @@ impl Default for Metrics {
     }
 }
 
-fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Metrics {
     pub fn new() -> Self {
         let m = Self {
             registry: Registry::default(),
+            id: {
+                static NEXT: AtomicU64 = AtomicU64::new(0);
+                NEXT.fetch_add(1, Ordering::Relaxed)
+            },
             requests: Family::default(),
             durations: Family::default(),
             in_flight: Family::default(),
@@ -159,7 +170,6 @@ impl Metrics {
             resident: Gauge::default(),
             fds: Gauge::default(),
             cpu: Counter::default(),
-            apps: RwLock::default(),
             mcp: Default::default(),
             scraping: Mutex::default(),
         };
@@ -230,42 +240,43 @@ impl Metrics {
         Self { registry: r, ..m }
     }
 
-    /// Runs `f` with `app`'s handles (made on its first request).
-    fn with_app<R>(&self, app: &str, f: impl FnOnce(&AppHandles) -> R) -> R {
-        if let Some(h) = read(&self.apps).get(app) {
-            return f(h);
-        }
-        let mut apps = write(&self.apps);
-        let h = apps.entry(app.into()).or_insert_with(|| AppHandles {
-            app: app.to_string(),
-            duration: self
-                .durations
-                .get_or_create(&AppLabel { app: app.into() })
-                .clone(),
-            requests: RwLock::default(),
+    /// Counts a request of `app` in the calling thread's handles.
+    fn count(&self, app: &str, status: u16, outcome: crate::observe::Kind, took: Duration) {
+        HANDLES.with(|handles| {
+            let mut handles = handles.borrow_mut();
+            let i = match handles.iter().position(|(id, _)| *id == self.id) {
+                Some(i) => i,
+                None => {
+                    handles.push((self.id, FnvHashMap::default()));
+                    handles.len() - 1
+                }
+            };
+            let apps = &mut handles[i].1;
+            let key = u32::from(status) << 8 | outcome as u32;
+            if let Some(h) = apps.get_mut(app) {
+                h.duration.observe(took);
+                if let Some((_, c)) = h.requests.iter().find(|(k, _)| *k == key) {
+                    c.inc();
+                    return;
+                }
+            }
+            // This thread's first request of `app`, or of this kind.
+            let h = apps.entry(app.into()).or_insert_with(|| {
+                let label = AppLabel { app: app.into() };
+                let duration = self.durations.get_or_create(&label).clone();
+                duration.observe(took);
+                let requests = Vec::new();
+                AppHandles { duration, requests }
+            });
+            let labels = RequestLabels {
+                app: app.to_string(),
+                code: status,
+                outcome: outcome.name(),
+            };
+            let counter = self.requests.get_or_create(&labels).clone();
+            counter.inc();
+            h.requests.push((key, counter));
         });
-        f(h)
-    }
-
-    fn count(&self, h: &AppHandles, status: u16, outcome: crate::observe::Kind) {
-        let key = u32::from(status) << 8 | outcome as u32;
-        if let Some((_, c)) = read(&h.requests).iter().find(|(k, _)| *k == key) {
-            c.inc();
-            return;
-        }
-        let mut requests = write(&h.requests);
-        if let Some((_, c)) = requests.iter().find(|(k, _)| *k == key) {
-            c.inc();
-            return;
-        }
-        let labels = RequestLabels {
-            app: h.app.clone(),
-            code: status,
-            outcome: outcome.name(),
-        };
-        let counter = self.requests.get_or_create(&labels).clone();
-        counter.inc();
-        requests.push((key, counter));
     }
 
     /// Counts restarts, drains and reloads from the harbor's events until
@@ -322,7 +333,7 @@ impl Metrics {
             for family in [&self.restarts, &self.drains, &self.breaker_trips] {
                 let _ = family.get_or_create(&label);
             }
-            self.with_app(name, |_| ());
+            let _ = self.durations.get_or_create(&label);
             self.in_flight
                 .get_or_create(&label)
                 .set(app.in_flight as i64);
@@ -383,10 +394,7 @@ impl Metrics {
 
 impl Observer for Metrics {
     fn request(&self, o: &RequestOutcome<'_>) {
-        self.with_app(o.app.unwrap_or(""), |h| {
-            h.duration.observe(o.duration);
-            self.count(h, o.status, o.kind);
-        });
+        self.count(o.app.unwrap_or(""), o.status, o.kind, o.duration);
     }
 
     /// Labels are bounded: no path, host or method is ever read.
