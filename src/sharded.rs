@@ -64,6 +64,26 @@ pub fn index() -> usize {
     INDEX.with(|i| *i)
 }
 
+/// A new owner id for per-thread state ([`entry`]).
+pub fn owner_id() -> u64 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// `owner`'s entry in a thread's own list of per-owner state (a thread
+/// serves one harbor, in tests a few), made with `T::default()` on first
+/// use: what a worker keeps for itself instead of sharing with the others.
+pub fn entry<T: Default>(list: &mut Vec<(u64, T)>, owner: u64) -> &mut T {
+    let i = match list.iter().position(|(id, _)| *id == owner) {
+        Some(i) => i,
+        None => {
+            list.push((owner, T::default()));
+            list.len() - 1
+        }
+    };
+    &mut list[i].1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

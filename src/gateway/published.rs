@@ -30,9 +30,9 @@ pub(super) struct Published {
     id: u64,
 }
 
-/// A worker's copy: (gateway id, version, table). Workers belong to one
+/// A worker's copy, by gateway id: (version, table). Workers belong to one
 /// gateway and end before it, so their copies go with them.
-type Copy = (u64, u64, RouteTable);
+type Copy = (u64, (u64, RouteTable));
 
 thread_local! {
     static COPIES: RefCell<Vec<Copy>> = const { RefCell::new(Vec::new()) };
@@ -40,11 +40,11 @@ thread_local! {
 
 impl Published {
     pub fn new() -> Self {
-        static IDS: AtomicU64 = AtomicU64::new(0);
         Self {
             table: ArcSwap::from_pointee(RouteTable::default()),
+            // Copies start at version 0 with an empty table, like this.
             version: AtomicU64::new(0),
-            id: IDS.fetch_add(1, Ordering::Relaxed),
+            id: crate::sharded::owner_id(),
         }
     }
 
@@ -61,14 +61,7 @@ impl Published {
         let version = self.version.load(Ordering::Acquire);
         COPIES.with(|copies| {
             let mut copies = copies.borrow_mut();
-            let i = match copies.iter().position(|(id, _, _)| *id == self.id) {
-                Some(i) => i,
-                None => {
-                    copies.push((self.id, u64::MAX, RouteTable::default()));
-                    copies.len() - 1
-                }
-            };
-            let (_, v, table) = &mut copies[i];
+            let (v, table) = crate::sharded::entry(&mut copies, self.id);
             if *v != version {
                 *table = self.table.load().per_thread_copy();
                 *v = version;

@@ -25,7 +25,6 @@ pub mod mcp;
 mod process;
 
 use std::cell::RefCell;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -152,10 +151,7 @@ impl Metrics {
     pub fn new() -> Self {
         let m = Self {
             registry: Registry::default(),
-            id: {
-                static NEXT: AtomicU64 = AtomicU64::new(0);
-                NEXT.fetch_add(1, Ordering::Relaxed)
-            },
+            id: crate::sharded::owner_id(),
             requests: Family::default(),
             durations: Family::default(),
             in_flight: Family::default(),
@@ -244,14 +240,7 @@ impl Metrics {
     fn count(&self, app: &str, status: u16, outcome: crate::observe::Kind, took: Duration) {
         HANDLES.with(|handles| {
             let mut handles = handles.borrow_mut();
-            let i = match handles.iter().position(|(id, _)| *id == self.id) {
-                Some(i) => i,
-                None => {
-                    handles.push((self.id, FnvHashMap::default()));
-                    handles.len() - 1
-                }
-            };
-            let apps = &mut handles[i].1;
+            let apps = crate::sharded::entry(&mut handles, self.id);
             let key = u32::from(status) << 8 | outcome as u32;
             if let Some(h) = apps.get_mut(app) {
                 h.duration.observe(took);
