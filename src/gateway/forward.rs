@@ -211,8 +211,12 @@ pub(crate) async fn proxy(
                 tracing::debug!(app = %app.name, from = %upstream.label, to = %other.label, "connect failed; retrying on another instance");
                 guard.retarget(other.clone());
                 let upstream = guard.upstream();
-                attempt = gw.send_plain(pool, upstream, &parts, &forwarded).await;
-                upstream.record_result(&attempt, app.trip_on_5xx);
+                // Counted, then re-checked, as in `admit`: a rolling restart
+                // that retired it meanwhile gets the connect failure instead.
+                if !upstream.is_retired() {
+                    attempt = gw.send_plain(pool, upstream, &parts, &forwarded).await;
+                    upstream.record_result(&attempt, app.trip_on_5xx);
+                }
             }
         }
         attempt

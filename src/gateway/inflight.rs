@@ -23,38 +23,68 @@ use crate::sharded::Sharded;
 ///
 /// Sharded per thread ([`crate::sharded`]): both gateway workers count
 /// every request here, and one shared line cost each of them a cache miss
-/// per add.
+/// per add. Each shard counts arrivals and departures, both only growing:
+/// a sum over shards read one by one is no snapshot, but reading every
+/// departure count before any arrival count is exact at the moment
+/// between the two passes (see `get`).
 #[derive(Debug, Default)]
 pub struct Counter {
-    n: Sharded<AtomicUsize>,
+    shards: Sharded<Shard>,
+    /// `wait_idle` calls under way: departures look for zero only then.
+    waiting: AtomicUsize,
     idle: Notify,
 }
 
+#[derive(Debug, Default)]
+struct Shard {
+    entered: AtomicUsize,
+    left: AtomicUsize,
+}
+
 impl Counter {
-    // SeqCst: a rolling restart retires an instance and then reads its count,
-    // while a request counts itself and then re-checks the retirement (see
-    // `Upstream::retired`); one total order over every shard's add and the
-    // flag makes one of them see the other.
+    // SeqCst throughout: a rolling restart retires an instance and then
+    // reads its count, while a request counts itself and then re-checks the
+    // retirement (see `Upstream::retired`); and a departure checks for
+    // waiters while a waiter announces itself and then reads the count. One
+    // total order makes one side of each pair see the other.
+    /// Requests in flight. Departures are read first: each is at most what
+    /// had left at the moment between the passes, each arrival read after
+    /// at least what had entered, so 0 means none was in flight then.
     pub fn get(&self) -> usize {
-        // Each unit is added and taken back on the same shard, so the sum
-        // of all shards is never below zero.
-        self.n.iter().map(|s| s.load(Ordering::SeqCst)).sum()
+        let left: usize = self
+            .shards
+            .iter()
+            .map(|s| s.left.load(Ordering::SeqCst))
+            .sum();
+        let entered: usize = self
+            .shards
+            .iter()
+            .map(|s| s.entered.load(Ordering::SeqCst))
+            .sum();
+        entered.wrapping_sub(left)
     }
 
-    fn enter(&self, shard: usize) {
-        self.n.at(shard).fetch_add(1, Ordering::SeqCst);
+    fn enter(&self) {
+        self.shards.local().entered.fetch_add(1, Ordering::SeqCst);
     }
 
-    fn leave(&self, shard: usize) {
-        // Only a shard's last unit can be the count's last; two shards
-        // emptied at once both see the other (SeqCst), so one notifies.
-        if self.n.at(shard).fetch_sub(1, Ordering::SeqCst) == 1 && self.get() == 0 {
+    fn leave(&self) {
+        self.shards.local().left.fetch_add(1, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) > 0 && self.get() == 0 {
             self.idle.notify_waiters();
         }
     }
 
     /// Waits until the count is zero (true) or `deadline` passes (false).
     pub async fn wait_idle(&self, deadline: Instant) -> bool {
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let _waiting = Waiting(&self.waiting);
         loop {
             let notified = self.idle.notified();
             tokio::pin!(notified);
@@ -79,8 +109,6 @@ type OnDone = Box<dyn FnOnce(&Upstream, bool, u64) + Send + Sync>;
 /// holds all three counts (and is the worker's own copy: `published`).
 pub struct Guard {
     upstream: Arc<Upstream>,
-    /// The shard the units were added to (the guard may drop elsewhere).
-    shard: usize,
     on_done: Option<OnDone>,
     completed: bool,
     bytes_out: u64,
@@ -102,13 +130,11 @@ fn counts(u: &Upstream) -> [&Counter; 3] {
 impl Guard {
     /// Counts one request against the gateway, the app and `upstream`.
     pub fn new(upstream: Arc<Upstream>) -> Self {
-        let shard = crate::sharded::index();
         for c in counts(&upstream) {
-            c.enter(shard);
+            c.enter();
         }
         Self {
             upstream,
-            shard,
             on_done: None,
             completed: false,
             bytes_out: 0,
@@ -123,8 +149,8 @@ impl Guard {
     /// Moves the instance part of the count to another instance of the
     /// same app (a retry).
     pub fn retarget(&mut self, upstream: Arc<Upstream>) {
-        upstream.in_flight.enter(self.shard);
-        self.upstream.in_flight.leave(self.shard);
+        upstream.in_flight.enter();
+        self.upstream.in_flight.leave();
         self.upstream = upstream;
     }
 
@@ -148,7 +174,7 @@ impl Drop for Guard {
     fn drop(&mut self) {
         let u = &self.upstream;
         for c in counts(u) {
-            c.leave(self.shard);
+            c.leave();
         }
         if let Some(f) = self.on_done.take() {
             f(u, self.completed, self.bytes_out);
@@ -362,6 +388,29 @@ mod tests {
         assert_eq!((g.get(), a.get(), first.get(), second.get()), (1, 1, 0, 1));
         drop(guard);
         assert_eq!((g.get(), a.get(), second.get()), (0, 0, 0));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_guard_dropped_on_another_thread_still_empties_the_count_and_wakes_the_drain() {
+        let (g, u) = counters();
+        let guard = Guard::new(u.clone());
+        let start = Instant::now();
+        let waiter = {
+            let g = g.clone();
+            tokio::spawn(async move { g.wait_idle(start + Duration::from_secs(5)).await })
+        };
+        tokio::task::yield_now().await;
+        std::thread::spawn(move || drop(guard)).join().unwrap();
+        assert!(waiter.await.unwrap());
+        // Paused time jumps to the deadline only if nothing woke the drain.
+        assert!(
+            start.elapsed() < Duration::from_secs(5),
+            "woken, not timed out"
+        );
+        assert_eq!(
+            (g.get(), u.app_in_flight.get(), u.in_flight.get()),
+            (0, 0, 0)
+        );
     }
 
     fn tokio_stream_from<T: Send + 'static>(

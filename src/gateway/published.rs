@@ -70,3 +70,49 @@ impl Published {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn table(toml: &str) -> RouteTable {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/t.toml"));
+        let config = crate::config::from_str_with_env(toml, path, &|_| None).unwrap();
+        RouteTable::build(&config, &HashMap::new(), &HashMap::new())
+    }
+
+    fn app_for(p: &Published, host: &str) -> Option<(String, usize)> {
+        p.with(|t| {
+            t.find(host, "/")
+                .map(|m| (m.app.name.to_string(), Arc::as_ptr(m.app) as usize))
+        })
+    }
+
+    #[test]
+    fn each_thread_routes_with_its_own_copy_of_the_newest_table() {
+        let p = Published::new();
+        assert_eq!(app_for(&p, "a.localhost"), None);
+        p.store(table(
+            "[apps.a]\nroutes = [{ host = \"a.localhost\" }]\nupstreams = [\"127.0.0.1:1\"]\n",
+        ));
+        let (name, here) = app_for(&p, "a.localhost").unwrap();
+        assert_eq!(name, "a");
+        assert_eq!(
+            app_for(&p, "a.localhost").unwrap().1,
+            here,
+            "kept until the next table"
+        );
+        let there = std::thread::scope(|s| s.spawn(|| app_for(&p, "a.localhost")).join().unwrap());
+        assert_ne!(there.unwrap().1, here, "another thread has its own copy");
+        p.store(table(
+            "[apps.b]\nroutes = [{ host = \"b.localhost\" }]\nupstreams = [\"127.0.0.1:1\"]\n",
+        ));
+        assert_eq!(
+            app_for(&p, "a.localhost"),
+            None,
+            "the next request sees the new table"
+        );
+        assert_eq!(app_for(&p, "b.localhost").unwrap().0, "b");
+    }
+}

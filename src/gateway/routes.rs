@@ -200,7 +200,8 @@ pub struct AppEntry {
     /// Count 5xx answers as breaker failures.
     pub trip_on_5xx: bool,
     /// Shared, so admitting a request clones one `Arc` (an `Upstream`
-    /// holds four and its label).
+    /// holds several and its label); in a worker's copy of the table
+    /// (`published`), only that worker writes its count.
     pub upstreams: Vec<Arc<Upstream>>,
     pub shared: Arc<AppShared>,
 }
@@ -396,6 +397,47 @@ mod tests {
         let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/t.toml"));
         let config = crate::config::from_str_with_env(toml, path, &|_| None).unwrap();
         RouteTable::build(&config, &HashMap::new(), &HashMap::new())
+    }
+
+    /// `APPS`, with one upstream for `web`.
+    fn table_with_upstream() -> RouteTable {
+        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/t.toml"));
+        let config = crate::config::from_str_with_env(APPS, path, &|_| None).unwrap();
+        let web = AppName::new("web").unwrap();
+        let breaker = Breaker::new(config.apps[&web].circuit_breaker.clone());
+        let upstream = Upstream::new(
+            "web#0".into(),
+            ([127, 0, 0, 1], 1).into(),
+            Arc::default(),
+            Arc::new(InstanceBreaker::new(breaker)),
+        );
+        let upstreams = HashMap::from([(web, vec![upstream])]);
+        RouteTable::build(&config, &upstreams, &HashMap::new())
+    }
+
+    #[test]
+    fn a_per_thread_copy_routes_alike_with_its_own_entries_and_the_same_counters() {
+        let t = table_with_upstream();
+        let copy = t.per_thread_copy();
+        for (host, path) in [
+            ("web.localhost", "/"),
+            ("a.web.localhost", "/x"),
+            ("x", "/api/1"),
+        ] {
+            assert_eq!(hit(&copy, host, path), hit(&t, host, path));
+        }
+        let original = t.find("web.localhost", "/").unwrap().app;
+        let mine = copy.find("web.localhost", "/").unwrap().app;
+        assert!(!Arc::ptr_eq(original, mine), "the worker's own entry");
+        assert!(Arc::ptr_eq(&original.shared, &mine.shared));
+        let (u, v) = (&original.upstreams[0], &mine.upstreams[0]);
+        assert!(!Arc::ptr_eq(u, v), "the worker's own instance");
+        assert!(Arc::ptr_eq(&u.in_flight, &v.in_flight));
+        assert!(Arc::ptr_eq(&u.breaker, &v.breaker));
+        assert!(Arc::ptr_eq(&u.retired, &v.retired));
+        // Both routes of `web` lead to the one copy of its entry.
+        let wild = copy.find("a.web.localhost", "/").unwrap().app;
+        assert!(Arc::ptr_eq(mine, wild));
     }
 
     fn hit(t: &RouteTable, host: &str, path: &str) -> Option<(String, usize)> {
