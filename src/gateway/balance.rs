@@ -70,24 +70,10 @@ pub fn pick(app: &AppEntry, exclude: Option<SocketAddr>, now: Instant) -> Pick<'
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AppName, CircuitBreaker};
+    use crate::config::AppName;
     use crate::gateway::inflight::Guard;
     use crate::gateway::routes::AppShared;
-    use crate::health::breaker::Breaker;
-    use std::num::NonZeroU32;
     use std::sync::Arc;
-
-    use crate::gateway::InstanceBreaker;
-
-    fn cb() -> CircuitBreaker {
-        CircuitBreaker {
-            failures: NonZeroU32::MIN,
-            open_for: Duration::from_secs(10),
-            max_open_for: Duration::from_secs(60),
-            half_open_requests: NonZeroU32::MIN,
-            trip_on_5xx: false,
-        }
-    }
 
     fn app(balance: Balance, n: u16) -> AppEntry {
         AppEntry {
@@ -95,16 +81,7 @@ mod tests {
             balance,
             trip_on_5xx: false,
             upstreams: (0..n)
-                .map(|i| {
-                    let breaker = Arc::new(InstanceBreaker::new(Breaker::new(cb())));
-                    let addr = ([127, 0, 0, 1], 1000 + i).into();
-                    Arc::new(Upstream::new(
-                        format!("web#{i}"),
-                        addr,
-                        Arc::default(),
-                        breaker,
-                    ))
-                })
+                .map(|i| Arc::new(crate::gateway::routes::testing::upstream(i)))
                 .collect(),
             shared: Arc::new(AppShared::default()),
         }

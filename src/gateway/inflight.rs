@@ -280,23 +280,7 @@ mod tests {
     }
 
     fn upstream(n: u16) -> Arc<Upstream> {
-        use crate::config::CircuitBreaker;
-        use crate::health::breaker::Breaker;
-        let cb = CircuitBreaker {
-            failures: std::num::NonZeroU32::MIN,
-            open_for: Duration::from_secs(10),
-            max_open_for: Duration::from_secs(60),
-            half_open_requests: std::num::NonZeroU32::MIN,
-            trip_on_5xx: false,
-        };
-        let breaker = Arc::new(super::super::routes::InstanceBreaker::new(Breaker::new(cb)));
-        let addr = ([127, 0, 0, 1], 1000 + n).into();
-        Arc::new(Upstream::new(
-            format!("web#{n}"),
-            addr,
-            Arc::default(),
-            breaker,
-        ))
+        Arc::new(super::super::routes::testing::upstream(n))
     }
 
     #[tokio::test(start_paused = true)]

@@ -73,14 +73,8 @@ impl Published {
 
 #[cfg(test)]
 mod tests {
+    use super::super::routes::testing::table;
     use super::*;
-    use std::collections::HashMap;
-
-    fn table(toml: &str) -> RouteTable {
-        let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/t.toml"));
-        let config = crate::config::from_str_with_env(toml, path, &|_| None).unwrap();
-        RouteTable::build(&config, &HashMap::new(), &HashMap::new())
-    }
 
     fn app_for(p: &Published, host: &str) -> Option<(String, usize)> {
         p.with(|t| {

@@ -389,29 +389,45 @@ pub fn normalize_host(raw: &str) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// Tables and instances for the gateway's unit tests.
 #[cfg(test)]
-mod tests {
+pub(super) mod testing {
     use super::*;
 
-    fn table(toml: &str) -> RouteTable {
+    /// The table for `toml`'s apps (without upstreams).
+    pub fn table(toml: &str) -> RouteTable {
         let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/t.toml"));
         let config = crate::config::from_str_with_env(toml, path, &|_| None).unwrap();
         RouteTable::build(&config, &HashMap::new(), &HashMap::new())
     }
+
+    /// `web#n` at 127.0.0.1:(1000 + n), its breaker opening at the first
+    /// failure for 10 s.
+    pub fn upstream(n: u16) -> Upstream {
+        let cb = crate::config::CircuitBreaker {
+            failures: std::num::NonZeroU32::MIN,
+            open_for: std::time::Duration::from_secs(10),
+            max_open_for: std::time::Duration::from_secs(60),
+            half_open_requests: std::num::NonZeroU32::MIN,
+            trip_on_5xx: false,
+        };
+        let breaker = Arc::new(InstanceBreaker::new(Breaker::new(cb)));
+        let addr = ([127, 0, 0, 1], 1000 + n).into();
+        Upstream::new(format!("web#{n}"), addr, Arc::default(), breaker)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::testing::table;
+    use super::*;
 
     /// `APPS`, with one upstream for `web`.
     fn table_with_upstream() -> RouteTable {
         let path = std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/t.toml"));
         let config = crate::config::from_str_with_env(APPS, path, &|_| None).unwrap();
         let web = AppName::new("web").unwrap();
-        let breaker = Breaker::new(config.apps[&web].circuit_breaker.clone());
-        let upstream = Upstream::new(
-            "web#0".into(),
-            ([127, 0, 0, 1], 1).into(),
-            Arc::default(),
-            Arc::new(InstanceBreaker::new(breaker)),
-        );
-        let upstreams = HashMap::from([(web, vec![upstream])]);
+        let upstreams = HashMap::from([(web, vec![super::testing::upstream(0)])]);
         RouteTable::build(&config, &upstreams, &HashMap::new())
     }
 
