@@ -27,7 +27,13 @@ pub enum Pick<'a> {
 /// for retries).
 pub fn pick(app: &AppEntry, exclude: Option<SocketAddr>, now: Instant) -> Pick<'_> {
     let n = app.upstreams.len();
-    let turn = app.shared.next.local().fetch_add(1, Ordering::Relaxed);
+    // A load and a store, not an atomic add: no `lock` instruction on a
+    // line both workers write. Two workers taking a turn at the same
+    // moment may take the same one; consecutive requests still rotate.
+    let turn = app.shared.next.load(Ordering::Relaxed);
+    app.shared
+        .next
+        .store(turn.wrapping_add(1), Ordering::Relaxed);
     let rotated = || {
         (0..n)
             .map(move |k| &app.upstreams[(turn + k) % n.max(1)])

@@ -188,8 +188,10 @@ impl InstanceBreaker {
 #[derive(Debug, Default)]
 pub struct AppShared {
     pub in_flight: Arc<Counter>,
-    /// The round robin's turn, per worker thread (each rotates evenly).
-    pub next: crate::sharded::Sharded<AtomicUsize>,
+    /// The round robin's turn, one for the app (a turn per worker would
+    /// send a client's consecutive connections, landing on different
+    /// workers, to the same instance).
+    pub next: AtomicUsize,
     pub draining: AtomicBool,
 }
 
