@@ -28,6 +28,9 @@
 #
 # Usage: bench/proxy.sh [ROUNDS=3] [SECONDS=10] [CONNECTIONS=64] [CASE_SECONDS=5]
 #        HM_BIN=/path/to/harbormaster bench/proxy.sh …   (measure another build)
+#        PIN=1 bench/proxy.sh …   (every proxy's workers pinned one per CPU: nginx
+#          `worker_cpu_affinity auto`, haproxy `cpu-map`, harbormaster
+#          `worker_cpu_affinity = "auto"`, which HM_BIN2 must then know too)
 #        HM_BIN2=/path/to/other bench/proxy.sh …          (and a second one beside it;
 #          HM_BASE_BIN= is the same, the name earlier RESULTS rows used)
 set -euo pipefail
@@ -72,8 +75,10 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 \
   -keyout "$WORK/site.key" -out "$WORK/site.pem" 2>/dev/null
 chmod 755 "$WORK" "$WORK/backend"; chmod 644 "$WORK/big.bin"  # nginx workers run as nobody
+PIN=${PIN:-}
 cat > "$WORK/proxy/nginx.conf" <<CONF
 worker_processes 2;
+${PIN:+worker_cpu_affinity auto;}
 error_log $WORK/proxy/error.log warn;
 pid $WORK/proxy/nginx.pid;
 events { worker_connections 4096; }
@@ -108,6 +113,7 @@ CONF
 cat > "$WORK/haproxy.cfg" <<CONF
 global
   nbthread 2
+  ${PIN:+cpu-map auto:1/1-2 0-1}
   maxconn 4096
 defaults
   mode http
@@ -126,6 +132,7 @@ CONF
 cat > "$WORK/harbormaster.toml" <<CONF
 [gateway]
 listen = ["$HM"]
+${PIN:+worker_cpu_affinity = \"auto\"}
 [apps.backend]
 routes = [{ path = "/" }]
 upstreams = ["$BACKEND"]

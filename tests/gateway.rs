@@ -502,3 +502,54 @@ async fn listens_on_several_addresses_including_ipv6() {
         assert_eq!(s, 200, "{addr}");
     }
 }
+
+/// `Cpus_allowed_list` of each of the process's threads named `gateway-*`.
+fn gateway_worker_cpus(pid: i32) -> Vec<String> {
+    let mut cpus = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        if !comm.starts_with("gateway-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.join("status")).unwrap_or_default();
+        if let Some(line) = status.lines().find(|l| l.starts_with("Cpus_allowed_list:")) {
+            cpus.push(line["Cpus_allowed_list:".len()..].trim().to_string());
+        }
+    }
+    cpus.sort();
+    cpus
+}
+
+#[test]
+fn worker_cpu_affinity_auto_pins_each_worker_to_its_own_cpu_and_off_pins_none() {
+    let (_b, plain) = proxied("x", LISTEN);
+    let (_c, pinned) = proxied("x", &format!("{LISTEN}worker_cpu_affinity = \"auto\"\n"));
+    let unpinned = gateway_worker_cpus(plain.pid());
+    assert!(!unpinned.is_empty(), "no gateway worker threads found");
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let allowed = ours
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string();
+    assert!(
+        unpinned.iter().all(|c| *c == allowed),
+        "{unpinned:?} vs {allowed}"
+    );
+    let workers = gateway_worker_cpus(pinned.pid());
+    assert_eq!(workers.len(), unpinned.len());
+    if workers.len() > 1 {
+        // One CPU each, all different.
+        let distinct: std::collections::HashSet<_> = workers.iter().collect();
+        assert_eq!(distinct.len(), workers.len(), "{workers:?}");
+        assert!(
+            workers.iter().all(|c| c.parse::<usize>().is_ok()),
+            "{workers:?}"
+        );
+    } else {
+        // One worker (one CPU to run on): nothing to spread.
+        assert_eq!(workers.len(), 1);
+    }
+}

@@ -100,6 +100,9 @@ pub struct GatewayConfig {
     pub http2_max_concurrent_streams: u32,
     /// Open connections per upstream instance, all workers together.
     pub max_upstream_connections: u32,
+    /// `worker_cpu_affinity = "auto"`: each gateway worker thread is pinned
+    /// to one CPU the process may run on.
+    pub pin_workers: bool,
     /// `[gateway.tls]`: TLS listeners and certificates, when written.
     pub tls: Option<super::tls::TlsConfig>,
 }

@@ -41,6 +41,7 @@ pub struct RawGateway {
     pub upstream_idle_timeout: Option<S<String>>,
     pub http2_max_concurrent_streams: Option<S<i64>>,
     pub max_upstream_connections: Option<S<i64>>,
+    pub worker_cpu_affinity: Option<RawCpuAffinity>,
     pub tls: Option<S<super::tls::RawTls>>,
 }
 
@@ -70,6 +71,13 @@ pub enum RawCommand {
 pub enum RawBalance {
     RoundRobin,
     LeastInFlight,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RawCpuAffinity {
+    Off,
+    Auto,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]

@@ -205,6 +205,7 @@ impl Checker<'_, '_> {
                 1,
                 1_000_000,
             ),
+            pin_workers: g.worker_cpu_affinity == Some(super::raw::RawCpuAffinity::Auto),
             tls: g.tls.as_ref().and_then(|t| self.tls(t, &listen)),
         }
     }

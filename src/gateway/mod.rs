@@ -16,6 +16,7 @@
 //! counter (`crate::sharded`): what two cores write on every request costs
 //! each of them a cache miss.
 
+mod affinity;
 mod balance;
 pub mod conn;
 mod forward;
@@ -84,6 +85,8 @@ pub struct Gateway {
     response_timeout: Duration,
     upstream_idle_timeout: Duration,
     max_upstream_connections: usize,
+    /// `worker_cpu_affinity = "auto"`: pin each worker thread to a CPU.
+    pin_workers: bool,
     /// Who gets each request's outcome (the access log, when on).
     observers: Observers,
     /// Every request in flight, all apps.
@@ -156,6 +159,7 @@ impl Gateway {
             response_timeout: cfg.upstream_response_timeout,
             upstream_idle_timeout: cfg.upstream_idle_timeout,
             max_upstream_connections: cfg.max_upstream_connections as usize,
+            pin_workers: cfg.pin_workers,
             observers: Observers::new(observers),
             in_flight: Arc::new(Counter::default()),
             apps: Mutex::new(HashMap::new()),
@@ -364,6 +368,9 @@ impl Gateway {
             std::thread::Builder::new()
                 .name(format!("gateway-{i}"))
                 .spawn(move || {
+                    if gw.pin_workers {
+                        affinity::pin_to_cpu(i);
+                    }
                     match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
