@@ -4,7 +4,7 @@
 # One backend (nginx returning a small fixed body) and three proxies in front
 # of it, measured with wrk in interleaved rounds so drift hits all alike.
 # Peers are configured as their docs advise for speed: upstream keep-alive
-# on, 2 workers/threads. Prints requests/s, p50/p99 latency, the ratios
+# on, 2 workers/threads, each pinned to its own CPU (PIN=0: not pinned). Prints requests/s, p50/p99 latency, the ratios
 # harbormaster/nginx, harbormaster/haproxy, harbormaster/direct, the CPU
 # time each proxy spent per request (utime + stime of the process and its
 # worker children from /proc over the measured window: the fairest figure
@@ -28,9 +28,11 @@
 #
 # Usage: bench/proxy.sh [ROUNDS=3] [SECONDS=10] [CONNECTIONS=64] [CASE_SECONDS=5]
 #        HM_BIN=/path/to/harbormaster bench/proxy.sh …   (measure another build)
-#        PIN=1 bench/proxy.sh …   (every proxy's workers pinned one per CPU: nginx
-#          `worker_cpu_affinity auto`, haproxy `cpu-map`, harbormaster
-#          `worker_cpu_affinity = "auto"`, which HM_BIN2 must then know too)
+#        PIN=0 bench/proxy.sh …   (no proxy pinned; by default every proxy's
+#          workers are pinned one per CPU, as each one's docs offer for speed:
+#          nginx `worker_cpu_affinity auto`, haproxy `cpu-map`, harbormaster
+#          `worker_cpu_affinity = "auto"`, which HM_BIN2 must then know too.
+#          Unpinned, the tail latency is the scheduler's: bench/RESULTS.md)
 #        HM_BIN2=/path/to/other bench/proxy.sh …          (and a second one beside it;
 #          HM_BASE_BIN= is the same, the name earlier RESULTS rows used)
 set -euo pipefail
@@ -75,7 +77,8 @@ openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 
   -subj /CN=bench.test -addext subjectAltName=DNS:bench.test,IP:127.0.0.1 \
   -keyout "$WORK/site.key" -out "$WORK/site.pem" 2>/dev/null
 chmod 755 "$WORK" "$WORK/backend"; chmod 644 "$WORK/big.bin"  # nginx workers run as nobody
-PIN=${PIN:-}
+PIN=${PIN-1}
+[ "$PIN" = 0 ] && PIN=
 cat > "$WORK/proxy/nginx.conf" <<CONF
 worker_processes 2;
 ${PIN:+worker_cpu_affinity auto;}
