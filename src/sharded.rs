@@ -1,10 +1,10 @@
 //! Per-thread shards for the counters every proxied request touches.
 //!
 //! The gateway's workers are one thread per core. A counter they all add to
-//! (requests in flight, a request counter, a histogram bucket, a breaker
-//! mutex) is one cache line, and each `lock`-prefixed add first has to take
+//! (requests in flight, a request counter, a histogram bucket) is one
+//! cache line, and each `lock`-prefixed add first has to take
 //! that line from the other core: the profile in bench/RESULTS.md ("Speed,
-//! fifth step") found a third of the gateway's user-space samples on such
+//! fifth step") found over a quarter of the gateway's user-space samples on such
 //! instructions. Here each thread adds to its own line and readers (a drain
 //! waiting for zero, a scrape) sum the shards; a read costs `SHARDS` loads,
 //! which only the rare readers pay.
@@ -44,11 +44,6 @@ impl<T> Sharded<T> {
         &self.lines[index()].0
     }
 
-    /// Shard `i` (an [`index`] taken earlier, perhaps on another thread).
-    pub fn at(&self, i: usize) -> &T {
-        &self.lines[i % SHARDS].0
-    }
-
     /// Every shard, for summing.
     pub fn iter(&self) -> impl Iterator<Item = &T> {
         self.lines.iter().map(|l| &l.0)
@@ -56,7 +51,7 @@ impl<T> Sharded<T> {
 }
 
 /// The calling thread's shard index.
-pub fn index() -> usize {
+fn index() -> usize {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
     thread_local! {
         static INDEX: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SHARDS;

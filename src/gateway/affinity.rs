@@ -13,8 +13,8 @@ use rustix::thread::{sched_getaffinity, sched_setaffinity, CpuSet};
 
 /// Pins the calling thread to the `i`-th CPU (wrapping) of those the
 /// process may run on (its affinity mask: cgroups and `taskset` are
-/// respected). With one CPU allowed, or if the mask cannot be read or set,
-/// the thread stays as it is and says why.
+/// respected). With one CPU allowed there is nothing to spread over; if the
+/// mask cannot be read or set, the thread stays as it is and says why.
 pub(super) fn pin_to_cpu(i: usize) {
     let allowed = match sched_getaffinity(None) {
         Ok(set) => set,
@@ -26,12 +26,10 @@ pub(super) fn pin_to_cpu(i: usize) {
     let cpus: Vec<usize> = (0..CpuSet::MAX_CPU)
         .filter(|c| allowed.is_set(*c))
         .collect();
-    let Some(&cpu) = cpus.get(i % cpus.len().max(1)) else {
-        return;
-    };
     if cpus.len() < 2 {
         return;
     }
+    let cpu = cpus[i % cpus.len()];
     let mut one = CpuSet::new();
     one.set(cpu);
     match sched_setaffinity(None, &one) {
